@@ -1,0 +1,118 @@
+"""LAPO: Learning to Act without Actions (Schmidt & Jiang, ICLR 2024). Presets: smoke, cpu (default), paper.
+
+Launch (from the repository root, after `bash scripts/setup.sh`):
+
+  .venv/bin/python experiments/lapo.py --config configs/lapo.py:cpu --workdir runs/lapo_cpu
+  .venv/bin/python experiments/lapo.py --config configs/lapo.py:paper --workdir runs/lapo_bigfish \
+      --config.env.name=bigfish      # any of the 16 Procgen games
+
+- `cpu` (the README's flagship): MinAtar Asterix through gymnax. The whole pipeline: a PPO expert, its
+  observation-only dataset, stage 1 (IDM + FDM + VQ), stage 2 (latent BC), the latent-quality probe against a
+  random IDM and a supervised IDM, offline decoding over 16..4096 labels, online decoding against PPO from
+  scratch, and the no-VQ and RL-without-SL ablations, for `num_seeds` seeds of stages 1-3.
+  Expected result and time: see README.md, "LAPO results" (measured with the command above).
+- `procgen_cpu` is not a preset but a documented override set for a reduced Procgen stage-1 run; see README.
+- `paper`: Procgen (easy, num_levels=0), paper Table A.4 and Cobbe et al. (2020) PPO; for a GPU/TPU.
+- `smoke`: seconds-long settings for the tests.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from vidrl_jax import config as config_lib
+from vidrl_jax.envs import env_config
+from vidrl_jax.rl.ppo import ppo_config, procgen_ppo_config
+from vidrl_jax.train import loop_config
+from vidrl_jax.train.optim import optim_config
+
+OFFLINE_SIZES = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+
+
+def base() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.method = "lapo"
+  c.seed = 0
+  c.num_seeds = 3                      # seeds of stages 1-3 (the expert and its dataset are shared)
+  c.env = env_config("gymnax", "Asterix-MinAtar", num_envs=64)
+
+  # Stage 0: the data-generating expert (PPO), also the "PPO from scratch" recipe.
+  c.expert = ppo_config(total_env_steps=3_000_000, num_envs=64, num_steps=128, lr=5e-4, gamma=0.99,
+                        update_epochs=4, num_minibatches=8)
+  c.expert_net = ml_collections.ConfigDict(dict(impala_multiplier=1, fc=256))
+
+  c.data = ml_collections.ConfigDict(dict(
+      dir="",                     # '' = <workdir>/data; point it at official LAPO chunks to reuse them
+      num_envs=64, steps_per_env=4096, shard_len=1024,   # observation-only training frames
+      labelled_steps_per_env=512,                        # a disjoint action-labelled set (probe, decoders)
+  ))
+
+  c.model = ml_collections.ConfigDict(dict(
+      context=1,                  # pre-transition context frames k (Table A.4)
+      impala_multiplier=1, fc=256, latent_dim=128,
+      fdm_base_channels=16, fdm_levels=2, fdm_blocks=1,
+      decoder_hidden=(128, 128),
+  ))
+  c.vq = ml_collections.ConfigDict(dict(enabled=True, num_codebooks=2, codes_per_codebook=4,
+                                        num_embeddings=64, dim=16, decay=0.999))   # Table A.4
+
+  c.stage1 = ml_collections.ConfigDict(dict(
+      steps=3000, batch_size=128,
+      optim=optim_config(lr=2e-4, clip=2.0, warmup_steps=100, decay="linear"),
+      loss_weights=ml_collections.ConfigDict(dict(recon=1.0, vq_commit=0.05)),
+  ))
+  c.stage2 = ml_collections.ConfigDict(dict(
+      steps=2000, batch_size=128, optim=optim_config(lr=2e-4),
+      loss_weights=ml_collections.ConfigDict(dict(latent_mse=1.0)),
+  ))
+  c.oracle = ml_collections.ConfigDict(dict(steps=2000, batch_size=128, optim=optim_config(lr=2e-4)))
+
+  c.probe = ml_collections.ConfigDict(dict(labels=2048, test=8192, steps=1500, lr=1e-3, batch_size=256))
+  c.offline = ml_collections.ConfigDict(dict(sizes=OFFLINE_SIZES, eval_episodes=64))
+
+  # Stage 3b: online decoding (heads only, lr 1e-2: paper §5) and PPO from scratch at the same env steps.
+  c.online = ppo_config(total_env_steps=500_000, num_envs=64, num_steps=128, lr=1e-2, gamma=0.99,
+                        update_epochs=4, num_minibatches=8)
+  c.online.loss_weights.sl_decoder = 1.0
+  c.ablations = ml_collections.ConfigDict(dict(no_vq=True, rl_no_sl=True))
+  c.eval_episodes = 64
+  c.loop = loop_config(log_every=100, checkpoint_every=1000)
+  return c
+
+
+PRESETS = {
+    "smoke": {
+        "num_seeds": 1,
+        "env.num_envs": 8,
+        "expert.total_env_steps": 8 * 16 * 4, "expert.num_envs": 8, "expert.num_steps": 16,
+        "expert.num_minibatches": 2, "expert.update_epochs": 1,
+        "data.num_envs": 8, "data.steps_per_env": 64, "data.shard_len": 32, "data.labelled_steps_per_env": 32,
+        "stage1.steps": 6, "stage1.batch_size": 8, "stage1.optim.warmup_steps": 2,
+        "stage2.steps": 4, "stage2.batch_size": 8, "oracle.steps": 4, "oracle.batch_size": 8,
+        "model.fdm_base_channels": 8, "model.fc": 32, "model.decoder_hidden": (16,),
+        "probe.labels": 64, "probe.test": 64, "probe.steps": 20, "probe.batch_size": 16,
+        "offline.sizes": (16, 64), "offline.eval_episodes": 4, "eval_episodes": 4,
+        "online.total_env_steps": 8 * 16 * 2, "online.num_envs": 8, "online.num_steps": 16,
+        "online.num_minibatches": 2, "online.update_epochs": 1,
+        "loop.log_every": 2, "loop.checkpoint_every": 4,
+    },
+    "cpu": {},
+    "paper": {
+        "num_seeds": 1,
+        "env": env_config("procgen", "bigfish", num_envs=64, distribution_mode="easy", num_levels=0),
+        "expert": procgen_ppo_config(total_env_steps=50_000_000),
+        "expert_net.impala_multiplier": 4,
+        "data.num_envs": 64, "data.steps_per_env": 131_072, "data.shard_len": 32_768,   # ~8M frames
+        "data.labelled_steps_per_env": 1024,
+        "model.impala_multiplier": 4, "model.fdm_base_channels": 24, "model.fdm_levels": 5,
+        "stage1.steps": 70_000, "stage2.steps": 60_000, "oracle.steps": 60_000,      # Table A.4
+        "stage1.optim.warmup_steps": 1000,
+        "online": procgen_ppo_config(total_env_steps=4_000_000, lr=1e-2),
+        "loop.log_every": 200, "loop.checkpoint_every": 5000,
+    },
+}
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  config = config_lib.build(base, PRESETS, arg)
+  return config

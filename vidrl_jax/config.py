@@ -1,0 +1,49 @@
+"""Config helpers shared by every `configs/<method>.py`.
+
+A config file defines `get_config(arg)`; the arg picks a preset (`smoke`, `cpu`, `paper`). Configs are locked
+before they are returned, so a mistyped key (in code or as `--config.key=value`) is an error, not a silent no-op.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import ml_collections
+
+from vidrl_jax.errors import VidrlError
+
+PRESETS = ("smoke", "cpu", "paper")
+
+
+def preset_name(arg: str | None, default: str = "cpu") -> str:
+  """The preset chosen by `configs/x.py:arg`; one clear error for an unknown name."""
+  name = (arg or default).strip()
+  if name not in PRESETS:
+    raise VidrlError(f"unknown config preset {name!r}; choose one of {', '.join(PRESETS)} "
+                     f"(e.g. --config configs/lapo.py:cpu)")
+  return name
+
+
+def build(base: Callable[[], ml_collections.ConfigDict], presets: dict[str, dict],
+          arg: str | None) -> ml_collections.ConfigDict:
+  """`base()` updated with the chosen preset's overrides (dotted keys allowed), then locked."""
+  name = preset_name(arg)
+  config = base()
+  config.preset = name
+  for key, value in presets.get(name, {}).items():
+    set_path(config, key, value)
+  config.lock()
+  return config
+
+
+def set_path(config: ml_collections.ConfigDict, dotted: str, value) -> None:
+  """`config.a.b = value` for `dotted='a.b'`; an unknown key raises VidrlError."""
+  *parents, leaf = dotted.split(".")
+  node = config
+  for i, part in enumerate(parents):
+    if part not in node:
+      raise VidrlError(f"config has no key {'.'.join(parents[:i + 1])!r}; check the spelling in the preset")
+    node = node[part]
+  if leaf not in node:
+    raise VidrlError(f"config has no key {dotted!r}; check the spelling in the preset")
+  node[leaf] = value

@@ -1,0 +1,135 @@
+"""From latent actions to true actions (paper §4.3): probes, offline decoders and the online-decoding policy.
+
+- `embed` runs a network over many windows in jitted chunks.
+- `fit_decoders` trains one small decoder per labelled-set size, all sizes at once under `vmap` (decoder i sees
+  only the first sizes[i] labelled transitions). It serves both the latent-quality probe (accuracy on held-out
+  transitions) and the offline decoding sweep of paper Fig. 4 (16 ... 4096 labels).
+- `online_policy` builds the stage-3 actor-critic and its PPO pieces: convolutions frozen, a supervised decoder
+  head trained on the rollout's (IDM latent, taken action) pairs, a zero-initialised RL head.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from vidrl_jax.methods.lapo import models
+
+
+def embed(fn: Callable[[jax.Array], jax.Array], inputs: np.ndarray, chunk: int = 1024) -> np.ndarray:
+  """`fn` over `inputs` in chunks (padded to a fixed size, so it compiles once)."""
+  jfn = jax.jit(fn)
+  out = []
+  for i in range(0, len(inputs), chunk):
+    x = inputs[i:i + chunk]
+    n = len(x)
+    if n < chunk:
+      x = np.concatenate([x, np.repeat(x[-1:], chunk - n, axis=0)])
+    out.append(np.asarray(jfn(x))[:n])
+  return np.concatenate(out)
+
+
+def standardiser(latents: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Mean and std of unlabelled latents (no labels needed), used to normalise decoder inputs."""
+  return latents.mean(0), latents.std(0) + 1e-6
+
+
+def fit_decoders(rng: jax.Array, x: np.ndarray, y: np.ndarray, sizes: Sequence[int], num_actions: int,
+                 hidden: Sequence[int], steps: int, lr: float, batch_size: int):
+  """Decoder parameters for each size, stacked on a leading axis: decoder i trains on (x[:n_i], y[:n_i])."""
+  dec = models.ActionDecoder(tuple(hidden), num_actions)
+  x, y = jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.int32)
+  tx = optax.adam(lr)
+
+  def train_one(rng, n):
+    r_init, r_steps = jax.random.split(rng)
+    params = dec.init(r_init, x[:1])
+
+    def sgd(carry, r):
+      params, opt_state = carry
+      idx = jax.random.randint(r, (batch_size,), 0, n)
+      grads = jax.grad(lambda p: optax.softmax_cross_entropy_with_integer_labels(
+          dec.apply(p, x[idx]), y[idx]).mean())(params)
+      updates, opt_state = tx.update(grads, opt_state, params)
+      return (optax.apply_updates(params, updates), opt_state), None
+
+    (params, _), _ = jax.lax.scan(sgd, (params, tx.init(params)), jax.random.split(r_steps, steps))
+    return params
+
+  sizes = jnp.asarray(sizes, jnp.int32)
+  return jax.jit(jax.vmap(train_one))(jax.random.split(rng, len(sizes)), sizes)
+
+
+def decoder_accuracy(stacked_params, x: np.ndarray, y: np.ndarray, hidden: Sequence[int],
+                     num_actions: int) -> np.ndarray:
+  """Held-out accuracy of each stacked decoder."""
+  dec = models.ActionDecoder(tuple(hidden), num_actions)
+  logits = jax.jit(jax.vmap(lambda p: dec.apply(p, jnp.asarray(x, jnp.float32))))(stacked_params)
+  return np.asarray(jnp.mean(jnp.argmax(logits, -1) == jnp.asarray(y)[None], axis=-1))
+
+
+def take(stacked, i: int):
+  return jax.tree.map(lambda a: a[i], stacked)
+
+
+def offline_policy(config: ml_collections.ConfigDict, num_actions: int):
+  """Composed policy for offline decoding: obs -> latent policy -> standardise -> decoder -> logits.
+
+  Params: {'policy': stage-2 params, 'decoder': decoder params, 'mean': (L,), 'std': (L,)}.
+  """
+  pol, dec = models.policy(config), models.decoder(config, num_actions)
+
+  def apply_fn(params, obs):
+    latent = pol.apply(params["policy"], obs)
+    logits = dec.apply(params["decoder"], (latent - params["mean"]) / params["std"])
+    return logits, jnp.zeros(logits.shape[:-1])
+
+  return apply_fn
+
+
+def online_policy(config: ml_collections.ConfigDict, num_actions: int, obs_example: np.ndarray,
+                  policy_params, idm_params, rng: jax.Array):
+  """Stage-3 network and its PPO hooks: (apply_fn, init_params, trainable_mask, aux_loss).
+
+  The torso (convolutions and their fc) and the IDM stay frozen; the latent head, decoder, RL head and value
+  head train (paper §5, learning rate 1e-2 in the config). `aux_loss` is the supervised decoder loss on the
+  rollout: the frozen IDM labels each in-episode transition (o_{t-1}, o_t, o_{t+1}) of the rollout with a
+  latent, and the decoder learns to map it to the action actually taken in o_t. The decoder sees
+  pre-quantisation latents, as in the offline decoding, scaled by the statistics of the training data.
+  """
+  net = models.decoded_policy(config, num_actions)
+  idm = models.idm(config)
+  k = config.model.context
+  params = net.init(rng, jnp.asarray(obs_example[:1]))["params"]
+  params = dict(params)
+  params["torso"] = policy_params["params"]["torso"]
+  params["latent_head"] = policy_params["params"]["latent_head"]
+  init_params = {"net": params, "idm": idm_params}
+  trainable = {"net": {name: jax.tree.map(lambda _: name != "torso", sub) for name, sub in params.items()},
+               "idm": jax.tree.map(lambda _: False, idm_params)}
+
+  def apply_fn(p, obs):
+    return net.apply({"params": p["net"]}, obs)
+
+  def aux_loss(p, traj, rng):
+    del rng
+    obs = jnp.concatenate([traj["obs"], traj["next_obs"][None]], axis=0)    # (T+1, N, ...)
+    t_len = traj["obs"].shape[0]
+    ts = jnp.arange(k, t_len)                                              # a window needs k past frames
+    windows = jnp.stack([obs[ts + j - k] for j in range(k + 2)], axis=2)    # (T-k, N, k+2, H, W, C)
+    done = traj["done"]
+    valid = jnp.ones(windows.shape[:2], bool)
+    for j in range(k + 1):                                                  # no episode end inside
+      valid &= ~done[ts + j - k]
+    latent = jax.lax.stop_gradient(idm.apply(p["idm"], windows))
+    decoder = models.decoder(config, num_actions)
+    logits = decoder.apply({"params": p["net"]["decoder"]}, latent)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, traj["action"][ts])
+    return {"sl_decoder": jnp.sum(ce * valid) / jnp.maximum(valid.sum(), 1)}
+
+  return apply_fn, init_params, trainable, aux_loss

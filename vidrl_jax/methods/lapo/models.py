@@ -1,0 +1,127 @@
+"""LAPO's networks (paper §4, App. A.4; official code: IMPALA-CNN IDM/policy, U-Net FDM).
+
+Frames enter as uint8 and are scaled to [0, 1] here; a window of k+2 frames o_{t-k} .. o_{t+1} is stacked on
+channels for the IDM, the k+1 context frames o_{t-k} .. o_t for the FDM.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from vidrl_jax.nets import MLP, ImpalaCNN, UNet
+from vidrl_jax.nets.impala import impala_channels
+
+
+def to_float(frames: jax.Array) -> jax.Array:
+  return frames.astype(jnp.float32) / 255.0
+
+
+def stack_frames(frames: jax.Array) -> jax.Array:
+  """(..., F, H, W, C) -> (..., H, W, F*C): frames stacked on channels, oldest first."""
+  *batch, f, h, w, c = frames.shape
+  return jnp.moveaxis(frames, -4, -2).reshape(*batch, h, w, f * c)
+
+
+class LatentIDM(nn.Module):
+  """Latent inverse dynamics model: window o_{t-k..t+1} -> continuous latent action z_t (before VQ).
+
+  With `out=num_actions` and a cross-entropy loss it is the supervised-IDM upper bound instead.
+  """
+  channels: Sequence[int]
+  fc: int
+  out: int
+
+  @nn.compact
+  def __call__(self, frames: jax.Array) -> jax.Array:
+    h = ImpalaCNN(self.channels, out_features=self.fc, name="torso")(stack_frames(to_float(frames)))
+    return nn.Dense(self.out, name="head")(h)
+
+
+class LatentFDM(nn.Module):
+  """Latent forward dynamics model: context o_{t-k..t} and latent action -> o_{t+1} - 0.5 (tanh/2 output)."""
+  base_channels: int
+  num_levels: int
+  blocks_per_level: int
+  out_channels: int
+
+  @nn.compact
+  def __call__(self, context: jax.Array, latent: jax.Array) -> jax.Array:
+    return UNet(out_channels=self.out_channels, base_channels=self.base_channels, num_levels=self.num_levels,
+                blocks_per_level=self.blocks_per_level, tanh_output=True, name="unet")(
+                    stack_frames(to_float(context)), latent)
+
+
+class LatentPolicy(nn.Module):
+  """Latent policy pi(o_t) -> latent action, trained by regressing the IDM's latents (stage 2)."""
+  channels: Sequence[int]
+  fc: int
+  latent_dim: int
+
+  @nn.compact
+  def __call__(self, obs: jax.Array) -> jax.Array:
+    h = ImpalaCNN(self.channels, out_features=self.fc, name="torso")(to_float(obs))
+    return nn.Dense(self.latent_dim, name="latent_head")(h)
+
+
+class DecodedPolicy(nn.Module):
+  """Stage-3 actor-critic: the latent policy plus two heads whose logits are averaged (paper §5).
+
+  The supervised head is `decoder(latent_head(h))` (the decoder maps latent actions to true actions); the RL
+  head is a zero-initialised linear layer on the torso features, so at the start the policy is the decoded
+  latent policy. `torso` and `latent_head` come from stage 2.
+  """
+  channels: Sequence[int]
+  fc: int
+  latent_dim: int
+  decoder_hidden: Sequence[int]
+  num_actions: int
+
+  @nn.compact
+  def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
+    h = ImpalaCNN(self.channels, out_features=self.fc, name="torso")(to_float(obs))
+    latent = nn.Dense(self.latent_dim, name="latent_head")(h)
+    sl_logits = ActionDecoder(self.decoder_hidden, self.num_actions, name="decoder")(latent)
+    rl_logits = nn.Dense(self.num_actions, kernel_init=nn.initializers.zeros, name="rl_head")(h)
+    logits = (sl_logits + rl_logits) / 2.0
+    value = nn.Dense(1, name="value_head")(h)[..., 0]
+    return logits, value
+
+
+class ActionDecoder(nn.Module):
+  """Latent action -> logits over true actions (the latent-quality probe and the offline decoder)."""
+  hidden: Sequence[int]
+  num_actions: int
+
+  @nn.compact
+  def __call__(self, latent: jax.Array) -> jax.Array:
+    return MLP(self.hidden, out=self.num_actions, name="mlp")(latent)
+
+
+def idm(config: ml_collections.ConfigDict, out: int | None = None) -> LatentIDM:
+  m = config.model
+  return LatentIDM(impala_channels(m.impala_multiplier), m.fc, out or m.latent_dim)
+
+
+def fdm(config: ml_collections.ConfigDict, channels: int) -> LatentFDM:
+  m = config.model
+  return LatentFDM(m.fdm_base_channels, m.fdm_levels, m.fdm_blocks, channels)
+
+
+def policy(config: ml_collections.ConfigDict) -> LatentPolicy:
+  m = config.model
+  return LatentPolicy(impala_channels(m.impala_multiplier), m.fc, m.latent_dim)
+
+
+def decoded_policy(config: ml_collections.ConfigDict, num_actions: int) -> DecodedPolicy:
+  m = config.model
+  return DecodedPolicy(impala_channels(m.impala_multiplier), m.fc, m.latent_dim,
+                       tuple(m.decoder_hidden), num_actions)
+
+
+def decoder(config: ml_collections.ConfigDict, num_actions: int) -> ActionDecoder:
+  return ActionDecoder(tuple(config.model.decoder_hidden), num_actions)

@@ -1,0 +1,237 @@
+"""LAPO end to end (paper Fig. 2 and §4): expert -> observation-only data -> stage 1 -> stage 2 -> decoding.
+
+`train_and_evaluate(config, workdir)` runs every stage in order. Each stage resumes from its checkpoints or
+reuses its cached result file, so rerunning with the same workdir picks up where an interrupted run stopped.
+The expert and its dataset are shared by all seeds; stages 1-3, the baselines and the ablations run per seed.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from vidrl_jax import io
+from vidrl_jax.data import collect as collect_lib
+from vidrl_jax.data.frames import FrameDataset
+from vidrl_jax.envs import make_env
+from vidrl_jax.methods.lapo import decode, models, report, stages
+from vidrl_jax.rl import ppo
+from vidrl_jax.train import MetricWriter, run, stage_rng, write_results
+
+
+def cached(path: str, compute: Callable[[], dict]) -> dict:
+  """The json result at `path`, computed and written atomically the first time."""
+  if os.path.exists(path):
+    return io.read_json(path)
+  result = compute()
+  io.write_json(path, result)
+  return result
+
+
+def normalise(ret: float, refs: dict) -> float:
+  """Return scaled so that a uniform-random policy is 0 and the data-generating expert is 1."""
+  return (ret - refs["random_return"]) / max(refs["expert_return"] - refs["random_return"], 1e-8)
+
+
+class Lapo:
+  """Holds what every stage shares: config, workdir, writer, environments, datasets."""
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+    self.config, self.workdir = config, workdir
+    self.writer = MetricWriter(workdir)
+    self.env = make_env(config.env)
+    self.num_actions = self.env.num_actions
+    self.k = config.model.context
+
+  def path(self, *parts: str) -> str:
+    return os.path.join(self.workdir, *parts)
+
+  # ---- stage 0: expert and data -------------------------------------------------------------------------
+  def ppo_run(self, name: str, apply_fn, init_params, ppo_config, seed: int, trainable=None, aux_loss=None):
+    task = ppo.make_ppo_task(self.env, apply_fn, init_params, ppo_config, name=name, trainable=trainable,
+                             aux_loss=aux_loss)
+    state, _ = run(task, self.config.loop, self.workdir, self.writer, seed)
+    return ppo.params_of(state)
+
+  def evaluate(self, apply_fn, params, seed: int, name: str) -> float:
+    rng = stage_rng(seed, f"eval/{name}")
+    out = ppo.evaluate_policy(self.env, apply_fn, params, rng, self.config.eval_episodes)
+    return float(out["mean_return"])
+
+  def expert(self):
+    c = self.config
+    apply_fn, init_fn = ppo.make_actor_critic(self.num_actions, encoder="impala",
+                                              impala_multiplier=c.expert_net.impala_multiplier,
+                                              fc=c.expert_net.fc)
+    params_init = init_fn(stage_rng(c.seed, "expert/init"), self.env.obs_shape)
+    params = self.ppo_run("expert", apply_fn, params_init, c.expert, c.seed)
+    return apply_fn, params
+
+  def references(self, expert_apply, expert_params) -> dict:
+    def compute():
+      uniform = lambda p, obs: (jnp.zeros(obs.shape[:1] + (self.num_actions,)), jnp.zeros(obs.shape[:1]))
+      return {"expert_return": self.evaluate(expert_apply, expert_params, self.config.seed, "expert"),
+              "random_return": self.evaluate(uniform, None, self.config.seed, "random"),
+              "episodes": self.config.eval_episodes}
+    return cached(self.path("references.json"), compute)
+
+  def datasets(self, expert_apply, expert_params) -> tuple[FrameDataset, FrameDataset, dict]:
+    c = self.config
+    root = c.data.dir or self.path("data")
+    env = make_env(ml_collections.ConfigDict({**c.env.to_dict(), "num_envs": c.data.num_envs}))
+
+    def policy(params, obs, rng):
+      logits, _ = expert_apply(params, obs)
+      return jax.random.categorical(rng, logits)
+
+    meta = {"env": c.env.name, "policy": "ppo expert"}
+    info = {}
+    for split, steps in (("train", c.data.steps_per_env), ("labelled", c.data.labelled_steps_per_env)):
+      info[split] = collect_lib.collect(env, policy, expert_params, stage_rng(c.seed, f"data/{split}"), steps,
+                                        os.path.join(root, split), c.data.shard_len, meta)
+    window = self.k + 2
+    return (FrameDataset(os.path.join(root, "train"), window, self.env.obs_shape),
+            FrameDataset(os.path.join(root, "labelled"), window, self.env.obs_shape), info)
+
+  # ---- stages 1-3 for one seed -----------------------------------------------------------------------------
+  def run_seed(self, seed: int, train: FrameDataset, labelled: FrameDataset, refs: dict) -> dict:
+    c = self.config
+    out = {"seed": seed}
+    lapo = self.latent_stages(seed, train, use_vq=c.vq.enabled, tag="")
+    out.update(self.probe_and_offline(seed, train, labelled, lapo, refs, tag=""))
+    out.update(self.online(seed, lapo, refs, sl=True, tag="online"))
+    out.update(self.scratch(seed, refs))
+    out["oracle_accuracy"] = self.oracle(seed, train, labelled)
+    out["random_idm_accuracy"] = self.random_idm(seed, train, labelled)
+    if c.ablations.rl_no_sl:
+      out.update(self.online(seed, lapo, refs, sl=False, tag="online_rl_no_sl"))
+    if c.ablations.no_vq:
+      novq = self.latent_stages(seed, train, use_vq=False, tag="_novq")
+      out.update(self.probe_and_offline(seed, train, labelled, novq, refs, tag="_novq", offline=False))
+      out.update(self.online(seed, novq, refs, sl=False, tag="online_rl_no_sl_no_vq"))
+    return out
+
+  def latent_stages(self, seed: int, train: FrameDataset, use_vq: bool, tag: str) -> dict:
+    c = self.config
+    s1, _ = run(stages.stage1_task(c, train, f"seed{seed}/stage1{tag}", seed, use_vq), c.loop, self.workdir,
+                self.writer, seed)
+    idm_params = s1.train.params["idm"]
+    s2, _ = run(stages.stage2_task(c, train, idm_params, f"seed{seed}/stage2{tag}", seed), c.loop,
+                self.workdir, self.writer, seed)
+    return {"idm": idm_params, "fdm": s1.train.params["fdm"], "vq": s1.vq, "policy": s2.train.params,
+            "use_vq": use_vq, "tag": tag}
+
+  def labelled_split(self, seed: int, labelled: FrameDataset):
+    """Disjoint decoder-training and held-out windows of the action-labelled set, with their true actions."""
+    c = self.config
+    n_train = max(max(c.offline.sizes), c.probe.labels)
+    starts = np.random.default_rng([seed, 7]).permutation(labelled.starts)
+    if len(starts) < n_train + c.probe.test:
+      n_train = min(n_train, len(starts) // 2)
+    tr, te = starts[:n_train], starts[len(starts) - min(c.probe.test, len(starts) - n_train):]
+    return tr, te, labelled.actions_at(tr, self.k), labelled.actions_at(te, self.k)
+
+  def idm_latents(self, idm_params, data: FrameDataset, starts: np.ndarray) -> np.ndarray:
+    idm = models.idm(self.config)
+    return decode.embed(lambda w: idm.apply(idm_params, w), data.windows(starts))
+
+  def probe(self, seed: int, idm_params, train, labelled, sizes):
+    """Held-out accuracy of decoders trained on the IDM's latents, one per labelled-set size."""
+    c = self.config
+    tr, te, y_tr, y_te = self.labelled_split(seed, labelled)
+    unlabelled = train.starts[np.random.default_rng([seed, 8]).integers(0, len(train.starts), 4096)]
+    mean, std = decode.standardiser(self.idm_latents(idm_params, train, unlabelled))
+    x_tr = (self.idm_latents(idm_params, labelled, tr) - mean) / std
+    x_te = (self.idm_latents(idm_params, labelled, te) - mean) / std
+    decoders = decode.fit_decoders(stage_rng(seed, "probe"), x_tr, y_tr, sizes, self.num_actions,
+                                   c.model.decoder_hidden, c.probe.steps, c.probe.lr, c.probe.batch_size)
+    acc = decode.decoder_accuracy(decoders, x_te, y_te, c.model.decoder_hidden, self.num_actions)
+    return decoders, acc, mean, std, len(te)
+
+  def probe_and_offline(self, seed, train, labelled, lapo, refs, tag, offline=True) -> dict:
+    c = self.config
+    sizes = sorted(set(c.offline.sizes) | {c.probe.labels}) if offline else [c.probe.labels]
+
+    def compute():
+      decoders, acc, mean, std, n_test = self.probe(seed, lapo["idm"], train, labelled, sizes)
+      res = {f"probe_accuracy{tag}": float(acc[sizes.index(c.probe.labels)]), "probe_labels": c.probe.labels,
+             "probe_test_transitions": n_test}
+      if offline:
+        apply_fn = decode.offline_policy(c, self.num_actions)
+        sweep = {}
+        for i, n in enumerate(sizes):
+          if n not in c.offline.sizes:
+            continue
+          params = {"policy": lapo["policy"], "decoder": decode.take(decoders, i), "mean": mean, "std": std}
+          ret = self.evaluate(apply_fn, params, seed, f"offline{n}")
+          sweep[str(n)] = {"return": ret, "normalised": normalise(ret, refs), "probe_accuracy": float(acc[i])}
+        res["offline_sweep"] = sweep
+      return res
+
+    return cached(self.path(f"seed{seed}", f"probe{tag}.json"), compute)
+
+  def oracle(self, seed, train, labelled) -> float:
+    def compute():
+      task = stages.supervised_idm_task(self.config, train, self.num_actions, f"seed{seed}/oracle", seed)
+      state, _ = run(task, self.config.loop, self.workdir, self.writer, seed)
+      _, te, _, y_te = self.labelled_split(seed, labelled)
+      net = models.idm(self.config, out=self.num_actions)
+      logits = decode.embed(lambda w: net.apply(state.params, w), labelled.windows(te))
+      return {"accuracy": float(np.mean(logits.argmax(-1) == y_te))}
+    return cached(self.path(f"seed{seed}", "oracle.json"), compute)["accuracy"]
+
+  def random_idm(self, seed, train, labelled) -> float:
+    c = self.config
+    def compute():
+      sample = jnp.asarray(train.windows(train.starts[:1]))
+      params = models.idm(c).init(stage_rng(seed, "random_idm"), sample)
+      _, acc, *_ = self.probe(seed, params, train, labelled, [c.probe.labels])
+      return {"accuracy": float(acc[0])}
+    return cached(self.path(f"seed{seed}", "random_idm.json"), compute)["accuracy"]
+
+  def online(self, seed, lapo, refs, sl: bool, tag: str) -> dict:
+    c = self.config
+    def compute():
+      obs = np.zeros((1,) + tuple(self.env.obs_shape), np.uint8)
+      apply_fn, init_params, trainable, aux = decode.online_policy(
+          c, self.num_actions, obs, lapo["policy"], lapo["idm"], stage_rng(seed, f"{tag}/init"))
+      ppo_cfg = ml_collections.ConfigDict(c.online.to_dict())
+      if not sl:
+        ppo_cfg.loss_weights.sl_decoder = 0.0
+      params = self.ppo_run(f"seed{seed}/{tag}", apply_fn, init_params, ppo_cfg, seed, trainable, aux)
+      ret = self.evaluate(apply_fn, params, seed, tag)
+      return {f"{tag}_return": ret, f"{tag}_normalised": normalise(ret, refs)}
+    return cached(self.path(f"seed{seed}", f"{tag}.json"), compute)
+
+  def scratch(self, seed, refs) -> dict:
+    c = self.config
+    def compute():
+      apply_fn, init_fn = ppo.make_actor_critic(self.num_actions, encoder="impala",
+                                                impala_multiplier=c.model.impala_multiplier, fc=c.model.fc)
+      params = init_fn(stage_rng(seed, "scratch/init"), self.env.obs_shape)
+      ppo_cfg = ml_collections.ConfigDict(c.expert.to_dict())
+      ppo_cfg.total_env_steps = c.online.total_env_steps
+      params = self.ppo_run(f"seed{seed}/scratch", apply_fn, params, ppo_cfg, seed)
+      ret = self.evaluate(apply_fn, params, seed, "scratch")
+      return {"scratch_return": ret, "scratch_normalised": normalise(ret, refs)}
+    return cached(self.path(f"seed{seed}", "scratch.json"), compute)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Runs (or resumes) the whole LAPO pipeline and writes results.json, metrics and plots into `workdir`."""
+  lapo = Lapo(config, workdir)
+  expert_apply, expert_params = lapo.expert()
+  refs = lapo.references(expert_apply, expert_params)
+  train, labelled, data_info = lapo.datasets(expert_apply, expert_params)
+  seeds = [config.seed + i for i in range(config.num_seeds)]
+  per_seed = [lapo.run_seed(s, train, labelled, refs) for s in seeds]
+  results = report.summarise(config, refs, data_info, per_seed)
+  results["plots"] = report.plots_for(lapo, train, labelled, per_seed, refs)
+  write_results(workdir, results)
+  lapo.writer.close()
+  return results

@@ -1,0 +1,122 @@
+"""LAPO's headline numbers (mean and std over seeds, targets from the issue) and its plots."""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from sklearn.manifold import TSNE
+
+from vidrl_jax import plots
+from vidrl_jax.methods.lapo import models
+from vidrl_jax.nets import vq as vq_lib
+
+ACTION_NAMES = {"Asterix-MinAtar": ["noop", "left", "up", "right", "down"],
+                "Breakout-MinAtar": ["noop", "left", "right"],
+                "SpaceInvaders-MinAtar": ["noop", "left", "right", "fire"],
+                "Freeway-MinAtar": ["noop", "up", "down"]}
+
+
+def _stats(values) -> dict:
+  v = np.asarray([x for x in values if x is not None], np.float64)
+  return {"mean": float(v.mean()), "std": float(v.std()), "per_seed": v.tolist()}
+
+
+def summarise(config, refs: dict, data_info: dict, per_seed: list[dict]) -> dict:
+  keys = sorted({k for r in per_seed for k, v in r.items() if isinstance(v, (int, float)) and k != "seed"})
+  out = {"method": "lapo", "preset": config.preset, "env": config.env.name,
+         "seeds": [r["seed"] for r in per_seed], "references": refs, "data": data_info}
+  out.update({k: _stats(r.get(k) for r in per_seed) for k in keys})
+  probe = np.array([r["probe_accuracy"] for r in per_seed])
+  out["probe_over_oracle"] = _stats(probe / np.array([r["oracle_accuracy"] for r in per_seed]))
+  out["probe_over_random_idm"] = _stats(probe / np.array([r["random_idm_accuracy"] for r in per_seed]))
+  sizes = sorted(per_seed[0].get("offline_sweep", {}), key=int)
+  out["offline_sweep_normalised"] = {n: _stats(r["offline_sweep"][n]["normalised"] for r in per_seed)
+                                     for n in sizes}
+  out["targets"] = {
+      "probe >= 0.9 x oracle": out["probe_over_oracle"]["mean"] >= 0.9,
+      "probe >= 2 x random IDM": out["probe_over_random_idm"]["mean"] >= 2.0,
+      "offline decoding with 256 labels >= 0.6": ("256" in out["offline_sweep_normalised"] and
+                                                  out["offline_sweep_normalised"]["256"]["mean"] >= 0.6),
+      "online decoding >= 0.9": out.get("online_normalised", {"mean": -1})["mean"] >= 0.9,
+      "online decoding ahead of PPO from scratch": (out.get("online_normalised", {"mean": -1})["mean"] >
+                                                    out.get("scratch_normalised", {"mean": 0})["mean"]),
+  }
+  return out
+
+
+def plots_for(lapo, train, labelled, per_seed: list[dict], refs: dict) -> dict:
+  """Writes the plots of seed `per_seed[0]` (latent embedding, FDM predictions) and of all seeds (curves)."""
+  c, seed = lapo.config, per_seed[0]["seed"]
+  out = {}
+  names = ACTION_NAMES.get(c.env.name, [str(a) for a in range(lapo.num_actions)])
+  _, te, _, y_te = lapo.labelled_split(seed, labelled)
+  te, y_te = te[:1500], y_te[:1500]
+  variants = [("", "LAPO (VQ)")] + ([("_novq", "no-VQ ablation")] if c.ablations.no_vq else [])
+  for tag, title in variants:
+    stagesets = lapo.latent_stages(seed, train, use_vq=(tag == ""), tag=tag)
+    z = lapo.idm_latents(stagesets["idm"], labelled, te)
+    xy = TSNE(2, init="pca", perplexity=30, random_state=0).fit_transform(z)
+    out[f"tsne{tag}"] = plots.embedding(lapo.path(f"latent_tsne{tag}.png"), xy, y_te, names,
+                                        f"{title}: t-SNE of IDM latents by true action")
+    if tag == "":
+      out["fdm"] = fdm_predictions(lapo, stagesets, labelled, te[:8])
+
+  def curve(stage: str, ykey: str = "episode_return"):
+    steps, vals = None, []
+    for r in per_seed:
+      rows = [row for row in lapo.writer.rows(f"seed{r['seed']}/{stage}") if ykey in row]
+      if not rows:
+        return None
+      x = np.array([row.get("env_steps", row["step"]) for row in rows])
+      y = np.array([(row[ykey] - refs["random_return"]) / max(refs["expert_return"] - refs["random_return"],
+                                                              1e-8) for row in rows])
+      n = len(x) if steps is None else min(len(x), len(steps))
+      steps = x[:n]
+      vals = [v[:n] for v in vals] + [y[:n]]
+    return steps, np.mean(vals, axis=0)
+
+  series = {}
+  for stage, label in [("online", "LAPO online decoding (RL + SL)"), ("online_rl_no_sl", "RL, no-SL"),
+                       ("online_rl_no_sl_no_vq", "RL, no-SL, no-VQ"), ("scratch", "PPO from scratch")]:
+    cv = curve(stage)
+    if cv is not None:
+      series[label] = cv
+  out["online_curves"] = plots.curves(lapo.path("online_decoding.png"), series, "environment steps",
+                                      "normalised return (training episodes)",
+                                      f"{c.env.name}: online decoding, mean of {len(per_seed)} seeds",
+                                      {"expert": 1.0, "random": 0.0})
+  sizes = sorted(per_seed[0].get("offline_sweep", {}), key=int)
+  if sizes:
+    ys = np.mean([[r["offline_sweep"][n]["normalised"] for n in sizes] for r in per_seed], axis=0)
+    accs = np.mean([[r["offline_sweep"][n]["probe_accuracy"] for n in sizes] for r in per_seed], axis=0)
+    out["offline_sweep"] = plots.curves(lapo.path("offline_decoding.png"),
+                                        {"normalised return": ([int(n) for n in sizes], ys),
+                                         "decoder accuracy (held out)": ([int(n) for n in sizes], accs)},
+                                        "action-labelled transitions", "value",
+                                        f"{c.env.name}: offline decoding, mean of {len(per_seed)} seeds",
+                                        {"expert": 1.0})
+  losses = {}
+  for stage, key in [("stage1", "loss/recon"), ("stage1_novq", "loss/recon"), ("stage2", "loss/latent_mse")]:
+    rows = [r for r in lapo.writer.rows(f"seed{seed}/{stage}") if key in r]
+    if rows:
+      losses[f"{stage} {key}"] = ([r["step"] for r in rows], [r[key] for r in rows])
+  out["losses"] = plots.curves(lapo.path("losses.png"), losses, "update step", "loss",
+                               f"stages 1-2, seed {seed}")
+  return out
+
+
+def fdm_predictions(lapo, stagesets: dict, data, starts: np.ndarray) -> str:
+  """The FDM's next-frame prediction beside the truth (and the last context frame) for a few windows."""
+  c = lapo.config
+  windows = jnp.asarray(data.windows(starts))
+  idm, fdm = models.idm(c), models.fdm(c, windows.shape[-1])
+  z = idm.apply(stagesets["idm"], windows)
+  if stagesets["use_vq"]:
+    z, _ = vq_lib.vq_quantize(stagesets["vq"], z, c.vq.num_codebooks, c.vq.codes_per_codebook)
+  pred = np.asarray(jax.jit(fdm.apply)(stagesets["fdm"], windows[:, :-1], z)) + 0.5
+  return plots.image_grid(lapo.path("fdm_predictions.png"),
+                          {"o_t": np.asarray(windows[:, -2]), "o_t+1 true": np.asarray(windows[:, -1]),
+                           "o_t+1 FDM": np.clip(pred, 0, 1)}, "FDM next-frame predictions (held-out windows)")

@@ -1,0 +1,76 @@
+"""IMPALA-CNN encoder (Espeholt et al., 2018), as used by LAPO for its IDM and policy.
+
+Follows the official LAPO PyTorch code (``lapo/models.py``: ``ConvSequence``, ``ImpalaResidualBlock``,
+``get_impala``): per stage conv3x3 -> max-pool 3x3 / stride 2 with padding 1 -> residual blocks
+(relu, conv3x3, relu, conv3x3, add); then relu, flatten, dense ``out_features``, relu. LAPO uses the Procgen
+channel multiplier 4 (Cobbe et al., 2020; LAPO paper Sec. 5 and Table A.4), i.e. channels (64, 128, 128).
+"""
+
+from typing import Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Initializer = Callable[..., jax.Array]
+
+# PyTorch's default Conv2d/Linear weight init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (kaiming_uniform with
+# a=sqrt(5)), which is what the official LAPO/AIME code trains with. Biases start at zero here (PyTorch draws
+# them from the same uniform; the difference is immaterial).
+torch_default_init: Initializer = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+IMPALA_BASE_CHANNELS = (16, 32, 32)
+
+
+def impala_channels(multiplier: int) -> tuple[int, ...]:
+  """Stage channels of IMPALA-CNN at a channel multiplier (Cobbe et al., 2020): 4 -> (64, 128, 128)."""
+  return tuple(int(c * multiplier) for c in IMPALA_BASE_CHANNELS)
+
+
+def _flatten_batch(x: jax.Array, event_ndim: int) -> tuple[jax.Array, tuple[int, ...]]:
+  """Folds all leading dims of ``x`` (beyond the last ``event_ndim``) into one batch dim."""
+  batch_shape = x.shape[: x.ndim - event_ndim]
+  return x.reshape((-1,) + x.shape[x.ndim - event_ndim :]), batch_shape
+
+
+class ImpalaResidualBlock(nn.Module):
+  """x + conv(relu(conv(relu(x)))), both convs 3x3 at full width (official ``ImpalaResidualBlock``)."""
+
+  channels: int
+  kernel_init: Initializer = torch_default_init
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    y = nn.relu(x)
+    y = nn.Conv(self.channels, (3, 3), padding="SAME", kernel_init=self.kernel_init, name="conv0")(y)
+    y = nn.relu(y)
+    y = nn.Conv(self.channels, (3, 3), padding="SAME", kernel_init=self.kernel_init, name="conv1")(y)
+    return x + y
+
+
+class ImpalaCNN(nn.Module):
+  """IMPALA-CNN: image (..., H, W, C) float32, already normalised -> features (..., out_features).
+
+  Spatial size per stage is ceil(H / 2) (max-pool 3x3, stride 2, padding 1 as in PyTorch), so 64 -> 32 -> 16 -> 8
+  and MinAtar's 10 -> 5 -> 3 -> 2 both work. Output ends with a relu, as the official code applies
+  ``relu(fc(...))`` before every head.
+  """
+
+  channels: Sequence[int] = IMPALA_BASE_CHANNELS
+  num_blocks: int = 2
+  out_features: int = 256
+  kernel_init: Initializer = torch_default_init
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x, batch_shape = _flatten_batch(x, 3)
+    for i, ch in enumerate(self.channels):
+      x = nn.Conv(ch, (3, 3), padding="SAME", kernel_init=self.kernel_init, name=f"stage{i}_conv")(x)
+      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+      for j in range(self.num_blocks):
+        x = ImpalaResidualBlock(ch, kernel_init=self.kernel_init, name=f"stage{i}_res{j}")(x)
+    x = nn.relu(x)
+    x = x.reshape((x.shape[0], -1))
+    x = nn.Dense(self.out_features, kernel_init=self.kernel_init, name="fc")(x)
+    x = nn.relu(x)
+    return x.reshape(batch_shape + (self.out_features,))

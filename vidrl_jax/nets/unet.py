@@ -1,0 +1,138 @@
+"""ResNet-block U-Net forward-dynamics model (FDM) of LAPO.
+
+LAPO paper Sec. 5: "U-Net (Ronneberger et al., 2015) based on a ResNet backbone (He et al., 2016) with
+approximately 8M parameters for the FDM". Layout follows the official ``WorldModel`` (``lapo/models.py``):
+
+* input: the past frames stacked on channels, concatenated with the latent action tiled over H, W;
+* ``num_levels`` down blocks: conv3x3 -> norm -> residual layer(s) -> max-pool 2 -> relu, channels
+  ``base * 2**i`` (24, 48, ..., 384 at the paper's scale 24 with 5 levels);
+* bottleneck: a VALID conv whose kernel covers the remaining map (2x2 at 64x64) -> 1x1 x ``base * 2**levels``
+  (768 at paper size);
+* the latent action is injected again at the bottleneck: it takes the place of the bottleneck's skip
+  connection, i.e. it is concatenated (1x1, no projection) to the bottleneck features;
+* ``num_levels + 1`` up blocks: transposed conv (stride 2; the first one inverts the bottleneck conv) -> norm ->
+  residual layer(s) -> relu, each fed the concatenation of the previous output and the matching skip;
+* head: concat the raw input frames -> conv3x3 -> residual layer(s) -> relu -> conv1x1 -> optional tanh(x) / 2
+  (targets are frames in [-0.5, 0.5]).
+
+Differences from the official code: GroupNorm (or no norm) instead of BatchNorm, so apply stays pure (no
+batch statistics); max-pooling uses 'SAME' padding (ceil) and transposed-conv outputs are cropped to the skip's
+size, so odd sizes work (MinAtar 10 -> 5 -> 3); for even sizes this is identical to the official floor pooling.
+"""
+
+import math
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from vidrl_jax.nets.impala import Initializer, torch_default_init
+
+
+class ResidualLayer(nn.Module):
+  """x + conv3x3(relu(conv3x3(relu(x)))) with a hidden width of ``channels // 2`` (official ``ResidualLayer``)."""
+
+  channels: int
+  kernel_init: Initializer = torch_default_init
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    hidden = max(self.channels // 2, 1)
+    y = nn.Conv(hidden, (3, 3), padding="SAME", kernel_init=self.kernel_init, name="conv0")(nn.relu(x))
+    y = nn.Conv(self.channels, (3, 3), padding="SAME", kernel_init=self.kernel_init, name="conv1")(nn.relu(y))
+    return x + y
+
+
+class UNet(nn.Module):
+  """U-Net FDM: (x (..., H, W, C), cond (..., A)) -> (..., H, W, out_channels).
+
+  Attributes:
+    out_channels: channels of the prediction (3 for one RGB frame).
+    base_channels: the official "scale" (``wm_scale``; 24 in the paper); channels double at every level.
+    num_levels: number of 2x downsamplings before the bottleneck (5 in the official code).
+    blocks_per_level: residual layers per down/up block and in the head (1 in the official code).
+    norm: 'group' (GroupNorm with ``gcd(norm_groups, channels)`` groups) or 'none'.
+    norm_groups: GroupNorm groups where the channel count allows.
+    tanh_output: apply ``tanh(x) / 2`` to the output (official: always on).
+    kernel_init: conv weight init (PyTorch default by default).
+  """
+
+  out_channels: int = 3
+  base_channels: int = 24
+  num_levels: int = 5
+  blocks_per_level: int = 1
+  norm: str = "group"
+  norm_groups: int = 8
+  tanh_output: bool = True
+  kernel_init: Initializer = torch_default_init
+
+  def _norm(self, x: jax.Array, name: str) -> jax.Array:
+    if self.norm == "none":
+      return x
+    if self.norm == "group":
+      return nn.GroupNorm(num_groups=math.gcd(self.norm_groups, x.shape[-1]), name=name)(x)
+    raise ValueError(f"unknown norm {self.norm!r}; expected 'group' or 'none'")
+
+  def _res(self, x: jax.Array, prefix: str) -> jax.Array:
+    for j in range(self.blocks_per_level):
+      x = ResidualLayer(x.shape[-1], kernel_init=self.kernel_init, name=f"{prefix}_res{j}")(x)
+    return x
+
+  @nn.compact
+  def __call__(self, x: jax.Array, cond: jax.Array) -> jax.Array:
+    if self.num_levels < 1:
+      raise ValueError("UNet needs num_levels >= 1")
+    batch_shape = x.shape[:-3]
+    if cond.shape[:-1] != batch_shape:
+      raise ValueError(f"cond batch shape {cond.shape[:-1]} != image batch shape {batch_shape}")
+    x = x.reshape((-1,) + x.shape[-3:])
+    cond = cond.reshape((-1, cond.shape[-1]))
+    n, h, w, _ = x.shape
+    b, levels, init = self.base_channels, self.num_levels, self.kernel_init
+    cond_map = cond[:, None, None, :]
+
+    # Input injection: latent action tiled over H, W, concatenated on channels.
+    y = jnp.concatenate([x, jnp.broadcast_to(cond_map, (n, h, w, cond.shape[-1]))], axis=-1)
+
+    skips = []
+    for i in range(levels):
+      y = nn.Conv(b * 2**i, (3, 3), padding="SAME", kernel_init=init, name=f"down{i}_conv")(y)
+      y = self._norm(y, f"down{i}_norm")
+      y = self._res(y, f"down{i}")
+      y = nn.max_pool(y, (2, 2), strides=(2, 2), padding="SAME")
+      y = nn.relu(y)
+      skips.append(y)
+
+    # Bottleneck: VALID conv over the whole remaining map -> 1x1 (kernel 2x2 at 64x64 / 5 levels).
+    kernel = y.shape[1:3]
+    y = nn.Conv(b * 2**levels, kernel, padding="VALID", kernel_init=init, name="bottleneck")(y)
+    # Bottleneck injection: the latent action stands in for the bottleneck's skip connection.
+    y = jnp.concatenate([y, cond_map], axis=-1)
+
+    up_channels = [b * 2 ** (levels - 1 - i) for i in range(levels)] + [b]
+    for i, ch in enumerate(up_channels):
+      if i == 0:  # Inverts the bottleneck conv: 1x1 -> size of the deepest skip.
+        y = nn.ConvTranspose(ch, kernel, strides=kernel, padding="VALID", kernel_init=init, name="up0_convt")(y)
+      else:
+        y = jnp.concatenate([y, skips[levels - i]], axis=-1)
+        th, tw = skips[levels - i - 1].shape[1:3] if i < levels else (h, w)
+        y = nn.ConvTranspose(ch, (2, 2), strides=(2, 2), padding="VALID", kernel_init=init, name=f"up{i}_convt")(y)
+        y = y[:, :th, :tw]  # Undo the ceil of 'SAME' pooling on odd sizes.
+      y = self._norm(y, f"up{i}_norm")
+      y = self._res(y, f"up{i}")
+      y = nn.relu(y)
+
+    y = jnp.concatenate([y, x], axis=-1)
+    y = nn.Conv(b, (3, 3), padding="SAME", kernel_init=init, name="head_conv")(y)
+    y = self._res(y, "head")
+    y = nn.relu(y)
+    y = nn.Conv(self.out_channels, (1, 1), kernel_init=init, name="out")(y)
+    if self.tanh_output:
+      y = jnp.tanh(y) / 2
+    return y.reshape(batch_shape + y.shape[1:])
+
+
+def param_count(params: Sequence | dict) -> int:
+  """Number of scalars in a parameter pytree."""
+  return int(sum(p.size for p in jax.tree_util.tree_leaves(params)))

@@ -1,0 +1,87 @@
+"""PNG plots written into the workdir: learning curves, 2-d embeddings coloured by label, image grids."""
+
+from __future__ import annotations
+
+import os
+from typing import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+# Colours for binary feature planes (MinAtar): one colour per channel, drawn over black.
+_PALETTE = np.array([[255, 215, 0], [220, 20, 60], [30, 144, 255], [50, 205, 50], [238, 130, 238],
+                     [255, 140, 0], [0, 206, 209], [255, 255, 255], [139, 69, 19], [128, 128, 128]],
+                    np.float32) / 255.0
+
+
+def to_rgb(frame: np.ndarray) -> np.ndarray:
+  """(H, W, C) uint8 or float in [0, 1] -> (H, W, 3) float; C != 3 is drawn as coloured planes."""
+  f = frame.astype(np.float32)
+  if frame.dtype == np.uint8:
+    f = f / 255.0
+  f = np.clip(f, 0.0, 1.0)
+  if f.shape[-1] == 3:
+    return f
+  colours = _PALETTE[np.arange(f.shape[-1]) % len(_PALETTE)]
+  return np.clip(np.einsum("hwc,cd->hwd", f, colours), 0.0, 1.0)
+
+
+def curves(path: str, series: Mapping[str, tuple[Sequence[float], Sequence[float]]], xlabel: str,
+           ylabel: str, title: str, hlines: Mapping[str, float] | None = None) -> str:
+  """Line plot of {label: (x, y)} plus optional horizontal reference lines {label: y}."""
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for label, (x, y) in series.items():
+    ax.plot(x, y, label=label)
+  for label, y in (hlines or {}).items():
+    ax.axhline(y, ls="--", lw=1, color="gray")
+    ax.text(ax.get_xlim()[0], y, f" {label}", va="bottom", fontsize=8, color="gray")
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.set_title(title)
+  ax.grid(alpha=0.3)
+  if series:
+    ax.legend(fontsize=8)
+  return _save(fig, path)
+
+
+def embedding(path: str, points: np.ndarray, labels: np.ndarray, names: Sequence[str], title: str) -> str:
+  """Scatter of 2-d points coloured by integer label (e.g. t-SNE of latent actions by true action)."""
+  fig, ax = plt.subplots(figsize=(5, 5))
+  cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
+  for a, name in enumerate(names):
+    m = labels == a
+    ax.scatter(points[m, 0], points[m, 1], s=4, color=cmap(a), label=name, alpha=0.7)
+  ax.set_xticks([])
+  ax.set_yticks([])
+  ax.set_title(title)
+  ax.legend(markerscale=3, fontsize=8, loc="best")
+  return _save(fig, path)
+
+
+def image_grid(path: str, rows: Mapping[str, np.ndarray], title: str) -> str:
+  """One row per entry of {row label: frames (N, H, W, C)}."""
+  names = list(rows)
+  n = max(len(v) for v in rows.values())
+  fig, axes = plt.subplots(len(names), n, figsize=(1.6 * n, 1.7 * len(names)), squeeze=False)
+  for r, name in enumerate(names):
+    for i in range(n):
+      ax = axes[r, i]
+      ax.set_xticks([])
+      ax.set_yticks([])
+      if i < len(rows[name]):
+        ax.imshow(to_rgb(rows[name][i]), interpolation="nearest")
+      if i == 0:
+        ax.set_ylabel(name, fontsize=8)
+  fig.suptitle(title)
+  return _save(fig, path)
+
+
+def _save(fig, path: str) -> str:
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path

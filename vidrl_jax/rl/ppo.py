@@ -1,0 +1,346 @@
+"""Proximal policy optimisation (Schulman et al., 2017) as a `Task` for the shared training loop.
+
+One loop step is one PPO update, compiled whole in the PureJaxRL way: a `lax.scan` rollout of `num_steps` steps in
+`num_envs` vectorised environments, GAE (Schulman et al., 2016), then `update_epochs` x `num_minibatches` clipped
+minibatch updates as nested `lax.scan`s (Schulman et al., 2017, Alg. 1 and Eq. 7/9). Value clipping, advantage
+normalisation per minibatch, global gradient clipping and Adam with eps 1e-5 follow the reference `ppo2` code that
+Cobbe et al. (2020) trained Procgen with.
+
+The network is the caller's: `apply_fn(params, obs) -> (logits, value)` on the env's raw observations. A
+`trainable` mask freezes parameters (LAPO stage 3 trains only its heads), and an `aux_loss` hook adds named terms
+(LAPO's online decoder) to the PPO losses.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, Callable, Mapping
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax.training.train_state import TrainState
+
+from vidrl_jax.envs.base import VecEnv
+from vidrl_jax.errors import VidrlError
+from vidrl_jax.losses import weighted_sum
+from vidrl_jax.nets.impala import IMPALA_BASE_CHANNELS, ImpalaCNN
+from vidrl_jax.nets.mlp import MLP
+from vidrl_jax.rl.gae import gae
+from vidrl_jax.train.loop import Task
+
+Params = Any
+ApplyFn = Callable[[Params, jax.Array], tuple[jax.Array, jax.Array]]
+AuxLoss = Callable[[Params, dict, jax.Array], Mapping[str, jax.Array]]
+
+PPO_LOSSES = ("pg", "value", "entropy")
+
+
+def ppo_config(**overrides) -> ml_collections.ConfigDict:
+  """PPO settings; the defaults are the MinAtar ones of PureJaxRL / gymnax (64 envs x 128 steps, 4 x 8, lr 5e-4).
+
+  `loss_weights` holds one weight per named loss: `pg`, `value`, `entropy` (the loss is minus the entropy, so
+  its weight is the entropy bonus coefficient), plus one per `aux_loss` term.
+  """
+  c = ml_collections.ConfigDict(dict(
+      num_envs=64, num_steps=128, total_env_steps=10_000_000, gamma=0.99, gae_lambda=0.95, clip_eps=0.2,
+      clip_value=True, update_epochs=4, num_minibatches=8, lr=5e-4, adam_eps=1e-5, max_grad_norm=0.5,
+      anneal_lr=True, norm_adv=True, eval_episodes=32, eval_greedy=False,
+      loss_weights=ml_collections.ConfigDict(dict(pg=1.0, value=0.5, entropy=0.01))))
+  c.update(overrides)
+  return c
+
+
+def procgen_ppo_config(**overrides) -> ml_collections.ConfigDict:
+  """Procgen PPO of Cobbe et al. (2020), Table 2 / App. C: 64 envs x 256 steps, gamma .999, lambda .95, 3 epochs,
+  8 minibatches, lr 5e-4 (constant), clip .2, entropy .01, value .5, grad clip .5, 25M steps.
+
+  The network they used is IMPALA-CNN at channel multiplier 4 (`make_actor_critic(..., channels=
+  impala_channels(4))`).
+  """
+  c = ppo_config(num_envs=64, num_steps=256, total_env_steps=25_000_000, gamma=0.999, gae_lambda=0.95,
+                 clip_eps=0.2, update_epochs=3, num_minibatches=8, lr=5e-4, max_grad_norm=0.5, anneal_lr=False,
+                 loss_weights=dict(pg=1.0, value=0.5, entropy=0.01))
+  c.update(overrides)
+  return c
+
+
+@flax.struct.dataclass
+class PPOState:
+  """Everything one PPO update changes (a pytree, checkpointed by the loop)."""
+  train_state: TrainState
+  env_state: Any
+  obs: jax.Array             # the observation the next rollout starts from
+  episode_return: jax.Array  # mean return of the episodes completed in the last rollout that completed any
+  episode_length: jax.Array
+  updates: jax.Array         # PPO updates done (int32)
+
+
+def trainable_mask(params: Params, is_trainable: Callable[[str], bool]) -> Params:
+  """A bool pytree like `params`: `is_trainable('params/torso/fc/kernel')` for each leaf's '/'-joined path."""
+  def label(path, _):
+    return bool(is_trainable("/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)))
+  return jax.tree_util.tree_map_with_path(label, params)
+
+
+def make_optimizer(config: ml_collections.ConfigDict, num_updates: int,
+                   trainable: Params | None = None, params: Params | None = None) -> optax.GradientTransformation:
+  """Global-norm clipping then Adam; linear decay to 0 over training when `anneal_lr`; frozen leaves get zero
+  updates (and no Adam moments)."""
+  lr: Any = config.lr
+  if config.anneal_lr:
+    lr = optax.linear_schedule(config.lr, 0.0, max(1, num_updates * config.update_epochs * config.num_minibatches))
+  tx = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(lr, eps=config.adam_eps))
+  if trainable is None:
+    return tx
+  if params is not None and jax.tree.structure(trainable) != jax.tree.structure(params):
+    raise VidrlError("the trainable mask must have the same tree structure as the params; build it with "
+                     "vidrl_jax.rl.ppo.trainable_mask(params, fn)")
+  labels = jax.tree.map(lambda t: "train" if t else "frozen", trainable)
+  return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
+
+
+def make_ppo_task(env: VecEnv, apply_fn: ApplyFn, init_params: Params | Callable[[jax.Array], Params],
+                  config: ml_collections.ConfigDict, name: str = "ppo", trainable: Params | None = None,
+                  aux_loss: AuxLoss | None = None, eval_env: VecEnv | None = None) -> Task:
+  """A `Task` whose step is one PPO update (rollout, GAE, clipped minibatch epochs).
+
+  Args:
+    env: the training environments; `config.num_envs` must equal `env.num_envs`.
+    apply_fn: `(params, obs (B, ...)) -> (logits (B, A), value (B,))` on raw observations.
+    init_params: the initial params, or `rng -> params`.
+    trainable: bool pytree like the params (None: all trainable); frozen leaves never change.
+    aux_loss: `(params, traj, rng) -> {name: loss}` added to the PPO losses (weights from `config.loss_weights`).
+      `traj` is the whole time-major rollout: obs (T, N, ...), action, reward, done, terminated, value, logp
+      (T, N), and next_obs (N, ...), the observation after the last step. It is called once per minibatch with
+      that minibatch's rng, so a costly hook should subsample.
+    eval_env: when given, the task evaluates `config.eval_episodes` episodes on it (`evaluate_policy`).
+  """
+  if env.num_actions is None:
+    raise VidrlError(f"PPO here handles discrete actions only; {env.name} has continuous actions")
+  if env.num_envs != config.num_envs:
+    raise VidrlError(f"env {env.name} has {env.num_envs} copies but config.num_envs is {config.num_envs}; "
+                     f"make them equal")
+  batch_size = config.num_envs * config.num_steps
+  if batch_size % config.num_minibatches:
+    raise VidrlError(f"num_envs * num_steps = {batch_size} is not divisible by num_minibatches = "
+                     f"{config.num_minibatches}")
+  num_updates = config.total_env_steps // batch_size
+  if num_updates < 1:
+    raise VidrlError(f"total_env_steps = {config.total_env_steps} is less than one rollout ({batch_size} steps)")
+  weights = {k: float(v) for k, v in config.loss_weights.items()}
+  tx = make_optimizer(config, num_updates, trainable)
+  T, N, M = config.num_steps, config.num_envs, config.num_minibatches
+
+  def init(rng: jax.Array) -> PPOState:
+    rng_params, rng_env = jax.random.split(rng)
+    params = init_params(rng_params) if callable(init_params) else init_params
+    env_state, obs = env.reset(rng_env)
+    return PPOState(train_state=TrainState.create(apply_fn=apply_fn, params=params, tx=tx), env_state=env_state,
+                    obs=obs, episode_return=jnp.zeros((), jnp.float32),
+                    episode_length=jnp.zeros((), jnp.float32), updates=jnp.zeros((), jnp.int32))
+
+  def rollout(params, env_state, obs, rng):
+    def env_step(carry, rng):
+      env_state, obs = carry
+      rng_action, rng_env = jax.random.split(rng)
+      logits, value = apply_fn(params, obs)
+      action = jax.random.categorical(rng_action, logits)
+      logp = jnp.take_along_axis(jax.nn.log_softmax(logits), action[:, None], axis=-1)[:, 0]
+      env_state, next_obs, reward, done, info = env.step(env_state, action, rng_env)
+      out = dict(obs=obs, action=action, reward=reward.astype(jnp.float32), done=done,
+                 terminated=info["terminated"], value=value, logp=logp,
+                 episode_return=info["episode_return"].astype(jnp.float32),
+                 episode_length=info["episode_length"].astype(jnp.float32))
+      return (env_state, next_obs), out
+
+    return jax.lax.scan(env_step, (env_state, obs), jax.random.split(rng, T))
+
+  def loss_fn(params, mb, traj, rng):
+    logits, value = apply_fn(params, mb["obs"])
+    logp_all = jax.nn.log_softmax(logits)
+    logp = jnp.take_along_axis(logp_all, mb["action"][:, None], axis=-1)[:, 0]
+    log_ratio = logp - mb["logp"]
+    ratio = jnp.exp(log_ratio)
+    adv = mb["advantage"]
+    if config.norm_adv:
+      adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+    # Clipped surrogate, Schulman et al. (2017) Eq. 7 (as a loss to minimise).
+    eps = config.clip_eps
+    pg = jnp.maximum(-adv * ratio, -adv * jnp.clip(ratio, 1.0 - eps, 1.0 + eps))
+    value_loss = jnp.square(value - mb["return"])
+    if config.clip_value:  # ppo2's value clipping around the rollout's value estimate
+      clipped = mb["value"] + jnp.clip(value - mb["value"], -eps, eps)
+      value_loss = jnp.maximum(value_loss, jnp.square(clipped - mb["return"]))
+    entropy = -jnp.sum(jnp.exp(logp_all) * logp_all, axis=-1)
+    losses = dict(pg=pg, value=0.5 * value_loss, entropy=-entropy)  # Eq. 9: L^CLIP - c1 L^VF + c2 S
+    if aux_loss is not None:
+      extra = dict(aux_loss(params, traj, rng))
+      clash = sorted(set(extra) & set(losses))
+      if clash:
+        raise VidrlError(f"aux_loss terms {clash} clash with the PPO losses {list(PPO_LOSSES)}; rename them")
+      losses.update(extra)
+    total, metrics = weighted_sum(losses, weights)
+    metrics.update(approx_kl=jnp.mean((ratio - 1.0) - log_ratio),  # the k3 estimator of KL(old || new)
+                   clip_frac=jnp.mean((jnp.abs(ratio - 1.0) > eps).astype(jnp.float32)),
+                   entropy=jnp.mean(entropy))
+    return total, metrics
+
+  def step(state: PPOState, batch: Any, rng: jax.Array) -> tuple[PPOState, dict]:
+    del batch  # PPO makes its own data
+    rng_rollout, rng_update = jax.random.split(rng)
+    ts = state.train_state
+    (env_state, next_obs), traj = rollout(ts.params, state.env_state, state.obs, rng_rollout)
+    _, last_value = apply_fn(ts.params, next_obs)
+    advantages, returns = gae(traj["reward"], traj["value"], traj["done"], last_value, config.gamma,
+                              config.gae_lambda)
+    hook_traj = {k: traj[k] for k in ("obs", "action", "reward", "done", "terminated", "value", "logp")}
+    hook_traj["next_obs"] = next_obs
+    samples = dict(obs=traj["obs"], action=traj["action"], logp=traj["logp"], value=traj["value"],
+                   advantage=advantages, **{"return": returns})
+
+    def minibatch_update(ts, xs):
+      mb, rng = xs
+      grads, metrics = jax.grad(loss_fn, has_aux=True)(ts.params, mb, hook_traj, rng)
+      return ts.apply_gradients(grads=grads), metrics
+
+    def epoch(ts, rng):
+      rng_perm, rng_aux = jax.random.split(rng)
+      perm = jax.random.permutation(rng_perm, batch_size)
+      shuffled = jax.tree.map(
+          lambda x: x.reshape((batch_size,) + x.shape[2:])[perm].reshape((M, batch_size // M) + x.shape[2:]),
+          samples)
+      return jax.lax.scan(minibatch_update, ts, (shuffled, jax.random.split(rng_aux, M)))
+
+    ts, metrics = jax.lax.scan(epoch, ts, jax.random.split(rng_update, config.update_epochs))
+    metrics = jax.tree.map(jnp.mean, metrics)
+
+    # Episodes completed in this rollout (a masked mean); carry the previous value when none completed.
+    done = traj["done"].astype(jnp.float32)
+    completed = done.sum()
+    def masked_mean(x, previous):
+      return jnp.where(completed > 0, jnp.sum(x * done) / jnp.maximum(completed, 1.0), previous)
+    episode_return = masked_mean(traj["episode_return"], state.episode_return)
+    episode_length = masked_mean(traj["episode_length"], state.episode_length)
+    updates = state.updates + 1
+    metrics.update(episode_return=episode_return, episode_length=episode_length, episodes_completed=completed,
+                   env_steps=updates.astype(jnp.float32) * batch_size)
+    new_state = PPOState(train_state=ts, env_state=env_state, obs=next_obs, episode_return=episode_return,
+                         episode_length=episode_length, updates=updates)
+    return new_state, metrics
+
+  evaluate = None
+  if eval_env is not None:
+    def evaluate(state: PPOState, step: int) -> dict:
+      rng = jax.random.fold_in(jax.random.PRNGKey(0x5EED), step)
+      return evaluate_policy(eval_env, apply_fn, state.train_state.params, rng, config.eval_episodes,
+                             greedy=config.eval_greedy)
+
+  return Task(name=name, init=init, step=step, num_steps=num_updates, evaluate=evaluate)
+
+
+class ActorCritic(nn.Module):
+  """Shared torso, linear policy and value heads (the Procgen agent of Cobbe et al. 2020 with `impala`).
+
+  `impala`: ImpalaCNN on images scaled by 1/255. `mlp`: an MLP on the flattened observation (vectors, or images
+  such as MinAtar's 10x10xC frames). Heads use orthogonal init, scale 0.01 for the policy and 1 for the value,
+  as in the PPO reference code.
+  """
+  num_actions: int
+  encoder: str = "impala"
+  channels: tuple[int, ...] = IMPALA_BASE_CHANNELS
+  num_blocks: int = 2
+  features: int = 256
+  hidden: tuple[int, ...] = (64, 64)
+  activation: Callable[[jax.Array], jax.Array] = nn.relu
+  obs_ndim: int | None = None  # event dims of one observation; None: 3 for uint8 images, else 1
+
+  @nn.compact
+  def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
+    event_ndim = self.obs_ndim or (3 if obs.dtype == jnp.uint8 else 1)
+    x = obs.astype(jnp.float32) / 255.0 if obs.dtype == jnp.uint8 else obs.astype(jnp.float32)
+    if self.encoder == "impala":
+      if event_ndim != 3:
+        raise VidrlError(f"the impala encoder needs (..., H, W, C) images, got obs of shape {obs.shape}; "
+                         f"use encoder='mlp' for vector observations")
+      h = ImpalaCNN(channels=self.channels, num_blocks=self.num_blocks, out_features=self.features,
+                    name="torso")(x)
+    elif self.encoder == "mlp":
+      x = x.reshape(x.shape[:x.ndim - event_ndim] + (-1,))
+      h = MLP(hidden=self.hidden, activation=self.activation,
+              kernel_init=nn.initializers.orthogonal(math.sqrt(2.0)), name="torso")(x)
+    else:
+      raise VidrlError(f"unknown encoder {self.encoder!r}; choose 'impala' or 'mlp'")
+    logits = nn.Dense(self.num_actions, kernel_init=nn.initializers.orthogonal(0.01), name="policy")(h)
+    value = nn.Dense(1, kernel_init=nn.initializers.orthogonal(1.0), name="value")(h)[..., 0]
+    return logits, value
+
+
+def make_actor_critic(num_actions: int, encoder: str = "impala",
+                      **kwargs) -> tuple[ApplyFn, Callable[[jax.Array, jax.Array], Params]]:
+  """`(apply_fn, init_fn)` of an `ActorCritic`; `init_fn(rng, obs)` takes a batch of example observations.
+
+  The torso's params live under `params/torso` and the heads under `params/policy` and `params/value`.
+  """
+  module = ActorCritic(num_actions=num_actions, encoder=encoder, **kwargs)
+
+  def apply_fn(params: Params, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
+    return module.apply(params, obs)
+
+  def init_fn(rng: jax.Array, obs: jax.Array) -> Params:
+    return module.init(rng, obs)
+
+  return apply_fn, init_fn
+
+
+def evaluate_policy(env: VecEnv, apply_fn: ApplyFn, params: Params, rng: jax.Array, num_episodes: int,
+                    greedy: bool = False, max_steps: int | None = None) -> dict[str, float]:
+  """Mean and std return of the first `num_episodes` episodes that end in the vectorised `env`.
+
+  One jitted `lax.while_loop`, stopping once enough episodes ended or after `max_steps` vectorised steps (default:
+  enough for every copy to finish `ceil(num_episodes / num_envs) + 1` full-length episodes). Sampling from the
+  policy unless `greedy` (argmax). Note that the first episodes to end are biased towards short ones when the
+  envs start together; use `num_episodes` <= `num_envs` for an unbiased one-episode-per-env estimate.
+  """
+  if max_steps is None:
+    max_steps = (math.ceil(num_episodes / env.num_envs) + 1) * (env.max_episode_steps or 27_000)
+  returns, count = _episode_returns(env, apply_fn, int(num_episodes), bool(greedy), int(max_steps))(params, rng)
+  count = int(count)
+  if count == 0:
+    raise VidrlError(f"no episode of {env.name} ended within {max_steps} steps; pass a larger max_steps")
+  returns = np.asarray(returns)[:count]
+  return dict(mean_return=float(returns.mean()), std_return=float(returns.std()), num_episodes=count)
+
+
+@functools.lru_cache(maxsize=16)
+def _episode_returns(env: VecEnv, apply_fn: ApplyFn, num_episodes: int, greedy: bool, max_steps: int):
+  """The jitted `(params, rng) -> (returns (num_episodes,), count)` of `evaluate_policy`, built once per setup."""
+  def run(params, rng):
+    rng_reset, rng = jax.random.split(rng)
+    env_state, obs = env.reset(rng_reset)
+
+    def cond(carry):
+      *_, count, t, _ = carry
+      return (count < num_episodes) & (t < max_steps)
+
+    def body(carry):
+      env_state, obs, returns, count, t, rng = carry
+      rng, rng_action, rng_env = jax.random.split(rng, 3)
+      logits, _ = apply_fn(params, obs)
+      action = jnp.argmax(logits, -1) if greedy else jax.random.categorical(rng_action, logits)
+      env_state, obs, _, done, info = env.step(env_state, action, rng_env)
+      slot = jnp.where(done, count + jnp.cumsum(done) - 1, num_episodes)  # out of range: dropped
+      returns = returns.at[slot].set(info["episode_return"].astype(jnp.float32), mode="drop")
+      return env_state, obs, returns, count + done.sum(dtype=jnp.int32), t + 1, rng
+
+    carry = (env_state, obs, jnp.zeros((num_episodes,), jnp.float32), jnp.zeros((), jnp.int32),
+             jnp.zeros((), jnp.int32), rng)
+    _, _, returns, count, _, _ = jax.lax.while_loop(cond, body, carry)
+    return returns, jnp.minimum(count, num_episodes)
+
+  return jax.jit(run)

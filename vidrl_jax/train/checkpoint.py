@@ -1,0 +1,33 @@
+"""Orbax checkpoints of a whole train-state pytree; writes are atomic (orbax renames a finished temp dir)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+
+class Checkpointer:
+  """Keeps the last `keep` checkpoints of one stage under `directory`."""
+
+  def __init__(self, directory: str, keep: int = 2):
+    self.directory = os.path.abspath(directory)
+    self._mngr = ocp.CheckpointManager(
+        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+
+  def latest_step(self) -> int | None:
+    return self._mngr.latest_step()
+
+  def save(self, step: int, state: Any) -> None:
+    self._mngr.save(step, args=ocp.args.StandardSave(state), force=True)
+    self._mngr.wait_until_finished()
+
+  def restore(self, step: int, like: Any, shardings: Any) -> Any:
+    """Restores `step` into arrays shaped like `like` (an abstract pytree) placed with `shardings`."""
+    target = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), like, shardings)
+    return self._mngr.restore(step, args=ocp.args.StandardRestore(target))
+
+  def close(self) -> None:
+    self._mngr.close()
