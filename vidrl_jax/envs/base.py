@@ -35,5 +35,5 @@ class VecEnv:
   reset: Callable[[jax.Array], tuple[EnvState, jax.Array]]
   step: Callable[[EnvState, jax.Array, jax.Array], tuple[EnvState, jax.Array, jax.Array, jax.Array, dict]]
   max_episode_steps: int | None = None
-  action_low: Any = None             # continuous actions: lower bound, numpy array of action_shape
-  action_high: Any = None            # continuous actions: upper bound, numpy array of action_shape
+  action_low: tuple[float, ...] | None = None    # continuous actions: per-dimension lower bound
+  action_high: tuple[float, ...] | None = None   # continuous actions: per-dimension upper bound

@@ -85,9 +85,9 @@ def make_gymnax(name: str, num_envs: int, env_params_overrides: dict | None = No
     return new_state, to_obs(obs), reward, done, info
 
   low = high = None
-  if not discrete:
-    low = np.broadcast_to(np.asarray(action_space.low, np.float32), action_space.shape).copy()
-    high = np.broadcast_to(np.asarray(action_space.high, np.float32), action_space.shape).copy()
+  if not discrete:  # tuples keep the VecEnv hashable (usable as a static jit argument)
+    low = tuple(np.broadcast_to(np.asarray(action_space.low, np.float32), action_space.shape).tolist())
+    high = tuple(np.broadcast_to(np.asarray(action_space.high, np.float32), action_space.shape).tolist())
   return VecEnv(
       name=name, num_envs=num_envs, obs_shape=obs_shape,
       obs_dtype=np.dtype(np.uint8) if is_image else np.dtype(np.float32),

@@ -12,8 +12,8 @@ Conventions, and how they differ from raw envpool:
   new episode's first frame and every action is executed.
 - Observations come channel-first (N, 3, 64, 64) from envpool and are returned as uint8 (N, 64, 64, 3).
 - The pool is a stateful host object: the `VecEnv` can be jitted and scanned but not vmapped, and `reset`
-  restarts all copies whatever the state passed around. The `rng` arguments are unused; randomness comes from
-  `seed` given at construction (copy i uses seed + i).
+  restarts all copies whatever the state passed around. The `rng` arguments are unused: envpool draws levels
+  from the `seed` given at construction.
 """
 
 from __future__ import annotations
@@ -34,10 +34,11 @@ GAMES = ('bigfish', 'bossfight', 'caveflyer', 'chaser', 'climber', 'coinrun', 'd
          'jumper', 'leaper', 'maze', 'miner', 'ninja', 'plunder', 'starpilot')
 DISTRIBUTION_MODES = ('easy', 'hard', 'extreme', 'memory', 'exploration')
 NUM_ACTIONS = 15
-# envpool config keys that `make_procgen` sets itself and so may not come through `**extra`.
-_RESERVED = ('num_envs', 'batch_size', 'seed', 'env_name', 'base_path', 'channel_first', 'distribution_mode',
-             'num_levels', 'start_level', 'use_backgrounds', 'restrict_themes', 'use_monochrome_assets',
-             'max_num_players', 'gym_reset_return_info')
+# envpool config keys that may not come through `**extra`: set by `make_procgen` itself, or (max_episode_steps)
+# ignored by envpool's Procgen, whose episodes end at the game's own time limit (500 to 6000 steps).
+_RESERVED = ('num_envs', 'batch_size', 'seed', 'env_seed', 'env_name', 'base_path', 'channel_first',
+             'distribution_mode', 'num_levels', 'start_level', 'use_backgrounds', 'restrict_themes',
+             'use_monochrome_assets', 'max_num_players', 'gym_reset_return_info', 'max_episode_steps')
 
 
 @struct.dataclass
@@ -68,10 +69,10 @@ def make_procgen_pool(game: str, num_envs: int, distribution_mode: str = 'easy',
   """The raw synchronous envpool object (gymnasium API, channel-first obs); `make_procgen` wraps it.
 
   `extra` takes the other Procgen/envpool options: center_agent, paint_vel_info, use_sequential_levels,
-  use_generated_assets, use_easy_jump, max_episode_steps, num_threads, thread_affinity_offset.
+  use_generated_assets, use_easy_jump, num_threads, thread_affinity_offset.
   """
   name = task_id(game, distribution_mode)
-  valid = [k for k in envpool.make_spec(name)._config_keys if k not in _RESERVED and k != 'env_seed']
+  valid = [k for k in envpool.make_spec(name)._config_keys if k not in _RESERVED]
   unknown = sorted(set(extra) - set(valid))
   if unknown:
     raise VidrlError(f'Unknown Procgen option(s) {unknown}; besides the named arguments the valid options are '

@@ -21,13 +21,13 @@ size, so odd sizes work (MinAtar 10 -> 5 -> 3); for even sizes this is identical
 """
 
 import math
-from typing import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vidrl_jax.nets.impala import Initializer, torch_default_init
+from vidrl_jax.nets.impala import Initializer, torch_default_init, torch_default_transpose_init
 
 
 class ResidualLayer(nn.Module):
@@ -56,6 +56,7 @@ class UNet(nn.Module):
     norm_groups: GroupNorm groups where the channel count allows.
     tanh_output: apply ``tanh(x) / 2`` to the output (official: always on).
     kernel_init: conv weight init (PyTorch default by default).
+    convt_kernel_init: transposed-conv weight init (PyTorch's ConvTranspose2d default by default).
   """
 
   out_channels: int = 3
@@ -66,6 +67,7 @@ class UNet(nn.Module):
   norm_groups: int = 8
   tanh_output: bool = True
   kernel_init: Initializer = torch_default_init
+  convt_kernel_init: Initializer = torch_default_transpose_init
 
   def _norm(self, x: jax.Array, name: str) -> jax.Array:
     if self.norm == "none":
@@ -89,7 +91,8 @@ class UNet(nn.Module):
     x = x.reshape((-1,) + x.shape[-3:])
     cond = cond.reshape((-1, cond.shape[-1]))
     n, h, w, _ = x.shape
-    b, levels, init = self.base_channels, self.num_levels, self.kernel_init
+    b, levels = self.base_channels, self.num_levels
+    init, tinit = self.kernel_init, self.convt_kernel_init
     cond_map = cond[:, None, None, :]
 
     # Input injection: latent action tiled over H, W, concatenated on channels.
@@ -113,11 +116,13 @@ class UNet(nn.Module):
     up_channels = [b * 2 ** (levels - 1 - i) for i in range(levels)] + [b]
     for i, ch in enumerate(up_channels):
       if i == 0:  # Inverts the bottleneck conv: 1x1 -> size of the deepest skip.
-        y = nn.ConvTranspose(ch, kernel, strides=kernel, padding="VALID", kernel_init=init, name="up0_convt")(y)
+        y = nn.ConvTranspose(ch, kernel, strides=kernel, padding="VALID", kernel_init=tinit,
+                             name="up0_convt")(y)
       else:
         y = jnp.concatenate([y, skips[levels - i]], axis=-1)
         th, tw = skips[levels - i - 1].shape[1:3] if i < levels else (h, w)
-        y = nn.ConvTranspose(ch, (2, 2), strides=(2, 2), padding="VALID", kernel_init=init, name=f"up{i}_convt")(y)
+        y = nn.ConvTranspose(ch, (2, 2), strides=(2, 2), padding="VALID", kernel_init=tinit,
+                             name=f"up{i}_convt")(y)
         y = y[:, :th, :tw]  # Undo the ceil of 'SAME' pooling on odd sizes.
       y = self._norm(y, f"up{i}_norm")
       y = self._res(y, f"up{i}")
@@ -133,6 +138,6 @@ class UNet(nn.Module):
     return y.reshape(batch_shape + y.shape[1:])
 
 
-def param_count(params: Sequence | dict) -> int:
+def param_count(params: Any) -> int:
   """Number of scalars in a parameter pytree."""
   return int(sum(p.size for p in jax.tree_util.tree_leaves(params)))

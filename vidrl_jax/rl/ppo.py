@@ -46,11 +46,15 @@ def ppo_config(**overrides) -> ml_collections.ConfigDict:
 
   `loss_weights` holds one weight per named loss: `pg`, `value`, `entropy` (the loss is minus the entropy, so
   its weight is the entropy bonus coefficient), plus one per `aux_loss` term.
+
+  `unroll_updates` unrolls the epoch and minibatch loops into straight-line code. XLA:CPU runs convolution
+  gradients 5-40x slower inside loop bodies (jax-ml/jax#12868; measured here for IMPALA-CNN), so set it when
+  training a CNN's convolutions on a CPU; it costs compile time (about 1.5 s per minibatch copy for IMPALA x1).
   """
   c = ml_collections.ConfigDict(dict(
       num_envs=64, num_steps=128, total_env_steps=10_000_000, gamma=0.99, gae_lambda=0.95, clip_eps=0.2,
       clip_value=True, update_epochs=4, num_minibatches=8, lr=5e-4, adam_eps=1e-5, max_grad_norm=0.5,
-      anneal_lr=True, norm_adv=True, eval_episodes=32, eval_greedy=False,
+      anneal_lr=True, norm_adv=True, unroll_updates=False, eval_episodes=32, eval_greedy=False,
       loss_weights=ml_collections.ConfigDict(dict(pg=1.0, value=0.5, entropy=0.01))))
   c.update(overrides)
   return c
@@ -135,7 +139,8 @@ def make_ppo_task(env: VecEnv, apply_fn: ApplyFn, init_params: Params | Callable
     raise VidrlError(f"total_env_steps = {config.total_env_steps} is less than one rollout ({batch_size} steps)")
   weights = {k: float(v) for k, v in config.loss_weights.items()}
   tx = make_optimizer(config, num_updates, trainable)
-  T, N, M = config.num_steps, config.num_envs, config.num_minibatches
+  T, M = config.num_steps, config.num_minibatches
+  unroll = bool(config.unroll_updates)
 
   def init(rng: jax.Array) -> PPOState:
     rng_params, rng_env = jax.random.split(rng)
@@ -215,9 +220,9 @@ def make_ppo_task(env: VecEnv, apply_fn: ApplyFn, init_params: Params | Callable
       shuffled = jax.tree.map(
           lambda x: x.reshape((batch_size,) + x.shape[2:])[perm].reshape((M, batch_size // M) + x.shape[2:]),
           samples)
-      return jax.lax.scan(minibatch_update, ts, (shuffled, jax.random.split(rng_aux, M)))
+      return jax.lax.scan(minibatch_update, ts, (shuffled, jax.random.split(rng_aux, M)), unroll=unroll)
 
-    ts, metrics = jax.lax.scan(epoch, ts, jax.random.split(rng_update, config.update_epochs))
+    ts, metrics = jax.lax.scan(epoch, ts, jax.random.split(rng_update, config.update_epochs), unroll=unroll)
     metrics = jax.tree.map(jnp.mean, metrics)
 
     # Episodes completed in this rollout (a masked mean); carry the previous value when none completed.
@@ -244,12 +249,31 @@ def make_ppo_task(env: VecEnv, apply_fn: ApplyFn, init_params: Params | Callable
   return Task(name=name, init=init, step=step, num_steps=num_updates, evaluate=evaluate)
 
 
+class MinAtarCNN(nn.Module):
+  """The MinAtar network's torso (Young & Tian, 2019): conv 16 3x3 stride 1 (valid), relu, dense 128, relu.
+
+  The convolution is written as patches + dense: its input is the observation, so its only gradient is a
+  matmul, which XLA:CPU runs at full speed inside PPO's scanned updates (a conv's weight gradient does not).
+  """
+  features: int = 16
+  hidden: int = 128
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    h, w = x.shape[-3] - 2, x.shape[-2] - 2
+    patches = jnp.concatenate([x[..., i:i + h, j:j + w, :] for i in range(3) for j in range(3)], axis=-1)
+    x = nn.relu(nn.Dense(self.features, kernel_init=nn.initializers.orthogonal(math.sqrt(2.0)), name="conv")(
+        patches))
+    x = x.reshape(x.shape[:-3] + (-1,))
+    return nn.relu(nn.Dense(self.hidden, kernel_init=nn.initializers.orthogonal(math.sqrt(2.0)), name="fc")(x))
+
+
 class ActorCritic(nn.Module):
   """Shared torso, linear policy and value heads (the Procgen agent of Cobbe et al. 2020 with `impala`).
 
-  `impala`: ImpalaCNN on images scaled by 1/255. `mlp`: an MLP on the flattened observation (vectors, or images
-  such as MinAtar's 10x10xC frames). Heads use orthogonal init, scale 0.01 for the policy and 1 for the value,
-  as in the PPO reference code.
+  Torsos: `impala`, ImpalaCNN on images scaled by 1/255; `minatar`, the MinAtar paper's one-conv network;
+  `mlp`, an MLP on the flattened observation (vectors, or images such as MinAtar's 10x10xC frames). Heads use
+  orthogonal init, scale 0.01 for the policy and 1 for the value, as in the PPO reference code.
   """
   num_actions: int
   encoder: str = "impala"
@@ -270,12 +294,16 @@ class ActorCritic(nn.Module):
                          f"use encoder='mlp' for vector observations")
       h = ImpalaCNN(channels=self.channels, num_blocks=self.num_blocks, out_features=self.features,
                     name="torso")(x)
+    elif self.encoder == "minatar":
+      if event_ndim != 3:
+        raise VidrlError(f"the minatar encoder needs (..., H, W, C) images, got obs of shape {obs.shape}")
+      h = MinAtarCNN(name="torso")(x)
     elif self.encoder == "mlp":
       x = x.reshape(x.shape[:x.ndim - event_ndim] + (-1,))
       h = MLP(hidden=self.hidden, activation=self.activation,
               kernel_init=nn.initializers.orthogonal(math.sqrt(2.0)), name="torso")(x)
     else:
-      raise VidrlError(f"unknown encoder {self.encoder!r}; choose 'impala' or 'mlp'")
+      raise VidrlError(f"unknown encoder {self.encoder!r}; choose 'impala', 'minatar' or 'mlp'")
     logits = nn.Dense(self.num_actions, kernel_init=nn.initializers.orthogonal(0.01), name="policy")(h)
     value = nn.Dense(1, kernel_init=nn.initializers.orthogonal(1.0), name="value")(h)[..., 0]
     return logits, value

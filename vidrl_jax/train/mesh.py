@@ -18,8 +18,12 @@ DATA = "data"
 
 
 def make_mesh() -> Mesh:
-  """A 1-d mesh over every device of every process."""
-  return jax.make_mesh((jax.device_count(),), (DATA,))
+  """A 1-d mesh over every device of every process.
+
+  Axis type Auto: XLA's partitioner places the collectives (e.g. the gradient all-reduce), so model code is
+  written as for one device; jax's newer default (Explicit) would make every gather spell out its sharding.
+  """
+  return jax.make_mesh((jax.device_count(),), (DATA,), axis_types=(jax.sharding.AxisType.Auto,))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

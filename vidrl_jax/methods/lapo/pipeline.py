@@ -20,6 +20,7 @@ from vidrl_jax.data import collect as collect_lib
 from vidrl_jax.data.frames import FrameDataset
 from vidrl_jax.envs import make_env
 from vidrl_jax.methods.lapo import decode, models, report, stages
+from vidrl_jax.nets.impala import impala_channels
 from vidrl_jax.rl import ppo
 from vidrl_jax.train import MetricWriter, run, stage_rng, write_results
 
@@ -48,6 +49,9 @@ class Lapo:
     self.num_actions = self.env.num_actions
     self.k = config.model.context
 
+  def obs_example(self) -> np.ndarray:
+    return np.zeros((1,) + tuple(self.env.obs_shape), self.env.obs_dtype)
+
   def path(self, *parts: str) -> str:
     return os.path.join(self.workdir, *parts)
 
@@ -56,7 +60,7 @@ class Lapo:
     task = ppo.make_ppo_task(self.env, apply_fn, init_params, ppo_config, name=name, trainable=trainable,
                              aux_loss=aux_loss)
     state, _ = run(task, self.config.loop, self.workdir, self.writer, seed)
-    return ppo.params_of(state)
+    return state.train_state.params
 
   def evaluate(self, apply_fn, params, seed: int, name: str) -> float:
     rng = stage_rng(seed, f"eval/{name}")
@@ -66,9 +70,9 @@ class Lapo:
   def expert(self):
     c = self.config
     apply_fn, init_fn = ppo.make_actor_critic(self.num_actions, encoder="impala",
-                                              impala_multiplier=c.expert_net.impala_multiplier,
-                                              fc=c.expert_net.fc)
-    params_init = init_fn(stage_rng(c.seed, "expert/init"), self.env.obs_shape)
+                                              channels=impala_channels(c.expert_net.impala_multiplier),
+                                              features=c.expert_net.fc)
+    params_init = init_fn(stage_rng(c.seed, "expert/init"), self.obs_example())
     params = self.ppo_run("expert", apply_fn, params_init, c.expert, c.seed)
     return apply_fn, params
 
@@ -197,9 +201,8 @@ class Lapo:
   def online(self, seed, lapo, refs, sl: bool, tag: str) -> dict:
     c = self.config
     def compute():
-      obs = np.zeros((1,) + tuple(self.env.obs_shape), np.uint8)
       apply_fn, init_params, trainable, aux = decode.online_policy(
-          c, self.num_actions, obs, lapo["policy"], lapo["idm"], stage_rng(seed, f"{tag}/init"))
+          c, self.num_actions, self.obs_example(), lapo["policy"], lapo["idm"], stage_rng(seed, f"{tag}/init"))
       ppo_cfg = ml_collections.ConfigDict(c.online.to_dict())
       if not sl:
         ppo_cfg.loss_weights.sl_decoder = 0.0
@@ -212,8 +215,9 @@ class Lapo:
     c = self.config
     def compute():
       apply_fn, init_fn = ppo.make_actor_critic(self.num_actions, encoder="impala",
-                                                impala_multiplier=c.model.impala_multiplier, fc=c.model.fc)
-      params = init_fn(stage_rng(seed, "scratch/init"), self.env.obs_shape)
+                                                channels=impala_channels(c.model.impala_multiplier),
+                                                features=c.model.fc)
+      params = init_fn(stage_rng(seed, "scratch/init"), self.obs_example())
       ppo_cfg = ml_collections.ConfigDict(c.expert.to_dict())
       ppo_cfg.total_env_steps = c.online.total_env_steps
       params = self.ppo_run(f"seed{seed}/scratch", apply_fn, params, ppo_cfg, seed)

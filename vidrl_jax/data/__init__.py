@@ -1,0 +1,1 @@
+"""Datasets on disk: frame shards (LAPO format), collectors, window samplers."""
