@@ -155,3 +155,19 @@ def test_shape_checks():
     quantize(STATE2, Z2, codes_per_codebook=4)
   with pytest.raises(ValueError):
     vq_quantize(STATE2, jnp.zeros((1, 5)))
+
+
+def test_init_keeps_unused_codes_alive():
+  """vq_init starts cluster_size at 1; the official 0 collapses random latents onto one code per codebook."""
+  rng = np.random.default_rng(0)
+  zs = [jnp.asarray(rng.normal(size=(128, 128)).astype(np.float32) * 0.3) for _ in range(20)]
+  update = jax.jit(lambda s, z: vq_ema_update(s, z, vq_quantize(s, z, 2, 4)[1]["indices"], 0.999))
+  perplexity = {}
+  for name, cs in (("ours", 1.0), ("official", 0.0)):
+    s = vq_init(jax.random.key(0), 2, 64, 16)
+    np.testing.assert_array_equal(s.cluster_size, 1.0)
+    s = s.replace(cluster_size=jnp.full_like(s.cluster_size, cs))
+    for z in zs:
+      s = update(s, z)
+    perplexity[name] = float(vq_quantize(s, zs[-1], 2, 4)[1]["perplexity"])
+  assert perplexity["official"] < 1.5 and perplexity["ours"] > 20, perplexity

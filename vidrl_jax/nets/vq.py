@@ -43,13 +43,19 @@ class VQState:
 
 
 def vq_init(rng: jax.Array, num_codebooks: int, num_embeddings: int, dim: int) -> VQState:
-  """Official LAPO init: embeddings ~ U(-5/K, 5/K), embed_sum = embeddings, cluster_size = 0."""
+  """Embeddings ~ U(-5/K, 5/K) as in the official LAPO code, embed_sum = embeddings, cluster_size = 1.
+
+  Deliberate deviation: the official code starts cluster_size at 0, so the first EMA update divides every code
+  the first batch did not use by the Laplace floor (~1e-5) and those codes are never chosen again. On random
+  latents that leaves a single live code per codebook (perplexity 1; measured, see tests/nets/test_vq.py).
+  Starting at 1 makes `embeddings == embed_sum / cluster_size` hold from step 0, so unused codes stay put.
+  """
   bound = 5.0 / num_embeddings
   shape = (num_codebooks, num_embeddings, dim)
   # Drawn flat: rank-3 threefry sampling compiles slowly on XLA:CPU.
   emb = jax.random.uniform(rng, (num_codebooks * num_embeddings * dim,), jnp.float32, -bound, bound)
   emb = emb.reshape(shape)
-  return VQState(embeddings=emb, cluster_size=jnp.zeros((num_codebooks, num_embeddings), jnp.float32),
+  return VQState(embeddings=emb, cluster_size=jnp.ones((num_codebooks, num_embeddings), jnp.float32),
                  embed_sum=emb)
 
 

@@ -1,0 +1,114 @@
+"""Speed of LAPO's stage-1 (IDM + FDM + VQ) and stage-2 (latent BC) optimiser steps.
+
+  .venv/bin/python benchmarks/lapo_steps.py                 # all shapes
+  .venv/bin/python benchmarks/lapo_steps.py --shapes=small,cpu --steps=10
+
+Shapes: `paper` (batch 128, 64x64x3, IMPALA x4, U-Net scale 24 / 5 levels: the official code's), `small`
+(batch 32, 64x64x3, IMPALA x1, U-Net scale 8), `cpu` (our cpu preset: MinAtar 10x10x4). Reports the median
+wall time per step over `--steps` steps after 2 warm-up steps, the compile time, XLA's buffer sizes for the step
+(arguments + outputs + temporaries), the process's peak RSS, FLOPs per step from XLA's cost analysis and the
+achieved FLOP/s. The official PyTorch numbers on the same kind of 2-core CPU are in ../shared/FACTS.md.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from vidrl_jax import io  # noqa: E402
+from vidrl_jax.data.frames import FrameDataset  # noqa: E402
+from vidrl_jax.methods.lapo import stages  # noqa: E402
+
+_SHAPES = flags.DEFINE_list("shapes", ["cpu", "small", "paper"], "Which shape sets to time.")
+_STEPS = flags.DEFINE_integer("steps", 10, "Timed steps per measurement (after 2 warm-up steps).")
+_STAGES = flags.DEFINE_list("stages", ["stage1", "stage2"], "Which stages to time.")
+
+SHAPES = {
+    "paper": dict(obs=(64, 64, 3), batch=128, impala_multiplier=4, fdm_base_channels=24, fdm_levels=5),
+    "small": dict(obs=(64, 64, 3), batch=32, impala_multiplier=1, fdm_base_channels=8, fdm_levels=5),
+    "cpu": dict(obs=(10, 10, 4), batch=128, impala_multiplier=1, fdm_base_channels=16, fdm_levels=2),
+}
+
+
+def _config(shape: dict):
+  sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs"))
+  import lapo as lapo_config  # configs/lapo.py
+  c = lapo_config.get_config("cpu")
+  c.unlock()
+  c.model.impala_multiplier = shape["impala_multiplier"]
+  c.model.fdm_base_channels = shape["fdm_base_channels"]
+  c.model.fdm_levels = shape["fdm_levels"]
+  c.stage1.batch_size = c.stage2.batch_size = shape["batch"]
+  return c
+
+
+def _dataset(shape: dict, directory: str) -> FrameDataset:
+  rng = np.random.default_rng(0)
+  n = 4 * shape["batch"]
+  io.write_npz(os.path.join(directory, "bench.npz"), {
+      "obs": rng.integers(0, 256, (n,) + shape["obs"], dtype=np.uint8), "done": np.zeros(n, bool)},
+      compress=False)
+  return FrameDataset(directory, window=3)
+
+
+def measure(task, steps: int) -> dict:
+  state = jax.jit(task.init)(jax.random.PRNGKey(0))
+  batch = jax.tree.map(jnp.asarray, task.batch(0))
+  rng = jax.random.PRNGKey(1)
+  fn = jax.jit(task.step, donate_argnums=0)
+  t0 = time.perf_counter()
+  compiled = fn.lower(state, batch, rng).compile()
+  compile_s = time.perf_counter() - t0
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  flops = float(cost.get("flops", float("nan"))) if cost else float("nan")
+  mem = compiled.memory_analysis()
+  xla_bytes = (mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes
+               if mem is not None else float("nan"))
+  times = []
+  for i in range(steps + 2):
+    t = time.perf_counter()
+    state, metrics = compiled(state, batch, rng)
+    jax.block_until_ready(metrics)
+    if i >= 2:
+      times.append(time.perf_counter() - t)
+  ms = 1000 * float(np.median(times))
+  return dict(ms=ms, compile_s=compile_s, xla_gib=xla_bytes / 2**30, gflop=flops / 1e9,
+              gflops=flops / 1e9 / (ms / 1000))
+
+
+def main(argv):
+  del argv
+  print(f"jax {jax.__version__}, devices {jax.devices()}")
+  print("| shapes | stage | median ms/step | compile s | XLA buffers GiB | peak RSS GiB | GFLOP/step | GFLOP/s |")
+  print("|---|---|---|---|---|---|---|---|")
+  for name in _SHAPES.value:
+    shape = SHAPES[name]
+    config = _config(shape)
+    with tempfile.TemporaryDirectory() as d:
+      data = _dataset(shape, d)
+      for stage in _STAGES.value:
+        if stage == "stage1":
+          task = stages.stage1_task(config, data, "bench/stage1", 0, use_vq=True)
+        else:
+          from vidrl_jax.methods.lapo import models
+          idm_params = models.idm(config).init(jax.random.PRNGKey(0), jnp.asarray(data.windows(data.starts[:1])))
+          task = stages.stage2_task(config, data, idm_params, "bench/stage2", 0)
+        r = measure(task, _STEPS.value)
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        print(f"| {name} (batch {shape['batch']}) | {stage} | {r['ms']:.0f} | {r['compile_s']:.1f} | "
+              f"{r['xla_gib']:.2f} | {rss:.2f} | {r['gflop']:.1f} | {r['gflops']:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,105 @@
+"""PPO as a Task: learns CartPole through the shared loop, honours a trainable mask, logs aux-loss terms."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vidrl_jax import train
+from vidrl_jax.envs.gymnax_env import make_gymnax
+from vidrl_jax.errors import VidrlError
+from vidrl_jax.rl import ppo
+
+
+def _cartpole_agent(num_envs: int):
+  env = make_gymnax("CartPole-v1", num_envs)
+  apply_fn, init_fn = ppo.make_actor_critic(env.num_actions, "mlp", hidden=(64, 64), activation=nn.tanh)
+  params = init_fn(jax.random.PRNGKey(0), jnp.zeros((1,) + env.obs_shape, env.obs_dtype))
+  return env, apply_fn, params
+
+
+def _small_config(**overrides):
+  return ppo.ppo_config(**{**dict(num_envs=4, num_steps=16, total_env_steps=640, update_epochs=2,
+                                  num_minibatches=2, lr=1e-2), **overrides})
+
+
+def _one_update(task, seed=0):
+  state = jax.jit(task.init)(jax.random.PRNGKey(seed))
+  new_state, metrics = jax.jit(task.step)(state, None, jax.random.PRNGKey(seed + 1))
+  return state, new_state, jax.device_get(metrics)
+
+
+def test_ppo_learns_cartpole(tmp_path):
+  env, apply_fn, params = _cartpole_agent(8)
+  config = ppo.ppo_config(num_envs=8, num_steps=128, total_env_steps=81_920, update_epochs=4, num_minibatches=4,
+                          lr=2.5e-3, gamma=0.99, eval_episodes=32)
+  task = ppo.make_ppo_task(env, apply_fn, params, config, eval_env=make_gymnax("CartPole-v1", 32))
+  assert task.num_steps == 80
+  writer = train.MetricWriter(str(tmp_path))
+  loop = train.loop_config(log_every=20, checkpoint_every=0, progress=False)
+  state, eval_metrics = train.run(task, loop, str(tmp_path), writer, seed=0)
+
+  rng = jax.random.PRNGKey(1)
+  uniform = lambda p, obs: (jnp.zeros(obs.shape[:1] + (env.num_actions,)), jnp.zeros(obs.shape[:1]))
+  random_return = ppo.evaluate_policy(env, uniform, None, rng, 32)["mean_return"]
+  trained = ppo.evaluate_policy(make_gymnax("CartPole-v1", 32), apply_fn, state.train_state.params, rng, 32)
+  assert 10 < random_return < 40
+  assert trained["num_episodes"] == 32
+  assert trained["mean_return"] > 100, (trained, random_return)
+  assert eval_metrics["eval/mean_return"] > 100
+  rows = writer.rows("ppo")
+  logged = [r for r in rows if "episode_return" in r]
+  assert logged[-1]["episode_return"] > logged[0]["episode_return"]
+  assert logged[-1]["env_steps"] == 81_920
+  for key in ("loss/pg", "loss/value", "loss/entropy", "loss/total", "approx_kl", "clip_frac"):
+    assert np.isfinite(logged[-1][key]), key
+
+
+def test_trainable_mask_freezes_torso():
+  env, apply_fn, params = _cartpole_agent(4)
+  trainable = ppo.trainable_mask(params, lambda path: "torso" not in path)
+  assert not trainable["params"]["torso"]["dense0"]["kernel"] and trainable["params"]["policy"]["kernel"]
+  task = ppo.make_ppo_task(env, apply_fn, params, _small_config(), trainable=trainable)
+  before, after, _ = _one_update(task)
+  old, new = before.train_state.params["params"], after.train_state.params["params"]
+  for a, b in zip(jax.tree.leaves(old["torso"]), jax.tree.leaves(new["torso"])):
+    np.testing.assert_array_equal(a, b)
+  assert not np.allclose(old["policy"]["kernel"], new["policy"]["kernel"])
+  assert not np.allclose(old["value"]["kernel"], new["value"]["kernel"])
+
+
+def test_aux_loss_terms_are_logged():
+  env, apply_fn, params = _cartpole_agent(4)
+  seen = {}
+
+  def aux_loss(p, traj, rng):
+    seen.update({k: v.shape for k, v in traj.items()})
+    _, value = apply_fn(p, traj["next_obs"])
+    return {"probe": jnp.square(value)}
+
+  with pytest.raises(VidrlError, match="loss weights"):  # the aux term needs its weight in the config
+    _one_update(ppo.make_ppo_task(env, apply_fn, params, _small_config(), aux_loss=aux_loss))
+  config = _small_config(loss_weights=dict(probe=0.1))
+  _, _, metrics = _one_update(ppo.make_ppo_task(env, apply_fn, params, config, aux_loss=aux_loss))
+  assert seen["obs"] == (16, 4, 4) and seen["next_obs"] == (4, 4) and seen["action"] == (16, 4)
+  assert np.isfinite(metrics["loss/probe"]) and metrics["loss/probe"] > 0
+  assert {"loss/pg", "loss/value", "loss/entropy", "loss/total", "approx_kl", "clip_frac", "episode_return",
+          "env_steps"} <= set(metrics)
+
+
+def test_episode_return_is_carried_when_no_episode_ends():
+  env, apply_fn, params = _cartpole_agent(4)
+  task = ppo.make_ppo_task(env, apply_fn, params, _small_config(num_steps=4, num_minibatches=1))
+  _, state, metrics = _one_update(task)  # CartPole episodes last more than 4 steps
+  assert metrics["episodes_completed"] == 0 and metrics["episode_return"] == 0.0
+  assert metrics["env_steps"] == 16
+
+
+def test_minatar_image_networks():
+  env = make_gymnax("Breakout-MinAtar", 2)
+  _, obs = env.reset(jax.random.PRNGKey(0))
+  for encoder, kwargs in (("minatar", {}), ("mlp", {}), ("impala", dict(channels=(4, 8, 8), features=32))):
+    apply_fn, init_fn = ppo.make_actor_critic(env.num_actions, encoder, **kwargs)
+    logits, value = apply_fn(init_fn(jax.random.PRNGKey(0), obs), obs)
+    assert logits.shape == (2, env.num_actions) and value.shape == (2,), encoder
