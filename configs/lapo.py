@@ -41,7 +41,9 @@ def base() -> ml_collections.ConfigDict:
                         update_epochs=4, num_minibatches=8)
   c.expert_net = ml_collections.ConfigDict(dict(impala_multiplier=1, fc=256))
 
+  c.until = "all"                      # 'all' stages, or 'probe': stop after stage 1 and its latent probe
   c.data = ml_collections.ConfigDict(dict(
+      policy="expert",            # 'expert' (PPO, stage 0) or 'random' (uniform; no returns are reported)
       dir="",                     # '' = <workdir>/data; point it at official LAPO chunks to reuse them
       num_envs=64, steps_per_env=4096, shard_len=1024,   # observation-only training frames
       labelled_steps_per_env=512,                        # a disjoint action-labelled set (probe, decoders)
@@ -74,6 +76,7 @@ def base() -> ml_collections.ConfigDict:
   c.online = ppo_config(total_env_steps=500_000, num_envs=64, num_steps=128, lr=1e-2, gamma=0.99,
                         update_epochs=4, num_minibatches=8)
   c.online.loss_weights.sl_decoder = 1.0
+  c.online_sl_batch = 1024             # rollout transitions the supervised decoder head sees per minibatch
   c.ablations = ml_collections.ConfigDict(dict(no_vq=True, rl_no_sl=True))
   c.eval_episodes = 64
   c.loop = loop_config(log_every=100, checkpoint_every=1000)

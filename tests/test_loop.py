@@ -79,14 +79,15 @@ def test_config_rejects_unknown_keys_and_presets():
   def base():
     return ml_collections.ConfigDict({"lr": 1.0, "net": {"width": 4}})
 
-  cfg = config_lib.build(base, {"smoke": {"net.width": 2}}, "smoke")
+  presets = {"smoke": {"net.width": 2}, "cpu": {}, "paper": {}}
+  cfg = config_lib.build(base, presets, "smoke")
   assert cfg.net.width == 2 and cfg.preset == "smoke"
   with pytest.raises(AttributeError):
     cfg.lrr = 3.0                      # locked: a typo cannot add a key
   with pytest.raises(VidrlError, match="unknown config preset 'fast'"):
-    config_lib.build(base, {}, "fast")
+    config_lib.build(base, presets, "fast")
   with pytest.raises(VidrlError, match="no key 'net.depth'"):
-    config_lib.build(base, {"cpu": {"net.depth": 2}}, "cpu")
+    config_lib.build(base, {**presets, "cpu": {"net.depth": 2}}, "cpu")
 
 
 def test_metrics_files(tmp_path):

@@ -12,14 +12,14 @@ import ml_collections
 
 from vidrl_jax.errors import VidrlError
 
-PRESETS = ("smoke", "cpu", "paper")
+PRESETS = ("smoke", "cpu", "paper")   # every method has these three; a method may add more
 
 
-def preset_name(arg: str | None, default: str = "cpu") -> str:
+def preset_name(arg: str | None, choices=PRESETS, default: str = "cpu") -> str:
   """The preset chosen by `configs/x.py:arg`; one clear error for an unknown name."""
   name = (arg or default).strip()
-  if name not in PRESETS:
-    raise VidrlError(f"unknown config preset {name!r}; choose one of {', '.join(PRESETS)} "
+  if name not in choices:
+    raise VidrlError(f"unknown config preset {name!r}; choose one of {', '.join(choices)} "
                      f"(e.g. --config configs/lapo.py:cpu)")
   return name
 
@@ -27,7 +27,10 @@ def preset_name(arg: str | None, default: str = "cpu") -> str:
 def build(base: Callable[[], ml_collections.ConfigDict], presets: dict[str, dict],
           arg: str | None) -> ml_collections.ConfigDict:
   """`base()` updated with the chosen preset's overrides (dotted keys allowed), then locked."""
-  name = preset_name(arg)
+  missing = set(PRESETS) - set(presets)
+  if missing:
+    raise VidrlError(f"the config defines no {sorted(missing)} preset(s); every method needs smoke, cpu, paper")
+  name = preset_name(arg, tuple(presets))
   config = base()
   config.preset = name
   for key, value in presets.get(name, {}).items():

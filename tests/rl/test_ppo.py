@@ -32,12 +32,12 @@ def _one_update(task, seed=0):
 
 def test_ppo_learns_cartpole(tmp_path):
   env, apply_fn, params = _cartpole_agent(8)
-  config = ppo.ppo_config(num_envs=8, num_steps=128, total_env_steps=81_920, update_epochs=4, num_minibatches=4,
+  config = ppo.ppo_config(num_envs=8, num_steps=256, total_env_steps=102_400, update_epochs=4, num_minibatches=8,
                           lr=2.5e-3, gamma=0.99, eval_episodes=32)
   task = ppo.make_ppo_task(env, apply_fn, params, config, eval_env=make_gymnax("CartPole-v1", 32))
-  assert task.num_steps == 80
+  assert task.num_steps == 50
   writer = train.MetricWriter(str(tmp_path))
-  loop = train.loop_config(log_every=20, checkpoint_every=0, progress=False)
+  loop = train.loop_config(log_every=10, checkpoint_every=0, progress=False)
   state, eval_metrics = train.run(task, loop, str(tmp_path), writer, seed=0)
 
   rng = jax.random.PRNGKey(1)
@@ -46,12 +46,13 @@ def test_ppo_learns_cartpole(tmp_path):
   trained = ppo.evaluate_policy(make_gymnax("CartPole-v1", 32), apply_fn, state.train_state.params, rng, 32)
   assert 10 < random_return < 40
   assert trained["num_episodes"] == 32
-  assert trained["mean_return"] > 100, (trained, random_return)
-  assert eval_metrics["eval/mean_return"] > 100
+  assert trained["mean_return"] > 80, (trained, random_return)  # 4x random; 130-350 over seeds 0-3
+  assert eval_metrics["eval/mean_return"] > 80
   rows = writer.rows("ppo")
   logged = [r for r in rows if "episode_return" in r]
   assert logged[-1]["episode_return"] > logged[0]["episode_return"]
-  assert logged[-1]["env_steps"] == 81_920
+  assert logged[-1]["step"] == 50  # the loop logs means over each interval: updates 41..50 of 2,048 steps
+  assert logged[-1]["env_steps"] == pytest.approx(np.mean(np.arange(41, 51)) * 2048)
   for key in ("loss/pg", "loss/value", "loss/entropy", "loss/total", "approx_kl", "clip_frac"):
     assert np.isfinite(logged[-1][key]), key
 
@@ -73,16 +74,21 @@ def test_aux_loss_terms_are_logged():
   env, apply_fn, params = _cartpole_agent(4)
   seen = {}
 
+  def aux_prepare(p, traj, rng):  # once per update, e.g. labels from a frozen model
+    return {"target": jnp.ones(traj["action"].shape)}
+
   def aux_loss(p, traj, rng):
     seen.update({k: v.shape for k, v in traj.items()})
-    _, value = apply_fn(p, traj["next_obs"])
-    return {"probe": jnp.square(value)}
+    _, value = apply_fn(p, traj["obs"])
+    return {"probe": jnp.square(value - traj.get("target", 0.0))}
 
   with pytest.raises(VidrlError, match="loss weights"):  # the aux term needs its weight in the config
     _one_update(ppo.make_ppo_task(env, apply_fn, params, _small_config(), aux_loss=aux_loss))
   config = _small_config(loss_weights=dict(probe=0.1))
-  _, _, metrics = _one_update(ppo.make_ppo_task(env, apply_fn, params, config, aux_loss=aux_loss))
+  _, _, metrics = _one_update(ppo.make_ppo_task(env, apply_fn, params, config, aux_loss=aux_loss,
+                                                aux_prepare=aux_prepare))
   assert seen["obs"] == (16, 4, 4) and seen["next_obs"] == (4, 4) and seen["action"] == (16, 4)
+  assert seen["target"] == (16, 4)
   assert np.isfinite(metrics["loss/probe"]) and metrics["loss/probe"] > 0
   assert {"loss/pg", "loss/value", "loss/entropy", "loss/total", "approx_kl", "clip_frac", "episode_return",
           "env_steps"} <= set(metrics)
@@ -96,10 +102,25 @@ def test_episode_return_is_carried_when_no_episode_ends():
   assert metrics["env_steps"] == 16
 
 
+def test_reward_norm_scales_by_return_std():
+  rs = np.random.RandomState(0)
+  rewards = rs.randn(32, 3).astype(np.float32) + 1.0
+  dones = rs.rand(32, 3) < 0.1
+  norm, scaled = ppo.RewardNorm.create(3).normalise(jnp.asarray(rewards), jnp.asarray(dones), 0.9)
+  rets, ret = [], np.zeros(3)
+  for r, d in zip(rewards, dones):  # ppo2 VecNormalize: ret = gamma ret + r, reset after an episode end
+    ret = 0.9 * ret + r
+    rets.append(ret.copy())
+    ret = np.where(d, 0.0, ret)
+  np.testing.assert_allclose(norm.var, np.var(rets), rtol=1e-3)
+  np.testing.assert_allclose(norm.ret, ret, rtol=1e-5)
+  np.testing.assert_allclose(scaled, np.clip(rewards / np.sqrt(np.var(rets) + 1e-8), -10, 10), rtol=1e-3)
+
+
 def test_minatar_image_networks():
   env = make_gymnax("Breakout-MinAtar", 2)
   _, obs = env.reset(jax.random.PRNGKey(0))
-  for encoder, kwargs in (("minatar", {}), ("mlp", {}), ("impala", dict(channels=(4, 8, 8), features=32))):
+  for encoder, kwargs in (("minatar", {}), ("mlp", {}), ("impala", dict(channels=(4, 4), num_blocks=1, features=8))):
     apply_fn, init_fn = ppo.make_actor_critic(env.num_actions, encoder, **kwargs)
     logits, value = apply_fn(init_fn(jax.random.PRNGKey(0), obs), obs)
     assert logits.shape == (2, env.num_actions) and value.shape == (2,), encoder

@@ -37,12 +37,16 @@ from vidrl_jax.train.loop import Task
 Params = Any
 ApplyFn = Callable[[Params, jax.Array], tuple[jax.Array, jax.Array]]
 AuxLoss = Callable[[Params, dict, jax.Array], Mapping[str, jax.Array]]
+AuxPrepare = Callable[[Params, dict, jax.Array], Mapping[str, jax.Array]]
 
 PPO_LOSSES = ("pg", "value", "entropy")
 
 
 def ppo_config(**overrides) -> ml_collections.ConfigDict:
   """PPO settings; the defaults are the MinAtar ones of PureJaxRL / gymnax (64 envs x 128 steps, 4 x 8, lr 5e-4).
+
+  `norm_rewards` divides rewards by the running std of the discounted return and clips them to [-10, 10]
+  (ppo2's `VecNormalize(ob=False)`, used by Cobbe et al. 2020); logged episode returns stay unnormalised.
 
   `loss_weights` holds one weight per named loss: `pg`, `value`, `entropy` (the loss is minus the entropy, so
   its weight is the entropy bonus coefficient), plus one per `aux_loss` term.
@@ -54,7 +58,8 @@ def ppo_config(**overrides) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict(dict(
       num_envs=64, num_steps=128, total_env_steps=10_000_000, gamma=0.99, gae_lambda=0.95, clip_eps=0.2,
       clip_value=True, update_epochs=4, num_minibatches=8, lr=5e-4, adam_eps=1e-5, max_grad_norm=0.5,
-      anneal_lr=True, norm_adv=True, unroll_updates=False, eval_episodes=32, eval_greedy=False,
+      anneal_lr=True, norm_adv=True, norm_rewards=False, unroll_updates=False, eval_episodes=32,
+      eval_greedy=False,
       loss_weights=ml_collections.ConfigDict(dict(pg=1.0, value=0.5, entropy=0.01))))
   c.update(overrides)
   return c
@@ -62,16 +67,46 @@ def ppo_config(**overrides) -> ml_collections.ConfigDict:
 
 def procgen_ppo_config(**overrides) -> ml_collections.ConfigDict:
   """Procgen PPO of Cobbe et al. (2020), Table 2 / App. C: 64 envs x 256 steps, gamma .999, lambda .95, 3 epochs,
-  8 minibatches, lr 5e-4 (constant), clip .2, entropy .01, value .5, grad clip .5, 25M steps.
+  8 minibatches, lr 5e-4 (constant), clip .2, entropy .01, value .5, grad clip .5, reward normalisation, 25M
+  steps (easy mode).
 
   The network they used is IMPALA-CNN at channel multiplier 4 (`make_actor_critic(..., channels=
   impala_channels(4))`).
   """
   c = ppo_config(num_envs=64, num_steps=256, total_env_steps=25_000_000, gamma=0.999, gae_lambda=0.95,
                  clip_eps=0.2, update_epochs=3, num_minibatches=8, lr=5e-4, max_grad_norm=0.5, anneal_lr=False,
-                 loss_weights=dict(pg=1.0, value=0.5, entropy=0.01))
+                 norm_rewards=True, loss_weights=dict(pg=1.0, value=0.5, entropy=0.01))
   c.update(overrides)
   return c
+
+
+@flax.struct.dataclass
+class RewardNorm:
+  """Running statistics of the discounted return, whose std scales the rewards (`config.norm_rewards`)."""
+  ret: jax.Array    # (N,) discounted return of each copy's running episode
+  mean: jax.Array
+  var: jax.Array
+  count: jax.Array
+
+  @classmethod
+  def create(cls, num_envs: int) -> "RewardNorm":
+    return cls(ret=jnp.zeros((num_envs,), jnp.float32), mean=jnp.zeros((), jnp.float32),
+               var=jnp.ones((), jnp.float32), count=jnp.full((), 1e-4, jnp.float32))
+
+  def normalise(self, rewards: jax.Array, dones: jax.Array, gamma: float) -> tuple["RewardNorm", jax.Array]:
+    """Scales (T, N) rewards as ppo2's VecNormalize: ret = gamma ret + r; r / sqrt(var(ret) + 1e-8), clip 10."""
+    def accumulate(ret, xs):
+      reward, done = xs
+      ret = gamma * ret + reward
+      return jnp.where(done, 0.0, ret), ret
+    ret, rets = jax.lax.scan(accumulate, self.ret, (rewards, dones))
+    # Merge the batch moments into the running ones (Chan et al.'s parallel update, as ppo2's RunningMeanStd).
+    n, batch_mean, batch_var = rets.size, rets.mean(), rets.var()
+    delta, total = batch_mean - self.mean, self.count + n
+    mean = self.mean + delta * n / total
+    var = (self.var * self.count + batch_var * n + jnp.square(delta) * self.count * n / total) / total
+    scaled = jnp.clip(rewards / jnp.sqrt(var + 1e-8), -10.0, 10.0)
+    return RewardNorm(ret=ret, mean=mean, var=var, count=total), scaled
 
 
 @flax.struct.dataclass
@@ -83,6 +118,7 @@ class PPOState:
   episode_return: jax.Array  # mean return of the episodes completed in the last rollout that completed any
   episode_length: jax.Array
   updates: jax.Array         # PPO updates done (int32)
+  reward_norm: RewardNorm
 
 
 def trainable_mask(params: Params, is_trainable: Callable[[str], bool]) -> Params:
@@ -111,7 +147,8 @@ def make_optimizer(config: ml_collections.ConfigDict, num_updates: int,
 
 def make_ppo_task(env: VecEnv, apply_fn: ApplyFn, init_params: Params | Callable[[jax.Array], Params],
                   config: ml_collections.ConfigDict, name: str = "ppo", trainable: Params | None = None,
-                  aux_loss: AuxLoss | None = None, eval_env: VecEnv | None = None) -> Task:
+                  aux_loss: AuxLoss | None = None, eval_env: VecEnv | None = None,
+                  aux_prepare: AuxPrepare | None = None) -> Task:
   """A `Task` whose step is one PPO update (rollout, GAE, clipped minibatch epochs).
 
   Args:
@@ -122,8 +159,11 @@ def make_ppo_task(env: VecEnv, apply_fn: ApplyFn, init_params: Params | Callable
     aux_loss: `(params, traj, rng) -> {name: loss}` added to the PPO losses (weights from `config.loss_weights`).
       `traj` is the whole time-major rollout: obs (T, N, ...), action, reward, done, terminated, value, logp
       (T, N), and next_obs (N, ...), the observation after the last step. It is called once per minibatch with
-      that minibatch's rng, so a costly hook should subsample.
+      that minibatch's rng, so a costly hook should subsample or use `aux_prepare`.
     eval_env: when given, the task evaluates `config.eval_episodes` episodes on it (`evaluate_policy`).
+    aux_prepare: `(params, traj, rng) -> {key: array}`, run once per update (not differentiated) before the
+      epochs; its outputs join `traj` for `aux_loss`. Put per-rollout work there that needs no gradient, such as
+      labelling the rollout with a frozen model.
   """
   if env.num_actions is None:
     raise VidrlError(f"PPO here handles discrete actions only; {env.name} has continuous actions")
@@ -138,7 +178,7 @@ def make_ppo_task(env: VecEnv, apply_fn: ApplyFn, init_params: Params | Callable
   if num_updates < 1:
     raise VidrlError(f"total_env_steps = {config.total_env_steps} is less than one rollout ({batch_size} steps)")
   weights = {k: float(v) for k, v in config.loss_weights.items()}
-  tx = make_optimizer(config, num_updates, trainable)
+  tx = make_optimizer(config, num_updates, trainable, None if callable(init_params) else init_params)
   T, M = config.num_steps, config.num_minibatches
   unroll = bool(config.unroll_updates)
 
@@ -148,7 +188,8 @@ def make_ppo_task(env: VecEnv, apply_fn: ApplyFn, init_params: Params | Callable
     env_state, obs = env.reset(rng_env)
     return PPOState(train_state=TrainState.create(apply_fn=apply_fn, params=params, tx=tx), env_state=env_state,
                     obs=obs, episode_return=jnp.zeros((), jnp.float32),
-                    episode_length=jnp.zeros((), jnp.float32), updates=jnp.zeros((), jnp.int32))
+                    episode_length=jnp.zeros((), jnp.float32), updates=jnp.zeros((), jnp.int32),
+                    reward_norm=RewardNorm.create(env.num_envs))
 
   def rollout(params, env_state, obs, rng):
     def env_step(carry, rng):
@@ -198,14 +239,18 @@ def make_ppo_task(env: VecEnv, apply_fn: ApplyFn, init_params: Params | Callable
 
   def step(state: PPOState, batch: Any, rng: jax.Array) -> tuple[PPOState, dict]:
     del batch  # PPO makes its own data
-    rng_rollout, rng_update = jax.random.split(rng)
+    rng_rollout, rng_prepare, rng_update = jax.random.split(rng, 3)
     ts = state.train_state
     (env_state, next_obs), traj = rollout(ts.params, state.env_state, state.obs, rng_rollout)
     _, last_value = apply_fn(ts.params, next_obs)
-    advantages, returns = gae(traj["reward"], traj["value"], traj["done"], last_value, config.gamma,
-                              config.gae_lambda)
+    reward_norm, rewards = state.reward_norm, traj["reward"]
+    if config.norm_rewards:
+      reward_norm, rewards = reward_norm.normalise(rewards, traj["done"], config.gamma)
+    advantages, returns = gae(rewards, traj["value"], traj["done"], last_value, config.gamma, config.gae_lambda)
     hook_traj = {k: traj[k] for k in ("obs", "action", "reward", "done", "terminated", "value", "logp")}
     hook_traj["next_obs"] = next_obs
+    if aux_prepare is not None:
+      hook_traj.update(aux_prepare(ts.params, hook_traj, rng_prepare))
     samples = dict(obs=traj["obs"], action=traj["action"], logp=traj["logp"], value=traj["value"],
                    advantage=advantages, **{"return": returns})
 
@@ -236,7 +281,7 @@ def make_ppo_task(env: VecEnv, apply_fn: ApplyFn, init_params: Params | Callable
     metrics.update(episode_return=episode_return, episode_length=episode_length, episodes_completed=completed,
                    env_steps=updates.astype(jnp.float32) * batch_size)
     new_state = PPOState(train_state=ts, env_state=env_state, obs=next_obs, episode_return=episode_return,
-                         episode_length=episode_length, updates=updates)
+                         episode_length=episode_length, updates=updates, reward_norm=reward_norm)
     return new_state, metrics
 
   evaluate = None

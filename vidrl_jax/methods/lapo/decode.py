@@ -98,12 +98,14 @@ def online_policy(config: ml_collections.ConfigDict, num_actions: int, obs_examp
 
   The torso (convolutions and their fc) and the IDM stay frozen; the latent head, decoder, RL head and value
   head train (paper §5, learning rate 1e-2 in the config). `aux_loss` is the supervised decoder loss on the
-  rollout: the frozen IDM labels each in-episode transition (o_{t-1}, o_t, o_{t+1}) of the rollout with a
-  latent, and the decoder learns to map it to the action actually taken in o_t. The decoder sees
-  pre-quantisation latents, as in the offline decoding, scaled by the statistics of the training data.
+  rollout: the frozen IDM labels in-episode transitions (o_{t-1}, o_t, o_{t+1}) of the rollout (a random
+  `online_sl_batch` of them per minibatch) with a latent, and the decoder learns to map it to the action
+  actually taken in o_t. The decoder sees the IDM's pre-quantisation latents, the space the latent head
+  was trained to regress in stage 2.
   """
   net = models.decoded_policy(config, num_actions)
-  idm = models.idm(config)
+  idm, decoder = models.idm(config), models.decoder(config, num_actions)
+  sl_batch = config.online_sl_batch
   k = config.model.context
   params = net.init(rng, jnp.asarray(obs_example[:1]))["params"]
   params = dict(params)
@@ -117,19 +119,19 @@ def online_policy(config: ml_collections.ConfigDict, num_actions: int, obs_examp
     return net.apply({"params": p["net"]}, obs)
 
   def aux_loss(p, traj, rng):
-    del rng
     obs = jnp.concatenate([traj["obs"], traj["next_obs"][None]], axis=0)    # (T+1, N, ...)
-    t_len = traj["obs"].shape[0]
-    ts = jnp.arange(k, t_len)                                              # a window needs k past frames
-    windows = jnp.stack([obs[ts + j - k] for j in range(k + 2)], axis=2)    # (T-k, N, k+2, H, W, C)
-    done = traj["done"]
-    valid = jnp.ones(windows.shape[:2], bool)
+    t_len, n_env = traj["obs"].shape[:2]
+    # PPO calls this once per minibatch: label a random subset of the rollout's transitions, not all of them.
+    n = min(sl_batch, (t_len - k) * n_env)
+    flat = jax.random.choice(rng, (t_len - k) * n_env, (n,), replace=False)
+    ts, env = flat // n_env + k, flat % n_env                              # a window needs k past frames
+    windows = jnp.stack([obs[ts + j - k, env] for j in range(k + 2)], axis=1)   # (n, k+2, H, W, C)
+    valid = jnp.ones((n,), bool)
     for j in range(k + 1):                                                  # no episode end inside
-      valid &= ~done[ts + j - k]
+      valid &= ~traj["done"][ts + j - k, env]
     latent = jax.lax.stop_gradient(idm.apply(p["idm"], windows))
-    decoder = models.decoder(config, num_actions)
     logits = decoder.apply({"params": p["net"]["decoder"]}, latent)
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, traj["action"][ts])
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, traj["action"][ts, env])
     return {"sl_decoder": jnp.sum(ce * valid) / jnp.maximum(valid.sum(), 1)}
 
   return apply_fn, init_params, trainable, aux_loss

@@ -85,15 +85,19 @@ class Lapo:
     return cached(self.path("references.json"), compute)
 
   def datasets(self, expert_apply, expert_params) -> tuple[FrameDataset, FrameDataset, dict]:
+    """The observation-only training set and a disjoint action-labelled set, rolled out by the expert
+    (or by a uniform-random policy with `data.policy='random'`)."""
     c = self.config
     root = c.data.dir or self.path("data")
     env = make_env(ml_collections.ConfigDict({**c.env.to_dict(), "num_envs": c.data.num_envs}))
 
     def policy(params, obs, rng):
+      if c.data.policy == "random":
+        return jax.random.randint(rng, obs.shape[:1], 0, self.num_actions)
       logits, _ = expert_apply(params, obs)
       return jax.random.categorical(rng, logits)
 
-    meta = {"env": c.env.name, "policy": "ppo expert"}
+    meta = {"env": c.env.name, "policy": "ppo expert" if c.data.policy == "expert" else "uniform random"}
     info = {}
     for split, steps in (("train", c.data.steps_per_env), ("labelled", c.data.labelled_steps_per_env)):
       info[split] = collect_lib.collect(env, policy, expert_params, stage_rng(c.seed, f"data/{split}"), steps,
@@ -106,6 +110,13 @@ class Lapo:
   def run_seed(self, seed: int, train: FrameDataset, labelled: FrameDataset, refs: dict) -> dict:
     c = self.config
     out = {"seed": seed}
+    if c.until == "probe":      # stage-1 latent quality only (e.g. the reduced Procgen run)
+      s1 = self.stage1(seed, train, use_vq=c.vq.enabled, tag="")
+      out.update(self.probe_and_offline(seed, train, labelled, {"idm": s1.train.params["idm"]}, refs, tag="",
+                                        offline=False))
+      out["oracle_accuracy"] = self.oracle(seed, train, labelled)
+      out["random_idm_accuracy"] = self.random_idm(seed, train, labelled)
+      return out
     lapo = self.latent_stages(seed, train, use_vq=c.vq.enabled, tag="")
     out.update(self.probe_and_offline(seed, train, labelled, lapo, refs, tag=""))
     out.update(self.online(seed, lapo, refs, sl=True, tag="online"))
@@ -120,10 +131,15 @@ class Lapo:
       out.update(self.online(seed, novq, refs, sl=False, tag="online_rl_no_sl_no_vq"))
     return out
 
-  def latent_stages(self, seed: int, train: FrameDataset, use_vq: bool, tag: str) -> dict:
+  def stage1(self, seed: int, train: FrameDataset, use_vq: bool, tag: str):
     c = self.config
     s1, _ = run(stages.stage1_task(c, train, f"seed{seed}/stage1{tag}", seed, use_vq), c.loop, self.workdir,
                 self.writer, seed)
+    return s1
+
+  def latent_stages(self, seed: int, train: FrameDataset, use_vq: bool, tag: str) -> dict:
+    c = self.config
+    s1 = self.stage1(seed, train, use_vq, tag)
     idm_params = s1.train.params["idm"]
     s2, _ = run(stages.stage2_task(c, train, idm_params, f"seed{seed}/stage2{tag}", seed), c.loop,
                 self.workdir, self.writer, seed)
@@ -229,8 +245,10 @@ class Lapo:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Runs (or resumes) the whole LAPO pipeline and writes results.json, metrics and plots into `workdir`."""
   lapo = Lapo(config, workdir)
-  expert_apply, expert_params = lapo.expert()
-  refs = lapo.references(expert_apply, expert_params)
+  expert_apply, expert_params, refs = None, None, None
+  if config.data.policy == "expert":
+    expert_apply, expert_params = lapo.expert()
+    refs = lapo.references(expert_apply, expert_params)
   train, labelled, data_info = lapo.datasets(expert_apply, expert_params)
   seeds = [config.seed + i for i in range(config.num_seeds)]
   per_seed = [lapo.run_seed(s, train, labelled, refs) for s in seeds]
