@@ -5,9 +5,11 @@
 
 One run per game: `ppo_config()` (64 envs x 128 steps, 4 epochs x 8 minibatches, lr 5e-4 annealed over
 `--total_env_steps`, gamma 0.99) and `make_actor_critic(encoder=...)`, stepped until `--total_env_steps` or
-`--time_limit` seconds. Steps per second exclude the first update (compilation). The return at a mark is the mean
-`episode_return` (training episodes, sampled actions) of the updates in the last `--window` env steps up to it.
-Prints a summary table and a return-vs-steps curve (markdown).
+`--time_limit` seconds. Steps per second exclude the first update (compilation); steps per CPU-second (process
+time, all threads) tell whether other processes shared the machine (on an idle 2-core machine the wall rate is
+up to twice that). The return at a mark is the mean `episode_return` (training episodes, sampled actions) of
+the updates in the last `--window` env steps up to it. Prints a summary table and a return-vs-steps curve
+(markdown).
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ def run_game(game: str, args: argparse.Namespace) -> dict:
   jax.block_until_ready(metrics)
   compile_s = time.perf_counter() - start
   curve = [(float(metrics["env_steps"]), float(metrics["episode_return"]))]
-  timed_start, timed_steps = time.perf_counter(), 0
+  timed_start, cpu_start, timed_steps = time.perf_counter(), time.process_time(), 0
   for i in range(1, task.num_steps):
     if time.perf_counter() - timed_start > args.time_limit:
       break
@@ -63,6 +65,7 @@ def run_game(game: str, args: argparse.Namespace) -> dict:
     timed_steps += args.num_envs * args.num_steps
     curve.append((float(metrics["env_steps"]), float(metrics["episode_return"])))
   elapsed = time.perf_counter() - timed_start
+  cpu_s = time.process_time() - cpu_start
   steps = np.array([c[0] for c in curve])
   returns = np.array([c[1] for c in curve])
 
@@ -73,6 +76,7 @@ def run_game(game: str, args: argparse.Namespace) -> dict:
     return float(returns[sel].mean())
 
   return dict(game=game, network=net, compile_s=compile_s, steps_per_s=timed_steps / max(elapsed, 1e-9),
+              steps_per_cpu_s=timed_steps / max(cpu_s, 1e-9),
               env_steps=float(steps[-1]), final_return=float(returns[-5:].mean()),
               marks={m: return_at(m) for m in args.marks}, curve=curve)
 
@@ -104,15 +108,15 @@ def main() -> None:
 
   print(f"\nPPO on MinAtar, {args.num_envs} envs x {args.num_steps} steps, {jax.devices()[0].platform}, "
         f"network: {results[0]['network']}\n")
-  head = ["game", "env steps/s", "compile s", "env steps run"] + [f"return @{m / 1e6:g}M" for m in args.marks]
+  head = ["game", "env steps/s", "per CPU-second", "compile s", "env steps run"] + [f"return @{m / 1e6:g}M" for m in args.marks]
   print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
   for r in results:
     marks = [("-" if v is None else f"{v:.2f}") for v in r["marks"].values()]
-    print(f"| {r['game']} | {r['steps_per_s']:,.0f} | {r['compile_s']:.1f} | {r['env_steps']:,.0f} | "
+    print(f"| {r['game']} | {r['steps_per_s']:,.0f} | {r['steps_per_cpu_s']:,.0f} | {r['compile_s']:.1f} | {r['env_steps']:,.0f} | "
           + " | ".join(marks) + " |")
 
   print("\nTraining return (mean of the updates in the preceding window) against env steps:\n")
-  grid = np.arange(args.curve_every, max(r["env_steps"] for r in results) + 1, args.curve_every)
+  grid = np.arange(args.curve_every, max(r["env_steps"] for r in results) * 1.001 + 1, args.curve_every)
   print("| env steps | " + " | ".join(r["game"] for r in results) + " |\n|" + "---|" * (len(results) + 1))
   for g in grid:
     cells = []

@@ -34,12 +34,12 @@ def base() -> ml_collections.ConfigDict:
   c.method = "lapo"
   c.seed = 0
   c.num_seeds = 3                      # seeds of stages 1-3 (the expert and its dataset are shared)
-  c.env = env_config("gymnax", "Asterix-MinAtar", num_envs=64)
+  c.env = env_config("gymnax", "SpaceInvaders-MinAtar", num_envs=64)
 
   # Stage 0: the data-generating expert (PPO), also the "PPO from scratch" recipe.
-  c.expert = ppo_config(total_env_steps=3_000_000, num_envs=64, num_steps=128, lr=5e-4, gamma=0.99,
+  c.expert = ppo_config(total_env_steps=2_000_000, num_envs=64, num_steps=128, lr=5e-4, gamma=0.99,
                         update_epochs=4, num_minibatches=8)
-  c.expert_net = ml_collections.ConfigDict(dict(impala_multiplier=1, fc=256))
+  c.expert_net = ml_collections.ConfigDict(dict(encoder="mlp", hidden=(256, 256), impala_multiplier=4, fc=256))
 
   c.until = "all"                      # 'all' stages, or 'probe': stop after stage 1 and its latent probe
   c.data = ml_collections.ConfigDict(dict(
@@ -51,7 +51,7 @@ def base() -> ml_collections.ConfigDict:
 
   c.model = ml_collections.ConfigDict(dict(
       context=1,                  # pre-transition context frames k (Table A.4)
-      impala_multiplier=1, fc=256, latent_dim=128,
+      impala_channels=(16, 32), impala_blocks=1, fc=256, latent_dim=128,
       fdm_base_channels=16, fdm_levels=2, fdm_blocks=1,
       decoder_hidden=(128, 128),
   ))
@@ -59,25 +59,29 @@ def base() -> ml_collections.ConfigDict:
                                         num_embeddings=64, dim=16, decay=0.999))   # Table A.4
 
   c.stage1 = ml_collections.ConfigDict(dict(
-      steps=3000, batch_size=128,
+      steps=1500, batch_size=128,
       optim=optim_config(lr=2e-4, clip=2.0, warmup_steps=100, decay="linear"),
       loss_weights=ml_collections.ConfigDict(dict(recon=1.0, vq_commit=0.05)),
   ))
   c.stage2 = ml_collections.ConfigDict(dict(
-      steps=2000, batch_size=128, optim=optim_config(lr=2e-4),
+      steps=1000, batch_size=128, optim=optim_config(lr=2e-4),
       loss_weights=ml_collections.ConfigDict(dict(latent_mse=1.0)),
   ))
-  c.oracle = ml_collections.ConfigDict(dict(steps=2000, batch_size=128, optim=optim_config(lr=2e-4)))
+  c.oracle = ml_collections.ConfigDict(dict(steps=1000, batch_size=128, optim=optim_config(lr=2e-4)))
 
   c.probe = ml_collections.ConfigDict(dict(labels=2048, test=8192, steps=1500, lr=1e-3, batch_size=256))
   c.offline = ml_collections.ConfigDict(dict(sizes=OFFLINE_SIZES, eval_episodes=64))
 
   # Stage 3b: online decoding (heads only, lr 1e-2: paper §5) and PPO from scratch at the same env steps.
-  c.online = ppo_config(total_env_steps=500_000, num_envs=64, num_steps=128, lr=1e-2, gamma=0.99,
+  c.online = ppo_config(total_env_steps=250_000, num_envs=64, num_steps=128, lr=1e-2, gamma=0.99,
                         update_epochs=4, num_minibatches=8)
+  # PPO from scratch, for as many env steps as online decoding: the expert's recipe and network (`net`:
+  # 'expert' = expert_net, 'policy' = LAPO's policy torso; the paper uses the latter, on a GPU).
+  c.scratch = ppo_config(num_envs=64, num_steps=128, lr=5e-4, gamma=0.99, update_epochs=4, num_minibatches=8)
+  c.scratch_net = "expert"
   c.online.loss_weights.sl_decoder = 1.0
-  c.online_sl_batch = 1024             # rollout transitions the supervised decoder head sees per minibatch
-  c.ablations = ml_collections.ConfigDict(dict(no_vq=True, rl_no_sl=True))
+  c.online_sl_batch = 256              # rollout transitions the supervised decoder head sees per minibatch
+  c.ablations = ml_collections.ConfigDict(dict(no_vq=True, rl_no_sl=True, seeds=1))   # on the first seeds
   c.eval_episodes = 64
   c.loop = loop_config(log_every=100, checkpoint_every=1000)
   return c
@@ -97,20 +101,39 @@ PRESETS = {
         "offline.sizes": (16, 64), "offline.eval_episodes": 4, "eval_episodes": 4,
         "online.total_env_steps": 8 * 16 * 2, "online.num_envs": 8, "online.num_steps": 16,
         "online.num_minibatches": 2, "online.update_epochs": 1,
+        "scratch.num_envs": 8, "scratch.num_steps": 16, "scratch.num_minibatches": 2, "scratch.update_epochs": 1,
         "loop.log_every": 2, "loop.checkpoint_every": 4,
     },
     "cpu": {},
+    # Reduced Procgen run: stage-1 latent quality only (probe vs random IDM vs supervised IDM) on Maze,
+    # from uniform-random-policy data, small IMPALA and U-Net; see README.md for its command and time.
+    "procgen_cpu": {
+        "num_seeds": 1, "until": "probe", "data.policy": "random",
+        "env": env_config("procgen", "maze", num_envs=16, distribution_mode="easy", num_levels=0),
+        "data.num_envs": 16, "data.steps_per_env": 2048, "data.shard_len": 1024,
+        "data.labelled_steps_per_env": 512,
+        "model.impala_channels": (16, 32, 32), "model.impala_blocks": 2, "model.fdm_base_channels": 8,
+        "model.fdm_levels": 5,
+        "stage1.steps": 600, "stage1.batch_size": 32, "stage1.optim.warmup_steps": 50,
+        "oracle.steps": 600, "oracle.batch_size": 32,
+        "probe.labels": 2048, "probe.test": 2048,
+        "loop.log_every": 25, "loop.checkpoint_every": 100,
+    },
     "paper": {
         "num_seeds": 1,
         "env": env_config("procgen", "bigfish", num_envs=64, distribution_mode="easy", num_levels=0),
         "expert": procgen_ppo_config(total_env_steps=50_000_000),
-        "expert_net.impala_multiplier": 4,
+        "expert_net.encoder": "impala", "ablations.seeds": 1,
+        **{f"scratch.{k}": v for k, v in procgen_ppo_config().items() if k != "total_env_steps"},
+        "scratch_net": "policy",
         "data.num_envs": 64, "data.steps_per_env": 131_072, "data.shard_len": 32_768,   # ~8M frames
         "data.labelled_steps_per_env": 1024,
-        "model.impala_multiplier": 4, "model.fdm_base_channels": 24, "model.fdm_levels": 5,
+        "model.impala_channels": (64, 128, 128), "model.impala_blocks": 2, "model.fdm_base_channels": 24, "model.fdm_levels": 5,
         "stage1.steps": 70_000, "stage2.steps": 60_000, "oracle.steps": 60_000,      # Table A.4
         "stage1.optim.warmup_steps": 1000,
-        "online": procgen_ppo_config(total_env_steps=4_000_000, lr=1e-2),
+        # Online decoding: Cobbe et al. PPO for 4M steps, heads at lr 1e-2 (paper §5, §6.1).
+        **{f"online.{k}": v for k, v in procgen_ppo_config(total_env_steps=4_000_000, lr=1e-2).items()
+           if k != "loss_weights"},
         "loop.log_every": 200, "loop.checkpoint_every": 5000,
     },
 }

@@ -1,5 +1,6 @@
 """The shared loop: resume equals an uninterrupted run, non-finite losses stop it, named losses are checked."""
 
+import dataclasses
 import json
 import os
 
@@ -97,3 +98,12 @@ def test_metrics_files(tmp_path):
   rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
   assert {"stage", "step", "loss/mse", "loss/total"} <= set(rows[0])
   assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path / "tb"))
+
+
+def test_checkpoint_from_another_model_is_a_clear_error(tmp_path):
+  run(_regression_task(num_steps=4), _loop(), str(tmp_path), MetricWriter(str(tmp_path)), seed=0)
+  task = _regression_task(num_steps=8)
+  wider = dataclasses.replace(task, init=lambda rng: TrainState.create(
+      apply_fn=None, params={"w": jax.random.normal(rng, (5,))}, tx=optax.adam(0.1)))
+  with pytest.raises(VidrlError, match="does not fit this config's model"):
+    run(wider, _loop(), str(tmp_path), MetricWriter(str(tmp_path)), seed=0)

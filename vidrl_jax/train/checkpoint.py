@@ -8,6 +8,8 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from vidrl_jax.errors import VidrlError
+
 
 class Checkpointer:
   """Keeps the last `keep` checkpoints of one stage under `directory`."""
@@ -27,7 +29,12 @@ class Checkpointer:
   def restore(self, step: int, like: Any, shardings: Any) -> Any:
     """Restores `step` into arrays shaped like `like` (an abstract pytree) placed with `shardings`."""
     target = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), like, shardings)
-    return self._mngr.restore(step, args=ocp.args.StandardRestore(target))
+    try:
+      return self._mngr.restore(step, args=ocp.args.StandardRestore(target))
+    except (ValueError, KeyError, TypeError) as e:
+      raise VidrlError(f"the checkpoint at {self.directory}/{step} does not fit this config's model "
+                       f"({type(e).__name__}); the config changed since it was written: use a new --workdir "
+                       f"or delete that checkpoint directory") from None
 
   def close(self) -> None:
     self._mngr.close()

@@ -39,6 +39,7 @@ class Task:
   batch: Callable[[int], Any] | None = None          # step -> process-local numpy batch; None: no data
   evaluate: Callable[[State, int], dict] | None = None  # (state, step) -> metrics, may run on the host
   state_sharding: Callable[[Any, State], Any] | None = None  # (mesh, abstract state) -> shardings
+  log_every: int | None = None                        # overrides the loop config (e.g. 1 for RL updates)
 
 
 def loop_config(**overrides) -> ml_collections.ConfigDict:
@@ -73,7 +74,11 @@ def run(task: Task, loop: ml_collections.ConfigDict, workdir: str, writer: Metri
     state = jax.jit(task.init, out_shardings=shardings)(rng_init)
     start = 0
   else:
-    state = ckpt.restore(start, abstract, shardings)
+    try:
+      state = ckpt.restore(start, abstract, shardings)
+    except Exception:
+      ckpt.close()
+      raise
     writer.truncate(task.name, start)
 
   def step_fn(state, batch, step):
@@ -98,12 +103,13 @@ def run(task: Task, loop: ml_collections.ConfigDict, workdir: str, writer: Metri
       bar.update(1)
       is_last = done == end
       save = is_last or (loop.checkpoint_every and done % loop.checkpoint_every == 0)
-      if is_last or save or done % loop.log_every == 0:
+      if is_last or save or done % (task.log_every or loop.log_every) == 0:
         logged = _mean(pending)
         pending = []
         check_finite(logged, task.name, done, last_ckpt)
         writer.write(task.name, done, logged)
-        bar.set_postfix({k.split("/")[-1]: f"{v:.4g}" for k, v in list(logged.items())[:3]}, refresh=False)
+        shown = [k for k in ("loss/total", "episode_return", "accuracy") if k in logged] or list(logged)[:2]
+        bar.set_postfix({k.split("/")[-1]: f"{logged[k]:.4g}" for k in shown}, refresh=False)
       if task.evaluate and ((loop.eval_every and done % loop.eval_every == 0) or done == task.num_steps):
         eval_metrics = {f"eval/{k}": v for k, v in task.evaluate(state, done).items()}
         check_finite(eval_metrics, task.name, done, last_ckpt)

@@ -14,7 +14,6 @@ import jax.numpy as jnp
 import ml_collections
 
 from vidrl_jax.nets import MLP, ImpalaCNN, UNet
-from vidrl_jax.nets.impala import impala_channels
 
 
 def to_float(frames: jax.Array) -> jax.Array:
@@ -33,12 +32,14 @@ class LatentIDM(nn.Module):
   With `out=num_actions` and a cross-entropy loss it is the supervised-IDM upper bound instead.
   """
   channels: Sequence[int]
+  blocks: int
   fc: int
   out: int
 
   @nn.compact
   def __call__(self, frames: jax.Array) -> jax.Array:
-    h = ImpalaCNN(self.channels, out_features=self.fc, name="torso")(stack_frames(to_float(frames)))
+    h = ImpalaCNN(self.channels, self.blocks, out_features=self.fc, name="torso")(
+        stack_frames(to_float(frames)))
     return nn.Dense(self.out, name="head")(h)
 
 
@@ -59,12 +60,13 @@ class LatentFDM(nn.Module):
 class LatentPolicy(nn.Module):
   """Latent policy pi(o_t) -> latent action, trained by regressing the IDM's latents (stage 2)."""
   channels: Sequence[int]
+  blocks: int
   fc: int
   latent_dim: int
 
   @nn.compact
   def __call__(self, obs: jax.Array) -> jax.Array:
-    h = ImpalaCNN(self.channels, out_features=self.fc, name="torso")(to_float(obs))
+    h = ImpalaCNN(self.channels, self.blocks, out_features=self.fc, name="torso")(to_float(obs))
     return nn.Dense(self.latent_dim, name="latent_head")(h)
 
 
@@ -76,6 +78,7 @@ class DecodedPolicy(nn.Module):
   latent policy. `torso` and `latent_head` come from stage 2.
   """
   channels: Sequence[int]
+  blocks: int
   fc: int
   latent_dim: int
   decoder_hidden: Sequence[int]
@@ -83,7 +86,7 @@ class DecodedPolicy(nn.Module):
 
   @nn.compact
   def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
-    h = ImpalaCNN(self.channels, out_features=self.fc, name="torso")(to_float(obs))
+    h = ImpalaCNN(self.channels, self.blocks, out_features=self.fc, name="torso")(to_float(obs))
     latent = nn.Dense(self.latent_dim, name="latent_head")(h)
     sl_logits = ActionDecoder(self.decoder_hidden, self.num_actions, name="decoder")(latent)
     rl_logits = nn.Dense(self.num_actions, kernel_init=nn.initializers.zeros, name="rl_head")(h)
@@ -104,7 +107,7 @@ class ActionDecoder(nn.Module):
 
 def idm(config: ml_collections.ConfigDict, out: int | None = None) -> LatentIDM:
   m = config.model
-  return LatentIDM(impala_channels(m.impala_multiplier), m.fc, out or m.latent_dim)
+  return LatentIDM(tuple(m.impala_channels), m.impala_blocks, m.fc, out or m.latent_dim)
 
 
 def fdm(config: ml_collections.ConfigDict, channels: int) -> LatentFDM:
@@ -114,12 +117,12 @@ def fdm(config: ml_collections.ConfigDict, channels: int) -> LatentFDM:
 
 def policy(config: ml_collections.ConfigDict) -> LatentPolicy:
   m = config.model
-  return LatentPolicy(impala_channels(m.impala_multiplier), m.fc, m.latent_dim)
+  return LatentPolicy(tuple(m.impala_channels), m.impala_blocks, m.fc, m.latent_dim)
 
 
 def decoded_policy(config: ml_collections.ConfigDict, num_actions: int) -> DecodedPolicy:
   m = config.model
-  return DecodedPolicy(impala_channels(m.impala_multiplier), m.fc, m.latent_dim,
+  return DecodedPolicy(tuple(m.impala_channels), m.impala_blocks, m.fc, m.latent_dim,
                        tuple(m.decoder_hidden), num_actions)
 
 

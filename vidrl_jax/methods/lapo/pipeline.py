@@ -7,6 +7,7 @@ The expert and its dataset are shared by all seeds; stages 1-3, the baselines an
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Callable
 
@@ -67,11 +68,20 @@ class Lapo:
     out = ppo.evaluate_policy(self.env, apply_fn, params, rng, self.config.eval_episodes)
     return float(out["mean_return"])
 
+  def actor_critic(self, which: str):
+    """PPO networks: the expert's (`expert_net`) or one with LAPO's policy torso."""
+    c = self.config
+    if which == "expert" and c.expert_net.encoder == "mlp":
+      return ppo.make_actor_critic(self.num_actions, encoder="mlp", hidden=tuple(c.expert_net.hidden))
+    if which == "expert":
+      return ppo.make_actor_critic(self.num_actions, encoder="impala", features=c.expert_net.fc,
+                                   channels=impala_channels(c.expert_net.impala_multiplier))
+    return ppo.make_actor_critic(self.num_actions, encoder="impala", channels=tuple(c.model.impala_channels),
+                                 num_blocks=c.model.impala_blocks, features=c.model.fc)
+
   def expert(self):
     c = self.config
-    apply_fn, init_fn = ppo.make_actor_critic(self.num_actions, encoder="impala",
-                                              channels=impala_channels(c.expert_net.impala_multiplier),
-                                              features=c.expert_net.fc)
+    apply_fn, init_fn = self.actor_critic("expert")
     params_init = init_fn(stage_rng(c.seed, "expert/init"), self.obs_example())
     params = self.ppo_run("expert", apply_fn, params_init, c.expert, c.seed)
     return apply_fn, params
@@ -111,35 +121,43 @@ class Lapo:
     c = self.config
     out = {"seed": seed}
     if c.until == "probe":      # stage-1 latent quality only (e.g. the reduced Procgen run)
-      s1 = self.stage1(seed, train, use_vq=c.vq.enabled, tag="")
+      s1 = self.stage1(seed, train, use_vq=c.vq.enabled, tag="", labelled=labelled)
       out.update(self.probe_and_offline(seed, train, labelled, {"idm": s1.train.params["idm"]}, refs, tag="",
                                         offline=False))
       out["oracle_accuracy"] = self.oracle(seed, train, labelled)
       out["random_idm_accuracy"] = self.random_idm(seed, train, labelled)
       return out
-    lapo = self.latent_stages(seed, train, use_vq=c.vq.enabled, tag="")
+    lapo = self.latent_stages(seed, train, use_vq=c.vq.enabled, tag="", labelled=labelled)
     out.update(self.probe_and_offline(seed, train, labelled, lapo, refs, tag=""))
     out.update(self.online(seed, lapo, refs, sl=True, tag="online"))
     out.update(self.scratch(seed, refs))
     out["oracle_accuracy"] = self.oracle(seed, train, labelled)
     out["random_idm_accuracy"] = self.random_idm(seed, train, labelled)
-    if c.ablations.rl_no_sl:
+    ablate = seed < c.seed + c.ablations.seeds
+    if c.ablations.rl_no_sl and ablate:
       out.update(self.online(seed, lapo, refs, sl=False, tag="online_rl_no_sl"))
-    if c.ablations.no_vq:
-      novq = self.latent_stages(seed, train, use_vq=False, tag="_novq")
+    if c.ablations.no_vq and ablate:
+      novq = self.latent_stages(seed, train, use_vq=False, tag="_novq", labelled=labelled)
       out.update(self.probe_and_offline(seed, train, labelled, novq, refs, tag="_novq", offline=False))
       out.update(self.online(seed, novq, refs, sl=False, tag="online_rl_no_sl_no_vq"))
     return out
 
-  def stage1(self, seed: int, train: FrameDataset, use_vq: bool, tag: str):
+  def stage1(self, seed: int, train: FrameDataset, use_vq: bool, tag: str, labelled: FrameDataset | None = None):
+    """Stage 1; with `labelled`, the latent probe's held-out accuracy is logged every `loop.eval_every` steps."""
     c = self.config
-    s1, _ = run(stages.stage1_task(c, train, f"seed{seed}/stage1{tag}", seed, use_vq), c.loop, self.workdir,
-                self.writer, seed)
+    task = stages.stage1_task(c, train, f"seed{seed}/stage1{tag}", seed, use_vq)
+    if labelled is not None:
+      def evaluate(state, step):
+        *_, acc, _, _, _ = self.probe(seed, state.train.params["idm"], train, labelled, [c.probe.labels])
+        return {"probe_accuracy": float(acc[0])}
+      task = dataclasses.replace(task, evaluate=evaluate)
+    s1, _ = run(task, c.loop, self.workdir, self.writer, seed)
     return s1
 
-  def latent_stages(self, seed: int, train: FrameDataset, use_vq: bool, tag: str) -> dict:
+  def latent_stages(self, seed: int, train: FrameDataset, use_vq: bool, tag: str,
+                    labelled: FrameDataset | None = None) -> dict:
     c = self.config
-    s1 = self.stage1(seed, train, use_vq, tag)
+    s1 = self.stage1(seed, train, use_vq, tag, labelled)
     idm_params = s1.train.params["idm"]
     s2, _ = run(stages.stage2_task(c, train, idm_params, f"seed{seed}/stage2{tag}", seed), c.loop,
                 self.workdir, self.writer, seed)
@@ -230,11 +248,9 @@ class Lapo:
   def scratch(self, seed, refs) -> dict:
     c = self.config
     def compute():
-      apply_fn, init_fn = ppo.make_actor_critic(self.num_actions, encoder="impala",
-                                                channels=impala_channels(c.model.impala_multiplier),
-                                                features=c.model.fc)
+      apply_fn, init_fn = self.actor_critic(c.scratch_net)
       params = init_fn(stage_rng(seed, "scratch/init"), self.obs_example())
-      ppo_cfg = ml_collections.ConfigDict(c.expert.to_dict())
+      ppo_cfg = ml_collections.ConfigDict(c.scratch.to_dict())
       ppo_cfg.total_env_steps = c.online.total_env_steps
       params = self.ppo_run(f"seed{seed}/scratch", apply_fn, params, ppo_cfg, seed)
       ret = self.evaluate(apply_fn, params, seed, "scratch")

@@ -1,0 +1,90 @@
+"""LAPO end to end on the smoke preset (every stage), its resume, and the launcher's one-sentence errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "configs"))
+
+import lapo as lapo_config  # noqa: E402  configs/lapo.py
+
+from vidrl_jax.methods.lapo import decode, models, train_and_evaluate  # noqa: E402
+
+
+def _launch(*args, timeout=900):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
+  return subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "lapo.py"), *args],
+                        capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("lapo"))
+  results = train_and_evaluate(lapo_config.get_config("smoke"), workdir)
+  return workdir, results
+
+
+def test_every_stage_writes_its_outputs(smoke_run):
+  workdir, results = smoke_run
+  on_disk = json.load(open(os.path.join(workdir, "results.json")))
+  assert on_disk["probe_accuracy"] == results["probe_accuracy"]
+  for key in ("probe_accuracy", "oracle_accuracy", "random_idm_accuracy", "online_normalised",
+              "scratch_normalised", "online_rl_no_sl_normalised", "online_rl_no_sl_no_vq_normalised",
+              "probe_accuracy_novq", "probe_over_oracle", "probe_over_random_idm"):
+    assert np.isfinite(results[key]["mean"]), key
+  assert set(results["offline_sweep_normalised"]) == {"16", "64"}
+  for name in ("latent_tsne.png", "latent_tsne_novq.png", "fdm_predictions.png", "online_decoding.png",
+               "offline_decoding.png", "losses.png", "metrics.jsonl", "references.json"):
+    assert os.path.exists(os.path.join(workdir, name)), name
+  stages = {json.loads(line)["stage"] for line in open(os.path.join(workdir, "metrics.jsonl"))}
+  assert {"expert", "seed0/stage1", "seed0/stage2", "seed0/oracle", "seed0/online", "seed0/scratch",
+          "seed0/online_rl_no_sl", "seed0/stage1_novq", "seed0/online_rl_no_sl_no_vq"} <= stages
+  # True actions are in the data for evaluation, and the observation-only stages never needed them:
+  assert os.path.exists(os.path.join(workdir, "data", "train", "_COMPLETE.json"))
+
+
+def test_rerun_resumes_without_retraining(smoke_run):
+  workdir, results = smoke_run
+  lines = open(os.path.join(workdir, "metrics.jsonl")).read()
+  again = train_and_evaluate(lapo_config.get_config("smoke"), workdir)
+  assert again["probe_accuracy"] == results["probe_accuracy"]
+  assert open(os.path.join(workdir, "metrics.jsonl")).read() == lines     # nothing was trained again
+
+
+def test_online_aux_loss_only_labels_in_episode_windows():
+  """The supervised decoder head's loss ignores windows that straddle an episode end."""
+  config = lapo_config.get_config("smoke")
+  obs = np.zeros((1, 10, 10, 6), np.uint8)
+  idm = models.idm(config).init(jax.random.PRNGKey(0), jnp.zeros((1, 3, 10, 10, 6), jnp.uint8))
+  policy = models.policy(config).init(jax.random.PRNGKey(1), obs)
+  _, params, trainable, aux = decode.online_policy(config, 6, obs, policy, idm, jax.random.PRNGKey(2))
+  t, n = 5, 2
+  traj = {"obs": jnp.zeros((t, n, 10, 10, 6), jnp.uint8), "next_obs": jnp.zeros((n, 10, 10, 6), jnp.uint8),
+          "action": jnp.zeros((t, n), jnp.int32), "done": jnp.ones((t, n), bool)}
+  assert float(aux(params, traj, jax.random.PRNGKey(3))["sl_decoder"]) == 0.0     # every window crosses
+  traj["done"] = jnp.zeros((t, n), bool)
+  assert float(aux(params, traj, jax.random.PRNGKey(3))["sl_decoder"]) > 0.0
+  assert not any(jax.tree.leaves(trainable["idm"])) and not any(jax.tree.leaves(trainable["net"]["torso"]))
+  assert all(jax.tree.leaves(trainable["net"]["rl_head"]))
+
+
+def test_launcher_rejects_unknown_key_and_missing_data(tmp_path):
+  out = _launch("--config", "configs/lapo.py:smoke", "--config.stage1.stepz=3", f"--workdir={tmp_path}/a")
+  assert out.returncode != 0 and "stepz" in out.stderr
+  # A dataset marked complete whose shard is corrupt: one sentence on stderr, exit status 1, no traceback.
+  data = tmp_path / "data"
+  for split in ("train", "labelled"):
+    (data / split).mkdir(parents=True)
+    (data / split / "_COMPLETE.json").write_text("{}")
+    (data / split / "shard_0000_0000.npz").write_bytes(b"PK\x03\x04 not really a zip")
+  out = _launch("--config", "configs/lapo.py:smoke", "--config.data.policy=random", "--config.until=probe",
+                f"--config.data.dir={data}", f"--workdir={tmp_path}/b")
+  assert out.returncode == 1
+  assert "truncated or corrupt" in out.stderr and "Traceback" not in out.stderr
