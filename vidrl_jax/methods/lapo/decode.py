@@ -73,6 +73,16 @@ def decoder_accuracy(stacked_params, x: np.ndarray, y: np.ndarray, hidden: Seque
   return np.asarray(jnp.mean(jnp.argmax(logits, -1) == jnp.asarray(y)[None], axis=-1))
 
 
+def balanced_accuracy(stacked_params, x: np.ndarray, y: np.ndarray, hidden: Sequence[int],
+                      num_actions: int) -> np.ndarray:
+  """Mean per-action recall of each stacked decoder: chance is 1/num_actions whatever the action frequencies."""
+  dec = models.ActionDecoder(tuple(hidden), num_actions)
+  pred = np.asarray(jax.jit(jax.vmap(lambda p: jnp.argmax(dec.apply(p, jnp.asarray(x, jnp.float32)), -1)))(
+      stacked_params))
+  present = [a for a in range(num_actions) if np.any(y == a)]
+  return np.mean([(pred[:, y == a] == a).mean(axis=1) for a in present], axis=0)
+
+
 def take(stacked, i: int):
   return jax.tree.map(lambda a: a[i], stacked)
 

@@ -124,15 +124,15 @@ class Lapo:
       s1 = self.stage1(seed, train, use_vq=c.vq.enabled, tag="", labelled=labelled)
       out.update(self.probe_and_offline(seed, train, labelled, {"idm": s1.train.params["idm"]}, refs, tag="",
                                         offline=False))
-      out["oracle_accuracy"] = self.oracle(seed, train, labelled)
-      out["random_idm_accuracy"] = self.random_idm(seed, train, labelled)
+      out["oracle_accuracy"], out["oracle_balanced_accuracy"] = self.oracle(seed, train, labelled)
+      out["random_idm_accuracy"], out["random_idm_balanced_accuracy"] = self.random_idm(seed, train, labelled)
       return out
     lapo = self.latent_stages(seed, train, use_vq=c.vq.enabled, tag="", labelled=labelled)
     out.update(self.probe_and_offline(seed, train, labelled, lapo, refs, tag=""))
     out.update(self.online(seed, lapo, refs, sl=True, tag="online"))
     out.update(self.scratch(seed, refs))
-    out["oracle_accuracy"] = self.oracle(seed, train, labelled)
-    out["random_idm_accuracy"] = self.random_idm(seed, train, labelled)
+    out["oracle_accuracy"], out["oracle_balanced_accuracy"] = self.oracle(seed, train, labelled)
+    out["random_idm_accuracy"], out["random_idm_balanced_accuracy"] = self.random_idm(seed, train, labelled)
     ablate = seed < c.seed + c.ablations.seeds
     if c.ablations.rl_no_sl and ablate:
       out.update(self.online(seed, lapo, refs, sl=False, tag="online_rl_no_sl"))
@@ -189,6 +189,7 @@ class Lapo:
     decoders = decode.fit_decoders(stage_rng(seed, "probe"), x_tr, y_tr, sizes, self.num_actions,
                                    c.model.decoder_hidden, c.probe.steps, c.probe.lr, c.probe.batch_size)
     acc = decode.decoder_accuracy(decoders, x_te, y_te, c.model.decoder_hidden, self.num_actions)
+    self._balanced = decode.balanced_accuracy(decoders, x_te, y_te, c.model.decoder_hidden, self.num_actions)
     return decoders, acc, mean, std, len(te)
 
   def probe_and_offline(self, seed, train, labelled, lapo, refs, tag, offline=True) -> dict:
@@ -197,8 +198,9 @@ class Lapo:
 
     def compute():
       decoders, acc, mean, std, n_test = self.probe(seed, lapo["idm"], train, labelled, sizes)
-      res = {f"probe_accuracy{tag}": float(acc[sizes.index(c.probe.labels)]), "probe_labels": c.probe.labels,
-             "probe_test_transitions": n_test}
+      i = sizes.index(c.probe.labels)
+      res = {f"probe_accuracy{tag}": float(acc[i]), f"probe_balanced_accuracy{tag}": float(self._balanced[i]),
+             "probe_labels": c.probe.labels, "probe_test_transitions": n_test}
       if offline:
         apply_fn = decode.offline_policy(c, self.num_actions)
         sweep = {}
@@ -219,9 +221,12 @@ class Lapo:
       state, _ = run(task, self.config.loop, self.workdir, self.writer, seed)
       _, te, _, y_te = self.labelled_split(seed, labelled)
       net = models.idm(self.config, out=self.num_actions)
-      logits = decode.embed(lambda w: net.apply(state.params, w), labelled.windows(te))
-      return {"accuracy": float(np.mean(logits.argmax(-1) == y_te))}
-    return cached(self.path(f"seed{seed}", "oracle.json"), compute)["accuracy"]
+      pred = decode.embed(lambda w: net.apply(state.params, w), labelled.windows(te)).argmax(-1)
+      present = [a for a in range(self.num_actions) if np.any(y_te == a)]
+      return {"accuracy": float(np.mean(pred == y_te)),
+              "balanced_accuracy": float(np.mean([np.mean(pred[y_te == a] == a) for a in present]))}
+    res = cached(self.path(f"seed{seed}", "oracle.json"), compute)
+    return res["accuracy"], res["balanced_accuracy"]
 
   def random_idm(self, seed, train, labelled) -> float:
     c = self.config
@@ -229,8 +234,9 @@ class Lapo:
       sample = jnp.asarray(train.windows(train.starts[:1]))
       params = models.idm(c).init(stage_rng(seed, "random_idm"), sample)
       _, acc, *_ = self.probe(seed, params, train, labelled, [c.probe.labels])
-      return {"accuracy": float(acc[0])}
-    return cached(self.path(f"seed{seed}", "random_idm.json"), compute)["accuracy"]
+      return {"accuracy": float(acc[0]), "balanced_accuracy": float(self._balanced[0])}
+    res = cached(self.path(f"seed{seed}", "random_idm.json"), compute)
+    return res["accuracy"], res["balanced_accuracy"]
 
   def online(self, seed, lapo, refs, sl: bool, tag: str) -> dict:
     c = self.config

@@ -32,6 +32,10 @@ def summarise(config, refs: dict, data_info: dict, per_seed: list[dict]) -> dict
   probe = np.array([r["probe_accuracy"] for r in per_seed])
   out["probe_over_oracle"] = _stats(probe / np.array([r["oracle_accuracy"] for r in per_seed]))
   out["probe_over_random_idm"] = _stats(probe / np.array([r["random_idm_accuracy"] for r in per_seed]))
+  balanced = np.array([r["probe_balanced_accuracy"] for r in per_seed])
+  out["balanced_probe_over_oracle"] = _stats(balanced / np.array([r["oracle_balanced_accuracy"] for r in per_seed]))
+  out["balanced_probe_over_random_idm"] = _stats(
+      balanced / np.array([r["random_idm_balanced_accuracy"] for r in per_seed]))
   sizes = sorted(per_seed[0].get("offline_sweep", {}), key=int)
   out["offline_sweep_normalised"] = {n: _stats(r["offline_sweep"][n]["normalised"] for r in per_seed)
                                      for n in sizes}
