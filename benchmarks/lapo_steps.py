@@ -4,7 +4,7 @@
   .venv/bin/python benchmarks/lapo_steps.py --shapes=small,cpu --steps=10
 
 Shapes: `paper` (batch 128, 64x64x3, IMPALA x4, U-Net scale 24 / 5 levels: the official code's), `small`
-(batch 32, 64x64x3, IMPALA x1, U-Net scale 8), `cpu` (our cpu preset: MinAtar 10x10x4). Reports the median
+(batch 32, 64x64x3, IMPALA x1, U-Net scale 8), `cpu` (our cpu preset: MinAtar SpaceInvaders 10x10x6). Reports the median
 wall time per step over `--steps` steps after 2 warm-up steps, the compile time, XLA's buffer sizes for the step
 (arguments + outputs + temporaries), the process's peak RSS, FLOPs per step from XLA's cost analysis and the
 achieved FLOP/s. The official PyTorch numbers on the same kind of 2-core CPU are in ../shared/FACTS.md.
@@ -34,9 +34,12 @@ _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps per measurement (after 2
 _STAGES = flags.DEFINE_list("stages", ["stage1", "stage2"], "Which stages to time.")
 
 SHAPES = {
-    "paper": dict(obs=(64, 64, 3), batch=128, impala_multiplier=4, fdm_base_channels=24, fdm_levels=5),
-    "small": dict(obs=(64, 64, 3), batch=32, impala_multiplier=1, fdm_base_channels=8, fdm_levels=5),
-    "cpu": dict(obs=(10, 10, 4), batch=128, impala_multiplier=1, fdm_base_channels=16, fdm_levels=2),
+    "paper": dict(obs=(64, 64, 3), batch=128, impala_channels=(64, 128, 128), impala_blocks=2,
+                  fdm_base_channels=24, fdm_levels=5),
+    "small": dict(obs=(64, 64, 3), batch=32, impala_channels=(16, 32, 32), impala_blocks=2,
+                  fdm_base_channels=8, fdm_levels=5),
+    "cpu": dict(obs=(10, 10, 6), batch=128, impala_channels=(16, 32), impala_blocks=1,
+                fdm_base_channels=16, fdm_levels=2),
 }
 
 
@@ -45,7 +48,8 @@ def _config(shape: dict):
   import lapo as lapo_config  # configs/lapo.py
   c = lapo_config.get_config("cpu")
   c.unlock()
-  c.model.impala_multiplier = shape["impala_multiplier"]
+  c.model.impala_channels = shape["impala_channels"]
+  c.model.impala_blocks = shape["impala_blocks"]
   c.model.fdm_base_channels = shape["fdm_base_channels"]
   c.model.fdm_levels = shape["fdm_levels"]
   c.stage1.batch_size = c.stage2.batch_size = shape["batch"]

@@ -13,6 +13,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vidrl_jax.nets import pool
+
 Initializer = Callable[..., jax.Array]
 
 
@@ -86,7 +88,9 @@ class ImpalaCNN(nn.Module):
     x, batch_shape = _flatten_batch(x, 3)
     for i, ch in enumerate(self.channels):
       x = nn.Conv(ch, (3, 3), padding="SAME", kernel_init=self.kernel_init, name=f"stage{i}_conv")(x)
-      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+      # = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1))), without XLA:CPU's slow
+      # select_and_scatter in the backward pass (see nets/pool.py).
+      x = pool.max_pool_3x3_s2_p1(x)
       for j in range(self.num_blocks):
         x = ImpalaResidualBlock(ch, kernel_init=self.kernel_init, name=f"stage{i}_res{j}")(x)
     x = nn.relu(x)

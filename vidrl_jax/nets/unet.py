@@ -27,6 +27,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vidrl_jax.nets import pool
 from vidrl_jax.nets.impala import Initializer, torch_default_init, torch_default_transpose_init
 
 
@@ -42,6 +43,40 @@ class ResidualLayer(nn.Module):
     y = nn.Conv(hidden, (3, 3), padding="SAME", kernel_init=self.kernel_init, name="conv0")(nn.relu(x))
     y = nn.Conv(self.channels, (3, 3), padding="SAME", kernel_init=self.kernel_init, name="conv1")(nn.relu(y))
     return x + y
+
+
+class TiledCondConv(nn.Module):
+  """``nn.Conv(features, (k, k), padding="SAME")`` over ``concat([x, tile(cond)], -1)``, without the tiling.
+
+  Same parameters (``kernel`` (k, k, C + A, features), ``bias``) and, up to float summation order, the same
+  output as the plain conv. Why this exists: the latent action (A = 128 channels) tiled over every pixel makes
+  the U-Net's first conv its most expensive layer (134 -> 24 channels at 64x64 in the paper config; most of the
+  FDM's FLOPs at scale 8). A spatially constant input only contributes ``sum over taps inside the image of
+  cond @ kernel[tap]``, which depends on the pixel only through which taps fall into the zero padding; so it is
+  computed as a (N, A) x (A, k*k*features) matmul combined with per-row / per-column tap masks.
+  """
+
+  features: int
+  kernel_size: int = 3
+  kernel_init: Initializer = torch_default_init
+
+  @nn.compact
+  def __call__(self, x: jax.Array, cond: jax.Array) -> jax.Array:
+    k, c = self.kernel_size, x.shape[-1]
+    _, h, w, _ = x.shape
+    kernel = self.param("kernel", self.kernel_init, (k, k, c + cond.shape[-1], self.features), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
+    x, cond, kernel, bias = nn.dtypes.promote_dtype(x, cond, kernel, bias)  # As nn.Conv does.
+    y = jax.lax.conv_general_dilated(x, kernel[:, :, :c], (1, 1), "SAME",
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    per_tap = jnp.einsum("na,ijaf->nijf", cond, kernel[:, :, c:])  # (N, k, k, features)
+    # valid[p, i]: does tap i of output position p read a real (not padded) input position?
+    lo = (k - 1) // 2
+    def valid(size):
+      return ((jnp.arange(size)[:, None] + jnp.arange(k)[None, :] - lo >= 0)
+              & (jnp.arange(size)[:, None] + jnp.arange(k)[None, :] - lo < size)).astype(x.dtype)
+    cond_term = jnp.einsum("hi,wj,nijf->nhwf", valid(h), valid(w), per_tap)
+    return y + cond_term + bias
 
 
 class UNet(nn.Module):
@@ -90,20 +125,23 @@ class UNet(nn.Module):
       raise ValueError(f"cond batch shape {cond.shape[:-1]} != image batch shape {batch_shape}")
     x = x.reshape((-1,) + x.shape[-3:])
     cond = cond.reshape((-1, cond.shape[-1]))
-    n, h, w, _ = x.shape
+    h, w = x.shape[1:3]
     b, levels = self.base_channels, self.num_levels
     init, tinit = self.kernel_init, self.convt_kernel_init
     cond_map = cond[:, None, None, :]
 
-    # Input injection: latent action tiled over H, W, concatenated on channels.
-    y = jnp.concatenate([x, jnp.broadcast_to(cond_map, (n, h, w, cond.shape[-1]))], axis=-1)
-
     skips = []
+    y = x
     for i in range(levels):
-      y = nn.Conv(b * 2**i, (3, 3), padding="SAME", kernel_init=init, name=f"down{i}_conv")(y)
+      if i == 0:  # Input injection: the latent action tiled over H, W and concatenated on channels.
+        y = TiledCondConv(b, 3, kernel_init=init, name="down0_conv")(x, cond)
+      else:
+        y = nn.Conv(b * 2**i, (3, 3), padding="SAME", kernel_init=init, name=f"down{i}_conv")(y)
       y = self._norm(y, f"down{i}_norm")
       y = self._res(y, f"down{i}")
-      y = nn.max_pool(y, (2, 2), strides=(2, 2), padding="SAME")
+      # = nn.max_pool(y, (2, 2), strides=(2, 2), padding="SAME"), without XLA:CPU's slow select_and_scatter
+      # in the backward pass (see nets/pool.py).
+      y = pool.max_pool_2x2_s2_same(y)
       y = nn.relu(y)
       skips.append(y)
 
