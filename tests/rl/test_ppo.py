@@ -37,7 +37,7 @@ def test_ppo_learns_cartpole(tmp_path):
   task = ppo.make_ppo_task(env, apply_fn, params, config, eval_env=make_gymnax("CartPole-v1", 32))
   assert task.num_steps == 50
   writer = train.MetricWriter(str(tmp_path))
-  loop = train.loop_config(log_every=10, checkpoint_every=0, progress=False)
+  loop = train.loop_config(checkpoint_every=0, progress=False)
   state, eval_metrics = train.run(task, loop, str(tmp_path), writer, seed=0)
 
   rng = jax.random.PRNGKey(1)
@@ -51,8 +51,8 @@ def test_ppo_learns_cartpole(tmp_path):
   rows = writer.rows("ppo")
   logged = [r for r in rows if "episode_return" in r]
   assert logged[-1]["episode_return"] > logged[0]["episode_return"]
-  assert logged[-1]["step"] == 50  # the loop logs means over each interval: updates 41..50 of 2,048 steps
-  assert logged[-1]["env_steps"] == pytest.approx(np.mean(np.arange(41, 51)) * 2048)
+  assert len(logged) == 50 and logged[-1]["step"] == 50  # the task logs every update
+  assert logged[-1]["env_steps"] == 102_400
   for key in ("loss/pg", "loss/value", "loss/entropy", "loss/total", "approx_kl", "clip_frac"):
     assert np.isfinite(logged[-1][key]), key
 
