@@ -133,3 +133,45 @@ def fdm_predictions(lapo, stagesets: dict, data, starts: np.ndarray) -> str:
   return plots.image_grid(lapo.path("fdm_predictions.png"),
                           {"o_t": np.asarray(windows[:, -2]), "o_t+1 true": np.asarray(windows[:, -1]),
                            "o_t+1 FDM": np.clip(pred, 0, 1)}, "FDM next-frame predictions (held-out windows)")
+
+
+def markdown(results: dict) -> str:
+  """The README's LAPO results table, from results.json (mean ± std over seeds)."""
+  def f(key, digits=2):
+    r = results.get(key)
+    return "—" if r is None else f"{r['mean']:.{digits}f} ± {r['std']:.{digits}f}"
+
+  n = len(results["seeds"])
+  refs = results.get("references") or {}
+  rows = [
+      ("latent probe accuracy, LAPO (VQ)", f("probe_accuracy"), "—"),
+      ("latent probe accuracy, supervised IDM (upper bound)", f("oracle_accuracy"), "—"),
+      ("latent probe accuracy, random IDM", f("random_idm_accuracy"), "—"),
+      ("LAPO / supervised IDM (target ≥ 0.9)", f("probe_over_oracle"), "—"),
+      ("LAPO / random IDM (target ≥ 2)", f("probe_over_random_idm"), "—"),
+      ("balanced accuracy: LAPO / random IDM (chance 1/A)", f("balanced_probe_over_random_idm"), "—"),
+      ("latent probe accuracy, no-VQ ablation", f("probe_accuracy_novq"), "—"),
+      ("offline decoding, 256 labels, normalised return (target ≥ 0.6)", _sweep(results, "256"),
+       "≈ PPO at 4M steps (≈0.44)"),
+      ("online decoding (RL + SL), normalised return (target ≥ 0.9)", f("online_normalised"), "≈ 1.0 at 4M frames"),
+      ("PPO from scratch, same env steps", f("scratch_normalised"), "0.44 at 4M frames"),
+      ("ablation: RL, no-SL", f("online_rl_no_sl_normalised"), "below RL + SL"),
+      ("ablation: RL, no-SL, no-VQ", f("online_rl_no_sl_no_vq_normalised"), "below RL, no-SL"),
+  ]
+  lines = [f"| metric ({n} seeds: {results['seeds']}) | ours | paper (Procgen, 16 games) |", "|---|---|---|"]
+  lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+  sweep = results.get("offline_sweep_normalised", {})
+  sweep = {n: sweep[n] for n in sorted(sweep, key=int)}
+  if sweep:
+    lines += ["", "| labelled transitions | " + " | ".join(sweep) + " |", "|---" * (len(sweep) + 1) + "|",
+              "| offline decoding, normalised return | " +
+              " | ".join(f"{v['mean']:.2f} ± {v['std']:.2f}" for v in sweep.values()) + " |"]
+  if refs:
+    lines += ["", f"Returns are normalised with the uniform-random policy ({refs['random_return']:.1f}) at 0 and "
+                  f"the data-generating expert ({refs['expert_return']:.1f}) at 1, {refs['episodes']} episodes each."]
+  return "\n".join(lines)
+
+
+def _sweep(results: dict, n: str) -> str:
+  r = results.get("offline_sweep_normalised", {}).get(n)
+  return "—" if r is None else f"{r['mean']:.2f} ± {r['std']:.2f}"
