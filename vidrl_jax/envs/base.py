@@ -37,3 +37,17 @@ class VecEnv:
   max_episode_steps: int | None = None
   action_low: tuple[float, ...] | None = None    # continuous actions: per-dimension lower bound
   action_high: tuple[float, ...] | None = None   # continuous actions: per-dimension upper bound
+
+
+def track_episodes(episode_return: jax.Array, episode_length: jax.Array, reward: jax.Array, done: jax.Array,
+                   terminated: jax.Array, truncated: jax.Array) -> tuple[jax.Array, jax.Array, dict]:
+  """Running episode return/length bookkeeping every VecEnv shares.
+
+  Returns the carried totals (reset to 0 where `done`) and the step's `info`, whose `episode_return` and
+  `episode_length` include this step, i.e. are the finished episode's totals where `done`.
+  """
+  ep_return = episode_return + reward
+  ep_length = episode_length + 1
+  info = {'terminated': terminated, 'truncated': truncated,
+          'episode_return': ep_return, 'episode_length': ep_length}
+  return jax.numpy.where(done, 0.0, ep_return), jax.numpy.where(done, 0, ep_length), info

@@ -18,7 +18,7 @@ from flax import struct
 from gymnax.environments import spaces
 from gymnax.wrappers.purerl import StickyActionWrapper
 
-from vidrl_jax.envs.base import VecEnv
+from vidrl_jax.envs.base import VecEnv, track_episodes
 from vidrl_jax.errors import VidrlError
 
 # Not a field of gymnax's EnvParams: gymnax implements sticky actions as a wrapper, we expose it as a param.
@@ -77,11 +77,9 @@ def make_gymnax(name: str, num_envs: int, env_params_overrides: dict | None = No
         keys, state.env_state, action, params)
     reward = reward.astype(jnp.float32)
     done = terminated | truncated
-    ep_return = state.episode_return + reward
-    ep_length = state.episode_length + 1
-    new_state = GymnaxState(env_state, jnp.where(done, 0.0, ep_return), jnp.where(done, 0, ep_length))
-    info = {'terminated': terminated, 'truncated': truncated,
-            'episode_return': ep_return, 'episode_length': ep_length}
+    ep_return, ep_length, info = track_episodes(state.episode_return, state.episode_length, reward, done,
+                                                terminated, truncated)
+    new_state = GymnaxState(env_state, ep_return, ep_length)
     return new_state, to_obs(obs), reward, done, info
 
   low = high = None

@@ -27,7 +27,7 @@ import numpy as np
 from flax import struct
 from jax.experimental import io_callback
 
-from vidrl_jax.envs.base import VecEnv
+from vidrl_jax.envs.base import VecEnv, track_episodes
 from vidrl_jax.errors import VidrlError
 
 GAMES = ('bigfish', 'bossfight', 'caveflyer', 'chaser', 'climber', 'coinrun', 'dodgeball', 'fruitbot', 'heist',
@@ -124,11 +124,9 @@ def make_procgen(game: str, num_envs: int, distribution_mode: str = 'easy', num_
         done.any(), reset_copies, lambda h, _: (h, jnp.zeros_like(obs)), handle, done)
     obs = jnp.where(done[:, None, None, None], first_obs, obs)
     reward = reward.astype(jnp.float32)
-    ep_return = state.episode_return + reward
-    ep_length = state.episode_length + 1
-    new_state = ProcgenState(handle, jnp.where(done, 0.0, ep_return), jnp.where(done, 0, ep_length))
-    info = {'terminated': terminated, 'truncated': truncated,
-            'episode_return': ep_return, 'episode_length': ep_length}
+    ep_return, ep_length, info = track_episodes(state.episode_return, state.episode_length, reward, done,
+                                                terminated, truncated)
+    new_state = ProcgenState(handle, ep_return, ep_length)
     return new_state, to_hwc(obs), reward, done, info
 
   return VecEnv(

@@ -35,11 +35,6 @@ def cached(path: str, compute: Callable[[], dict]) -> dict:
   return result
 
 
-def normalise(ret: float, refs: dict) -> float:
-  """Return scaled so that a uniform-random policy is 0 and the data-generating expert is 1."""
-  return (ret - refs["random_return"]) / max(refs["expert_return"] - refs["random_return"], 1e-8)
-
-
 class Lapo:
   """Holds what every stage shares: config, workdir, writer, environments, datasets."""
 
@@ -209,7 +204,8 @@ class Lapo:
             continue
           params = {"policy": lapo["policy"], "decoder": decode.take(decoders, i), "mean": mean, "std": std}
           ret = self.evaluate(apply_fn, params, seed, f"offline{n}")
-          sweep[str(n)] = {"return": ret, "normalised": normalise(ret, refs), "probe_accuracy": float(acc[i])}
+          sweep[str(n)] = {"return": ret, "normalised": report.normalised(ret, refs),
+                           "probe_accuracy": float(acc[i])}
         res["offline_sweep"] = sweep
       return res
 
@@ -248,7 +244,7 @@ class Lapo:
         ppo_cfg.loss_weights.sl_decoder = 0.0
       params = self.ppo_run(f"seed{seed}/{tag}", apply_fn, init_params, ppo_cfg, seed, trainable, aux)
       ret = self.evaluate(apply_fn, params, seed, tag)
-      return {f"{tag}_return": ret, f"{tag}_normalised": normalise(ret, refs)}
+      return {f"{tag}_return": ret, f"{tag}_normalised": report.normalised(ret, refs)}
     return cached(self.path(f"seed{seed}", f"{tag}.json"), compute)
 
   def scratch(self, seed, refs) -> dict:
@@ -260,7 +256,7 @@ class Lapo:
       ppo_cfg.total_env_steps = c.online.total_env_steps
       params = self.ppo_run(f"seed{seed}/scratch", apply_fn, params, ppo_cfg, seed)
       ret = self.evaluate(apply_fn, params, seed, "scratch")
-      return {"scratch_return": ret, "scratch_normalised": normalise(ret, refs)}
+      return {"scratch_return": ret, "scratch_normalised": report.normalised(ret, refs)}
     return cached(self.path(f"seed{seed}", "scratch.json"), compute)
 
 
@@ -277,5 +273,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   results = report.summarise(config, refs, data_info, per_seed)
   results["plots"] = report.plots_for(lapo, train, labelled, per_seed, refs)
   write_results(workdir, results)
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "results.md"), "w") as f:
+      f.write(report.markdown(results) + "\n")
   lapo.writer.close()
   return results

@@ -76,28 +76,19 @@ def plots_for(lapo, train, labelled, per_seed: list[dict], refs: dict) -> dict:
       out["fdm"] = fdm_predictions(lapo, stagesets, labelled, te[:8])
 
   def curve(stage: str, ykey: str = "episode_return"):
-    steps, vals = None, []
+    """Normalised return against env steps, averaged over the seeds that ran `stage` (ablations: fewer)."""
+    runs = []
     for r in per_seed:
       rows = [row for row in lapo.writer.rows(f"seed{r['seed']}/{stage}") if ykey in row]
-      if not rows:
-        return None
-      x = np.array([row.get("env_steps", row["step"]) for row in rows])
-      y = np.array([(row[ykey] - refs["random_return"]) / max(refs["expert_return"] - refs["random_return"],
-                                                              1e-8) for row in rows])
-      n = len(x) if steps is None else min(len(x), len(steps))
-      steps = x[:n]
-      vals = [v[:n] for v in vals] + [y[:n]]
-    return steps, np.mean(vals, axis=0)
+      if rows:
+        x = np.array([row.get("env_steps", row["step"]) for row in rows])
+        y = np.array([normalised(row[ykey], refs) for row in rows])
+        runs.append((x, y))
+    if not runs:
+      return None
+    n = min(len(x) for x, _ in runs)
+    return runs[0][0][:n], np.mean([y[:n] for _, y in runs], axis=0)
 
-  losses = {}
-  for stage, key in [("stage1", "loss/recon"), ("stage1_novq", "loss/recon"), ("stage2", "loss/latent_mse")]:
-    rows = [r for r in lapo.writer.rows(f"seed{seed}/{stage}") if key in r]
-    if rows:
-      losses[f"{stage} {key}"] = ([r["step"] for r in rows], [r[key] for r in rows])
-  out["losses"] = plots.curves(lapo.path("losses.png"), losses, "update step", "loss",
-                               f"stages 1-2, seed {seed}")
-  if refs is None:   # no expert: no returns to plot
-    return out
   series = {}
   for stage, label in [("online", "LAPO online decoding (RL + SL)"), ("online_rl_no_sl", "RL, no-SL"),
                        ("online_rl_no_sl_no_vq", "RL, no-SL, no-VQ"), ("scratch", "PPO from scratch")]:
@@ -106,7 +97,7 @@ def plots_for(lapo, train, labelled, per_seed: list[dict], refs: dict) -> dict:
       series[label] = cv
   out["online_curves"] = plots.curves(lapo.path("online_decoding.png"), series, "environment steps",
                                       "normalised return (training episodes)",
-                                      f"{c.env.name}: online decoding, mean of {len(per_seed)} seeds",
+                                      f"{c.env.name}: online decoding (ablations: seed {seed} only)",
                                       {"expert": 1.0, "random": 0.0})
   sizes = sorted(per_seed[0].get("offline_sweep", {}), key=int)
   if sizes:
@@ -133,6 +124,11 @@ def fdm_predictions(lapo, stagesets: dict, data, starts: np.ndarray) -> str:
   return plots.image_grid(lapo.path("fdm_predictions.png"),
                           {"o_t": np.asarray(windows[:, -2]), "o_t+1 true": np.asarray(windows[:, -1]),
                            "o_t+1 FDM": np.clip(pred, 0, 1)}, "FDM next-frame predictions (held-out windows)")
+
+
+def normalised(ret: float, refs: dict) -> float:
+  """Return scaled so that a uniform-random policy is 0 and the data-generating expert is 1."""
+  return (ret - refs["random_return"]) / max(refs["expert_return"] - refs["random_return"], 1e-8)
 
 
 def markdown(results: dict) -> str:
