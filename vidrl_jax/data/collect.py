@@ -22,10 +22,6 @@ from vidrl_jax.envs.base import VecEnv
 MARKER = "_COMPLETE.json"
 
 
-def is_complete(directory: str) -> bool:
-  return os.path.exists(os.path.join(directory, MARKER))
-
-
 def returns_per_frame(done: np.ndarray, episode_return: np.ndarray) -> np.ndarray:
   """Per-frame return of the episode the frame belongs to: the return reported at the next episode end."""
   out = np.full(len(done), np.nan, np.float32)

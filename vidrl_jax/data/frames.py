@@ -126,16 +126,3 @@ def valid_starts(done: np.ndarray, shard_ends: np.ndarray, window: int) -> np.nd
   shard_of_last = np.searchsorted(shard_ends, t + window - 1, side="right")
   return t[no_done & (shard_of_first == shard_of_last)].astype(np.int64)
 
-
-def episode_returns(rewards: np.ndarray, done: np.ndarray) -> np.ndarray:
-  """Per-frame return of the episode the frame belongs to, within one stream (NaN for an unfinished tail).
-
-  Episodes that started before the stream do count only their rewards inside it; collectors pass the true
-  returns instead when they know them.
-  """
-  out = np.full(len(rewards), np.nan, np.float32)
-  start = 0
-  for end in np.flatnonzero(done):
-    out[start:end + 1] = rewards[start:end + 1].sum()
-    start = end + 1
-  return out
