@@ -75,6 +75,16 @@ def plots_for(lapo, train, labelled, per_seed: list[dict], refs: dict) -> dict:
     if tag == "":
       out["fdm"] = fdm_predictions(lapo, stagesets, labelled, te[:8])
 
+  losses = {}
+  for stage, key in [("stage1", "loss/recon"), ("stage1_novq", "loss/recon"), ("stage2", "loss/latent_mse")]:
+    rows = [r for r in lapo.writer.rows(f"seed{seed}/{stage}") if key in r]
+    if rows:
+      losses[f"{stage} {key}"] = ([r["step"] for r in rows], [r[key] for r in rows])
+  out["losses"] = plots.curves(lapo.path("losses.png"), losses, "update step", "loss",
+                               f"stages 1-2, seed {seed}")
+  if refs is None:   # no expert: no returns to plot
+    return out
+
   def curve(stage: str, ykey: str = "episode_return"):
     """Normalised return against env steps, averaged over the seeds that ran `stage` (ablations: fewer)."""
     runs = []
