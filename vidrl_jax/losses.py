@@ -7,6 +7,7 @@ from typing import Mapping
 import jax
 import jax.numpy as jnp
 
+from vidrl_jax.distributions import Normal, kl_balanced
 from vidrl_jax.errors import VidrlError
 
 
@@ -30,3 +31,55 @@ def weighted_sum(losses: Mapping[str, jax.Array],
       total = total + weights[name] * value
   metrics["loss/total"] = total
   return total, metrics
+
+
+def elbo_losses(targets: Mapping[str, jax.Array], decoded: Mapping[str, Normal], posterior: Normal,
+                prior: Normal, *, free_nats: float = 0.0, kl_balance: float | None = None,
+                nll_reweight: str = "none") -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
+  """The negative ELBO of a filtered sequence as named terms (AIME Eq. 1-3), each of shape (B,), summed over time.
+
+  -ELBO = sum_t [ -log p(o_t | s_t) + KL(q(s_t | .) || p(s_t | .)) ]; the returned terms are `rec/<key>` (one
+  per observation key) and `kl`, to be weighted by the config (the `kl` weight is the KL scale) and averaged over
+  the batch by `weighted_sum`, which is the official code's "sum over time, mean over batch".
+
+  Args:
+    targets: key -> (T, B, ...) observations (images as float in [0, 1]).
+    decoded: key -> Normal over the same shape.
+    posterior, prior: Normal over (T, B, Z).
+    free_nats: the per-step KL (summed over Z) is not penalised below this value; its logged value stays the
+      true KL (gradient only above the threshold, as the official `clamp_min` with a straight-through value).
+    kl_balance: None, or b in [0, 1] for DreamerV2's balancing (see `distributions.kl_balanced`).
+    nll_reweight: 'none', or 'dim_wise' for beta-NLL (Seitzer et al. 2022, beta = 0.5): every dimension's
+      log-likelihood is weighted by its stop-gradient std, and the KL by the mean of those weights (paper App. B:
+      "we re-weight the KL term accordingly").
+
+  Returns (losses, metrics): metrics hold the true (unweighted, unclamped) `elbo`, `rec_term`, `kl_term` per
+  sequence and the per-key mean squared error of the decoded mean.
+  """
+  if nll_reweight not in ("none", "dim_wise"):
+    raise VidrlError(f"unknown nll_reweight {nll_reweight!r}; use 'none' or 'dim_wise'")
+  kl = jnp.sum(kl_balanced(posterior, prior, kl_balance), axis=-1)            # (T, B)
+  clamped = jnp.maximum(kl, free_nats)
+  kl_for_grad = clamped + jax.lax.stop_gradient(kl - clamped)
+
+  losses, metrics = {}, {}
+  rec_term = 0.0
+  weight_sum, total_dims = 0.0, 0
+  for key in sorted(decoded):
+    dist, x = decoded[key], targets[key]
+    logp = dist.log_prob(x)                                                   # (T, B, ...)
+    axes = tuple(range(2, logp.ndim))
+    rec_term = rec_term + jnp.sum(logp, axis=axes).sum(0)
+    std = jax.lax.stop_gradient(dist.std) * jnp.ones_like(logp)
+    if nll_reweight == "dim_wise":
+      losses[f"rec/{key}"] = -jnp.sum(logp * std, axis=axes).sum(0)
+      weight_sum = weight_sum + jnp.sum(std, axis=axes)
+      total_dims += int(jnp.size(logp) // (logp.shape[0] * logp.shape[1]))
+    else:
+      losses[f"rec/{key}"] = -jnp.sum(logp, axis=axes).sum(0)
+    metrics[f"mse/{key}"] = jnp.mean(jnp.square(dist.mean - x))
+  kl_weight = weight_sum / total_dims if nll_reweight == "dim_wise" else 1.0
+  losses["kl"] = jnp.sum(kl_for_grad * kl_weight, axis=0)
+  kl_term = -jnp.sum(kl, axis=0)
+  metrics.update(elbo=jnp.mean(rec_term + kl_term), rec_term=jnp.mean(rec_term), kl_term=jnp.mean(kl_term))
+  return losses, metrics

@@ -1,0 +1,126 @@
+"""AIME: phase 2 trains only the policy, resumption, and end-to-end smoke runs (pendulum MDP/LPOMDP, walker Visual)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from vidrl_jax.data.trajectories import TrajectoryDataset
+from vidrl_jax.envs.dmc import make_host_env, observation_keys
+from vidrl_jax.envs.host import BatchEnv, RandomPolicy, run_episodes
+from vidrl_jax.methods.aime import model as model_lib
+from vidrl_jax.methods.aime import phases
+from vidrl_jax.train import MetricWriter, loop_config, run
+from vidrl_jax.train.optim import optim_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def pendulum_trajs():
+  env = BatchEnv([make_host_env("pendulum-swingup", max_steps=24) for _ in range(2)])
+  out = []
+  run_episodes(env, RandomPolicy(1, 0), 6, seed=0, on_episode=lambda i, t: out.append(t))
+  return out
+
+
+def _small_model(trajs, setting="lpomdp"):
+  keys = observation_keys("pendulum-swingup", setting)
+  spec = {k: (trajs[0][k].shape[1:], trajs[0][k].dtype) for k in keys}
+  return keys, model_lib.make_world_model(spec, keys, 1, model_lib.model_config(deter=16, stoch=4, hidden=16, idm=True))
+
+
+def _phase1(trajs, workdir, steps=6, stop_after=None):
+  keys, wm = _small_model(trajs)
+  data = TrajectoryDataset(trajs, keys, 8, seed=0)
+  cfg = dict(steps=steps, batch_size=4, window=8, optim=optim_config(lr=1e-3, clip=100.0))
+  import ml_collections
+  task = phases.phase1_task("p1", wm, data, ml_collections.ConfigDict(cfg))
+  loop = loop_config(log_every=2, checkpoint_every=2, progress=False)
+  state, _ = run(task, loop, workdir, MetricWriter(workdir), seed=0, stop_after=stop_after)
+  return wm, data, state
+
+
+def test_phase2_moves_only_the_policy(pendulum_trajs, tmp_path):
+  wm, data, p1 = _phase1(pendulum_trajs, str(tmp_path))
+  cfg = model_lib.phase2_config(steps=3, batch_size=4, window=8, hidden=(16, 16),
+                                optim=optim_config(lr=1e-2, clip=100.0))
+  for use_idm in (False, True):
+    cfg.use_idm = use_idm
+    task = phases.phase2_task(f"p2_{use_idm}", wm, p1.params, data, cfg)
+    state = task.init(jax.random.PRNGKey(0))
+    before = jax.device_get(state)
+    for step in range(3):
+      state, metrics = jax.jit(task.step)(state, task.batch(step), jax.random.PRNGKey(step))
+    after = jax.device_get(state)
+    same = jax.tree.map(lambda a, b: np.array_equal(a, b), before.world_model, after.world_model)
+    assert all(jax.tree.leaves(same)), "phase 2 changed a world-model parameter"
+    moved = jax.tree.map(lambda a, b: not np.allclose(a, b), before.policy.params, after.policy.params)
+    assert any(jax.tree.leaves(moved)), "phase 2 did not move the policy"
+    assert np.isfinite(float(metrics["loss/total"]))
+    assert ("loss/action_kl" in metrics) == use_idm
+
+
+def test_phase1_resume_equals_uninterrupted(pendulum_trajs, tmp_path):
+  _, _, full = _phase1(pendulum_trajs, str(tmp_path / "a"))
+  _phase1(pendulum_trajs, str(tmp_path / "b"), stop_after=4)
+  _, _, resumed = _phase1(pendulum_trajs, str(tmp_path / "b"))
+  np.testing.assert_allclose(jax.tree.leaves(full.params)[0], jax.tree.leaves(resumed.params)[0], rtol=1e-6)
+  for a, b in zip(jax.tree.leaves(full.params), jax.tree.leaves(resumed.params)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_model_policy_acts_in_range(pendulum_trajs):
+  keys, wm = _small_model(pendulum_trajs)
+  params = wm.init(jax.random.PRNGKey(0))
+  policy = model_lib.policy_module(1, model_lib.phase2_config(hidden=(16, 16)))
+  pp = policy.init(jax.random.PRNGKey(1), np.zeros((1, wm.feature_dim)))
+  env = BatchEnv([make_host_env("pendulum-swingup", max_steps=5) for _ in range(2)])
+  mp = phases.ModelPolicy(wm, params, policy, pp)
+  returns = run_episodes(env, mp, 2, seed=3)
+  assert returns.shape == (2,) and np.all(np.isfinite(returns))
+  np.testing.assert_array_equal(returns, run_episodes(env, phases.ModelPolicy(wm, params, policy, pp), 2, seed=3))
+
+
+def _launch(preset, workdir, *extra):
+  cmd = [sys.executable, os.path.join(ROOT, "experiments", "aime.py"),
+         f"--config={os.path.join(ROOT, 'configs', 'aime.py')}:{preset}", f"--workdir={workdir}", *extra]
+  return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900,
+                        env={**os.environ, "JAX_PLATFORMS": "cpu", "MUJOCO_GL": "egl"})
+
+
+def test_smoke_end_to_end_pendulum(tmp_path):
+  """Every stage on pendulum MDP + LPOMDP: SAC expert, datasets, phase 1, phase 2 (+ ablations), BCO(0), BC."""
+  out = _launch("smoke", str(tmp_path))
+  assert out.returncode == 0, out.stderr[-3000:]
+  results = json.load(open(tmp_path / "results.json"))
+  for setting in ("mdp", "lpomdp"):
+    table = results["table"][setting]
+    assert set(table["aime"]) == {"swingup", "random", "mix"}
+    assert set(table["ablations"]) == {"kl_only", "rec_only", "idm"}
+    assert np.isfinite(table["bc"]["swingup"])
+  assert os.path.exists(tmp_path / "results.md") and os.path.exists(tmp_path / "table_mdp.png")
+  rows = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
+  assert any(r["stage"] == "mdp/mix/aime_swingup" and "action_mse" in r for r in rows)
+  # Rerunning the finished workdir resumes everything from checkpoints and cached results: same numbers.
+  again = _launch("smoke", str(tmp_path))
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert json.load(open(tmp_path / "results.json"))["table"] == results["table"]
+
+
+def test_smoke_visual_walker(tmp_path):
+  out = _launch("smoke_visual", str(tmp_path))
+  if out.returncode != 0 and "EGL" in out.stderr:
+    pytest.skip("no EGL rendering on this machine")
+  assert out.returncode == 0, out.stderr[-3000:]
+  results = json.load(open(tmp_path / "results.json"))
+  assert np.isfinite(results["table"]["visual"]["aime"]["stand"]["stand"])
+
+
+def test_unknown_config_key_is_one_sentence(tmp_path):
+  out = _launch("smoke", str(tmp_path), "--config.phase1.stepz=3")
+  assert out.returncode != 0 and "stepz" in out.stderr

@@ -1,0 +1,165 @@
+"""AIME trajectory datasets: round trip on disk, clear errors, and a window sampler that never crosses a trajectory."""
+
+import os
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vidrl_jax.data import trajectories as tr
+from vidrl_jax.errors import VidrlError
+
+
+def _traj(n: int, marker: float = 0.0, a: int = 3, image: bool = False, seed: int = 0) -> dict:
+  """A trajectory of n rows; 'marker' is constant (its id), 'tstep' counts rows, 'height' is an official (n,)."""
+  rng = np.random.default_rng(seed)
+  pre_action = rng.uniform(-1, 1, (n, a)).astype(np.float32)
+  pre_action[0] = 0
+  t = {"marker": np.full((n, 1), marker, np.float32), "tstep": np.arange(n, dtype=np.float32)[:, None],
+       "height": rng.normal(size=n).astype(np.float32), "pre_action": pre_action,
+       "reward": rng.normal(size=n).astype(np.float32), "is_first": np.arange(n) == 0,
+       "is_last": np.arange(n) == n - 1, "is_terminal": np.zeros(n, bool)}
+  if image:
+    t["image"] = rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8)
+  return t
+
+
+KEYS = ("marker", "tstep", "height")
+
+
+def _dataset(lengths=(12, 5, 30, 9), window=4, seed=0) -> tr.TrajectoryDataset:
+  return tr.TrajectoryDataset([_traj(n, i, seed=i) for i, n in enumerate(lengths)], KEYS, window, seed=seed)
+
+
+def test_round_trip_and_marker(tmp_path):
+  d = str(tmp_path / "data")
+  trajs = [_traj(n, i, image=True, seed=i) for i, n in enumerate([6, 9, 4])]
+  paths = [tr.write_trajectory(d, i, t) for i, t in enumerate(trajs)]
+  assert [os.path.basename(p) for p in paths] == ["000000.npz", "000001.npz", "000002.npz"]
+  assert tr.list_trajectories(d) == paths
+  assert tr.read_complete(d) is None
+  tr.mark_complete(d, {"episodes": 3})
+  assert tr.read_complete(d) == {"episodes": 3}
+  loaded = tr.load_trajectories(d, ("image", "height"))
+  assert len(loaded) == 3
+  for t, l in zip(trajs, loaded):
+    assert set(l) == {"image", "height", *tr.REQUIRED}                   # only the asked keys
+    np.testing.assert_array_equal(l["image"], t["image"])
+    assert l["image"].dtype == np.uint8
+    assert l["height"].shape == (len(t["reward"]), 1)                   # official (T+1,) scalar -> (T+1, 1)
+    np.testing.assert_array_equal(l["height"][:, 0], t["height"])
+    np.testing.assert_array_equal(l["pre_action"], t["pre_action"])
+    assert l["is_first"].dtype == bool and l["reward"].dtype == np.float32
+  assert len(tr.load_trajectories([d, d], ("height",), limit=2)) == 4
+  assert tr.episode_return(trajs[0]) == pytest.approx(float(trajs[0]["reward"].sum()), rel=1e-5)
+
+
+def test_validate_errors():
+  t = _traj(6)
+  del t["is_last"]
+  with pytest.raises(VidrlError, match=r"src lacks the key\(s\) \['is_last'\].*it has"):
+    tr.validate(t, KEYS, "src")
+  with pytest.raises(VidrlError, match=r"lacks the key\(s\) \['velocity'\]"):
+    tr.validate(_traj(6), ["velocity"], "src")
+  t = _traj(6)
+  t["reward"] = t["reward"][:5]
+  with pytest.raises(VidrlError, match=r"src has keys of different lengths.*'reward': 5"):
+    tr.validate(t, KEYS, "src")
+  with pytest.raises(VidrlError, match=r"src has 1 step\(s\) but a trajectory needs at least 2"):
+    tr.validate(_traj(1), KEYS, "src")
+  t = _traj(6)
+  t["tstep"][3] = np.nan
+  with pytest.raises(VidrlError, match=r"src has a non-finite value in 'tstep' \(first at row 3\)"):
+    tr.validate(t, KEYS, "src")
+  with pytest.raises(VidrlError, match=r"at least 2"):
+    tr.write_trajectory("/nonexistent-unused", 0, _traj(1))
+
+
+def test_corrupt_missing_and_empty(tmp_path):
+  d = tmp_path / "data"
+  tr.write_trajectory(str(d), 0, _traj(5))
+  bad = d / "000001.npz"
+  bad.write_bytes(b"this is not a zip file" * 10)
+  with pytest.raises(VidrlError, match=r"000001\.npz is truncated or corrupt.*delete it and re-collect"):
+    tr.load_trajectories(str(d), KEYS)
+  blob = (d / "000000.npz").read_bytes()
+  bad.write_bytes(blob[:len(blob) // 2])                                # a truncated write
+  with pytest.raises(VidrlError, match=r"000001\.npz is truncated or corrupt"):
+    tr.load_trajectories(str(d), KEYS)
+  with pytest.raises(VidrlError, match="does not exist"):
+    tr.list_trajectories(str(tmp_path / "nope"))
+  (tmp_path / "empty").mkdir()
+  with pytest.raises(VidrlError, match="holds no .npz trajectories"):
+    tr.load_trajectories(str(tmp_path / "empty"), KEYS)
+  with pytest.raises(VidrlError, match=r"000000\.npz lacks the key\(s\) \['velocity'\]"):
+    tr.load_trajectories(str(d), ["velocity"], limit=1)
+
+
+def test_windows_stay_in_one_trajectory():
+  data = _dataset()
+  assert data.num_trajectories == 4 and data.num_steps == 56 and data.action_dim == 3
+  assert data.num_windows == 9 + 2 + 27 + 6                               # trajectory 1 (5 rows) has 2 starts
+  seen = set()
+  for step in range(20):
+    b = data.sample(step, 32)
+    assert b["obs"]["marker"].shape == (32, 4, 1) and b["action"].shape == (32, 4, 3)
+    assert b["reward"].shape == (32, 4) and b["is_first"].shape == (32, 4) and b["index"].shape == (32,)
+    assert b["action"].dtype == np.float32 and b["is_first"].dtype == bool and b["index"].dtype == np.int64
+    marker, tstep = b["obs"]["marker"][..., 0], b["obs"]["tstep"][..., 0]
+    assert (marker == marker[:, :1]).all()                                # one trajectory per window
+    np.testing.assert_array_equal(marker[:, 0], b["index"])
+    assert (np.diff(tstep, axis=1) == 1).all()                            # consecutive rows
+    assert (tstep[:, -1] < data.lengths[b["index"]]).all()
+    np.testing.assert_array_equal(b["is_first"], tstep == 0)              # is_first only where a trajectory starts
+    seen.update(zip(b["index"].tolist(), tstep[:, 0].astype(int).tolist()))
+  assert len(seen) > 30                                                   # covers most of the 44 starts
+
+
+def test_sampling_is_a_function_of_seed_and_step():
+  data = _dataset()
+  a = data.sample(17, 16)
+  for k in ("action", "reward", "index"):
+    np.testing.assert_array_equal(a[k], _dataset().sample(17, 16)[k])
+  assert not np.array_equal(a["action"], data.sample(18, 16)["action"])
+  assert not np.array_equal(a["action"], _dataset(seed=1).sample(17, 16)["action"])
+  shards = [data.sample(17, 16, process_index=p, process_count=2) for p in range(2)]
+  for s in shards:
+    assert s["obs"]["marker"].shape == (8, 4, 1) and s["action"].shape == (8, 4, 3)
+  np.testing.assert_array_equal(np.concatenate([s["action"] for s in shards]), a["action"])
+  with pytest.raises(VidrlError, match="multiple of the process count"):
+    data.sample(0, 15, process_index=0, process_count=2)
+
+
+def test_images_stay_uint8_and_window_too_long():
+  data = tr.TrajectoryDataset([_traj(7, image=True), _traj(9, image=True, seed=1)], ("image",), window=5)
+  b = data.sample(0, 4)
+  assert b["obs"]["image"].shape == (4, 5, 8, 8, 3) and b["obs"]["image"].dtype == np.uint8
+  with pytest.raises(VidrlError, match=r"no trajectory has at least 10 steps \(the longest has 9\).*window"):
+    tr.TrajectoryDataset([_traj(7), _traj(9)], KEYS, window=10)
+  w = tr.first_window(_traj(7), KEYS, 3)
+  assert w["obs"]["tstep"].shape == (1, 3, 1) and w["action"].shape == (1, 3, 3) and w["is_first"][0, 0]
+  assert sum(1 for _ in data.windows()) == 1 + 1
+
+
+def test_split():
+  data = _dataset(lengths=(6,) * 10)
+  train, val = data.split(0.7, seed=0)
+  assert (train.num_trajectories, val.num_trajectories) == (7, 3)
+  ids = lambda d: {float(t["marker"][0, 0]) for t in d.trajectories}
+  assert ids(train) | ids(val) == set(range(10)) and not ids(train) & ids(val)
+  assert ids(train) == ids(data.split(0.7, seed=0)[0])
+  assert [d.num_trajectories for d in _dataset(lengths=(6, 6)).split(0.99, seed=0)] == [1, 1]
+  with pytest.raises(VidrlError, match="strictly between 0 and 1"):
+    data.split(1.0, seed=0)
+
+
+def test_concat_obs():
+  obs = {"a": np.zeros((2, 5, 3), np.float64), "b": np.ones((2, 5, 1), np.float32), "image": np.zeros((2, 5, 8, 8, 3))}
+  x = tr.concat_obs(obs, ["a", "b"])
+  assert isinstance(x, np.ndarray) and x.shape == (2, 5, 4) and x.dtype == np.float32
+  y = tr.concat_obs({"a": jnp.zeros((7, 3)), "b": np.ones((7, 2))}, ["b", "a"])
+  assert y.shape == (7, 5) and y.dtype == jnp.float32 and float(y[0, 0]) == 1.0
+  with pytest.raises(VidrlError, match="vector observation keys only"):
+    tr.concat_obs(obs, ["a", "image"])
+  with pytest.raises(VidrlError, match=r"lacks the key\(s\) \['c'\]"):
+    tr.concat_obs(obs, ["c"])

@@ -1,0 +1,274 @@
+"""Host-side (numpy, not jit-able) environments, stepped from Python one decision at a time.
+
+Used where the simulator itself is not JAX (DeepMind Control on MuJoCo, see `vidrl_jax.envs.dmc`):
+
+  env = BatchEnv([make_host_env('walker-walk', image_size=64) for _ in range(4)])
+  returns = run_episodes(env, policy, num_episodes=10, seed=0, on_episode=lambda i, traj: buffer.add(traj))
+
+- Observations are dicts of numpy arrays: vectors float32 (d,), 'image' uint8 (H, W, 3).
+- Actions are float32 in [-1, 1]^action_dim.
+- An episode lasts `max_steps` decisions unless the env reports `terminal` earlier; a time-out is not terminal.
+- Trajectories use the official AIME keys: the obs keys, 'pre_action', 'reward', 'is_first', 'is_last',
+  'is_terminal', all of length T+1 (see `EpisodeRecorder`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+from vidrl_jax.errors import VidrlError
+
+ObsSpec = dict[str, tuple[tuple[int, ...], np.dtype]]
+
+
+@runtime_checkable
+class HostEnv(Protocol):
+  """One host-side environment copy (concrete classes in `vidrl_jax.envs.dmc`).
+
+  `reset(seed)` starts a new episode and is deterministic: the same seed followed by the same actions gives the
+  same observations and rewards. `step(action)` takes a float32 action in [-1, 1]^action_dim and returns
+  `(obs, reward, terminal)`; stepping more than `max_steps` times after a reset, or before any reset, raises
+  `VidrlError`.
+  """
+  name: str
+  obs_spec: ObsSpec            # key -> (shape, dtype)
+  action_dim: int
+  max_steps: int               # decisions per episode (after action repeat)
+
+  def reset(self, seed: int) -> dict[str, np.ndarray]:
+    ...
+
+  def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool]:
+    ...
+
+
+class Policy(Protocol):
+  """What `run_episodes` drives: a batched policy with a carry (e.g. a recurrent state or an rng)."""
+
+  def init(self, n: int) -> Any:
+    ...
+
+  def act(self, carry: Any, obs: dict[str, np.ndarray], is_first: np.ndarray) -> tuple[np.ndarray, Any]:
+    ...
+
+
+def episode_seed(seed: int, index: int) -> int:
+  """The reset seed of episode `index` of a run seeded `seed`: a deterministic hash that fits in uint32."""
+  if seed < 0 or index < 0:
+    raise VidrlError(f'episode_seed needs a non-negative seed and index, got seed={seed} and index={index}.')
+  return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1, np.uint32)[0])
+
+
+def _stack(obs_list: list[dict[str, np.ndarray]], spec: ObsSpec) -> dict[str, np.ndarray]:
+  return {k: np.stack([o[k] for o in obs_list]).astype(dtype, copy=False) for k, (_, dtype) in spec.items()}
+
+
+class BatchEnv:
+  """`N` host envs stepped together with batched (N, ...) numpy inputs and outputs.
+
+  A copy that has reported `terminal` is not stepped again: until the next `reset` it keeps returning its last
+  obs with reward 0 and terminal True (no auto-reset). Actions are clipped to [-1, 1]. `elapsed` counts the
+  decisions since the last reset; stepping past `max_steps` raises `VidrlError`.
+  """
+
+  def __init__(self, envs: list[HostEnv]):
+    if not envs:
+      raise VidrlError('BatchEnv needs at least one env; pass a non-empty list of host envs.')
+    first = envs[0]
+    for e in envs[1:]:
+      if (dict(e.obs_spec) != dict(first.obs_spec) or e.action_dim != first.action_dim
+          or e.max_steps != first.max_steps):
+        raise VidrlError(f'BatchEnv needs envs with identical obs_spec, action_dim and max_steps, but {e.name} '
+                         f'differs from {first.name}; build every copy with the same make_host_env arguments.')
+    self._envs = list(envs)
+    self._last_obs: list[dict[str, np.ndarray]] | None = None
+    self._terminal = np.zeros(len(envs), bool)
+    self._elapsed = 0
+
+  @property
+  def num_envs(self) -> int:
+    return len(self._envs)
+
+  @property
+  def obs_spec(self) -> ObsSpec:
+    return dict(self._envs[0].obs_spec)
+
+  @property
+  def action_dim(self) -> int:
+    return self._envs[0].action_dim
+
+  @property
+  def max_steps(self) -> int:
+    return self._envs[0].max_steps
+
+  @property
+  def name(self) -> str:
+    return self._envs[0].name
+
+  @property
+  def elapsed(self) -> int:
+    """Decisions taken since the last `reset`."""
+    return self._elapsed
+
+  def reset(self, seeds: Sequence[int]) -> dict[str, np.ndarray]:
+    """Resets copy i with `seeds[i]`; returns the stacked first observations."""
+    seeds = list(seeds)
+    if len(seeds) != self.num_envs:
+      raise VidrlError(f'BatchEnv.reset got {len(seeds)} seeds for {self.num_envs} envs; pass one seed per env.')
+    self._last_obs = [e.reset(int(s)) for e, s in zip(self._envs, seeds)]
+    self._terminal[:] = False
+    self._elapsed = 0
+    return _stack(self._last_obs, self.obs_spec)
+
+  def step(self, actions: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Steps every non-terminal copy; returns obs (N, ...), reward (N,) float32 and terminal (N,) bool."""
+    if self._last_obs is None:
+      raise VidrlError('BatchEnv.step was called before reset; call reset(seeds) first.')
+    if self._elapsed >= self.max_steps:
+      raise VidrlError(f'BatchEnv.step was called after the episode limit of {self.max_steps} decisions; '
+                       'call reset(seeds) to start new episodes.')
+    actions = np.asarray(actions, np.float32)
+    if actions.shape != (self.num_envs, self.action_dim):
+      raise VidrlError(f'BatchEnv.step expects actions of shape {(self.num_envs, self.action_dim)}, got '
+                       f'{actions.shape}; pass one action vector per env.')
+    actions = np.clip(actions, -1.0, 1.0)
+    reward = np.zeros(self.num_envs, np.float32)
+    for i, env in enumerate(self._envs):
+      if self._terminal[i]:
+        continue
+      obs, r, term = env.step(actions[i])
+      self._last_obs[i] = obs
+      reward[i] = r
+      self._terminal[i] = bool(term)
+    self._elapsed += 1
+    return _stack(self._last_obs, self.obs_spec), reward, self._terminal.copy()
+
+
+class EpisodeRecorder:
+  """Builds AIME-format trajectories (official AIME keys) for N parallel episodes.
+
+  Each trajectory from `finish` holds, for a copy that took T steps: every obs key (T+1, ...) in its dtype;
+  'pre_action' (T+1, A) float32, where row t is the action (clipped to [-1, 1]) that led to obs t and row 0 is
+  zeros; 'reward' (T+1,) float32 with reward[t] received with obs t and reward[0] = 0; 'is_first' (T+1,) bool,
+  True only at 0; 'is_last' (T+1,) bool, True only at T; 'is_terminal' (T+1,) bool, True only at T and only if
+  the env reported terminal.
+  """
+
+  def __init__(self, num_envs: int, action_dim: int):
+    self.num_envs = num_envs
+    self.action_dim = action_dim
+    self._steps: list[list[tuple[dict, np.ndarray, float]]] | None = None
+    self._terminal = np.zeros(num_envs, bool)
+
+  def reset(self, obs: dict[str, np.ndarray]) -> None:
+    """Starts N new episodes from batched first observations (N, ...)."""
+    self._check_batch(obs)
+    zeros = np.zeros(self.action_dim, np.float32)
+    self._steps = [[({k: np.array(v[i]) for k, v in obs.items()}, zeros, 0.0)] for i in range(self.num_envs)]
+    self._terminal[:] = False
+
+  def step(self, action: np.ndarray, obs: dict[str, np.ndarray], reward: np.ndarray, terminal: np.ndarray) -> None:
+    """Records one batched step; copies that were already terminal before it are ignored."""
+    if self._steps is None:
+      raise VidrlError('EpisodeRecorder.step was called before reset; call reset(first_obs) first.')
+    self._check_batch(obs)
+    action = np.clip(np.asarray(action, np.float32), -1.0, 1.0)
+    if action.shape != (self.num_envs, self.action_dim):
+      raise VidrlError(f'EpisodeRecorder.step expects actions of shape {(self.num_envs, self.action_dim)}, got '
+                       f'{action.shape}; pass the batched actions given to the env.')
+    reward = np.asarray(reward, np.float32).reshape(self.num_envs)
+    terminal = np.asarray(terminal, bool).reshape(self.num_envs)
+    for i in range(self.num_envs):
+      if self._terminal[i]:
+        continue
+      self._steps[i].append(({k: np.array(v[i]) for k, v in obs.items()}, action[i].copy(), float(reward[i])))
+    self._terminal |= terminal
+
+  def finish(self) -> list[dict[str, np.ndarray]]:
+    """The N recorded trajectories (see class docstring)."""
+    if self._steps is None:
+      raise VidrlError('EpisodeRecorder.finish was called before reset; call reset(first_obs) first.')
+    trajs = []
+    for i, steps in enumerate(self._steps):
+      length = len(steps)
+      traj = {k: np.stack([s[0][k] for s in steps]) for k in steps[0][0]}
+      traj['pre_action'] = np.stack([s[1] for s in steps]).astype(np.float32)
+      traj['reward'] = np.asarray([s[2] for s in steps], np.float32)
+      traj['is_first'] = np.zeros(length, bool)
+      traj['is_first'][0] = True
+      traj['is_last'] = np.zeros(length, bool)
+      traj['is_last'][-1] = True
+      traj['is_terminal'] = np.zeros(length, bool)
+      traj['is_terminal'][-1] = bool(self._terminal[i])
+      trajs.append(traj)
+    return trajs
+
+  def _check_batch(self, obs: dict[str, np.ndarray]) -> None:
+    for k, v in obs.items():
+      if np.shape(v)[:1] != (self.num_envs,):
+        raise VidrlError(f'EpisodeRecorder expects batched obs with leading size {self.num_envs}, but {k!r} has '
+                         f'shape {np.shape(v)}; pass the stacked obs from BatchEnv.')
+
+
+def run_episodes(env: BatchEnv, policy: Policy, num_episodes: int, seed: int,
+                 on_episode: Callable[[int, dict[str, np.ndarray]], None] | None = None) -> np.ndarray:
+  """Runs `num_episodes` episodes and returns their undiscounted returns, (num_episodes,) float64.
+
+  Episodes run in rounds of `env.num_envs`; surplus episodes of the last round are run and discarded. Episode i
+  (0-based over all rounds) is reset with `episode_seed(seed, i)`. `policy.init(n)` starts each round and
+  `policy.act(carry, obs, is_first)` gives (n, A) actions, with `is_first` True on an episode's first decision.
+  A round ends after `env.max_steps` decisions or when every copy is terminal. `on_episode(i, trajectory)` gets
+  each kept episode's `EpisodeRecorder` trajectory.
+  """
+  if num_episodes < 0:
+    raise VidrlError(f'run_episodes needs num_episodes >= 0, got {num_episodes}.')
+  n = env.num_envs
+  returns = np.zeros(num_episodes, np.float64)
+  recorder = EpisodeRecorder(n, env.action_dim) if on_episode is not None else None
+  for start in range(0, num_episodes, n):
+    obs = env.reset([episode_seed(seed, start + j) for j in range(n)])
+    if recorder is not None:
+      recorder.reset(obs)
+    carry = policy.init(n)
+    is_first = np.ones(n, bool)
+    totals = np.zeros(n, np.float64)
+    done = np.zeros(n, bool)
+    for _ in range(env.max_steps):
+      actions, carry = policy.act(carry, obs, is_first)
+      actions = np.asarray(actions, np.float32)
+      obs, reward, terminal = env.step(actions)
+      totals += np.where(done, 0.0, reward.astype(np.float64))
+      if recorder is not None:
+        recorder.step(actions, obs, reward, terminal)
+      done |= terminal
+      is_first = np.zeros(n, bool)
+      if done.all():
+        break
+    keep = min(n, num_episodes - start)
+    returns[start:start + keep] = totals[:keep]
+    if recorder is not None:
+      for j, traj in enumerate(recorder.finish()[:keep]):
+        on_episode(start + j, traj)
+  return returns
+
+
+class RandomPolicy:
+  """Uniform random actions in [-1, 1]^action_dim; the sequence of actions is fixed by `seed`."""
+
+  def __init__(self, action_dim: int, seed: int = 0):
+    self.action_dim = action_dim
+    self._rng = np.random.default_rng(seed)
+
+  def init(self, n: int) -> None:
+    del n
+    return None
+
+  def act(self, carry: None, obs: dict[str, np.ndarray], is_first: np.ndarray) -> tuple[np.ndarray, None]:
+    del obs
+    n = np.shape(is_first)[0]
+    return self._rng.uniform(-1.0, 1.0, (n, self.action_dim)).astype(np.float32), carry
+
+
+__all__ = ['BatchEnv', 'EpisodeRecorder', 'HostEnv', 'Policy', 'RandomPolicy', 'episode_seed', 'run_episodes']

@@ -1,0 +1,122 @@
+"""AIME's two phases as `Task`s for the shared loop, and the policy that acts in the real environment.
+
+Phase 1 trains the world model on embodiment windows; phase 2 trains only the policy on demonstration windows
+through the frozen model (Algorithm 1). The frozen model's parameters ride in the phase-2 state (so a checkpoint
+is self-contained) but no gradient or optimiser ever touches them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import struct
+from flax.training.train_state import TrainState
+
+from vidrl_jax.data.trajectories import TrajectoryDataset
+from vidrl_jax.methods.aime import model as model_lib
+from vidrl_jax.nets.heads import TanhGaussianPolicy
+from vidrl_jax.nets.rssm import RSSM, RSSMState, features
+from vidrl_jax.train import Task
+from vidrl_jax.train.optim import make_optimizer
+
+
+def batch_fn(data: TrajectoryDataset, batch_size: int) -> Callable[[int], dict]:
+  """Deterministic (B, T) windows for step `step` (exact resumption); only what the steps read."""
+  proc, count = jax.process_index(), jax.process_count()
+
+  def batch(step: int) -> dict:
+    b = data.sample(step, batch_size, proc, count)
+    return {"obs": b["obs"], "action": b["action"]}
+
+  return batch
+
+
+def phase1_task(name: str, wm: model_lib.WorldModel, data: TrajectoryDataset,
+                config: ml_collections.ConfigDict) -> Task:
+  """Phase 1: maximise the ELBO of embodiment windows (Eq. 4)."""
+  tx = make_optimizer(config.optim, config.steps)
+
+  def init(rng):
+    return TrainState.create(apply_fn=None, params=wm.init(rng), tx=tx)
+
+  def step(state: TrainState, batch, rng):
+    (_, metrics), grads = jax.value_and_grad(
+        lambda p: model_lib.model_loss(wm, p, batch, rng), has_aux=True)(state.params)
+    metrics["grad_norm"] = optax.tree.norm(grads)
+    return state.apply_gradients(grads=grads), metrics
+
+  return Task(name=name, init=init, step=step, num_steps=config.steps,
+              batch=batch_fn(data, config.batch_size))
+
+
+@struct.dataclass
+class Phase2State:
+  policy: TrainState       # the only trained part
+  world_model: Any         # frozen phase-1 parameters
+
+
+def phase2_task(name: str, wm: model_lib.WorldModel, wm_params, data: TrajectoryDataset,
+                config: ml_collections.ConfigDict, evaluate: Callable | None = None) -> Task:
+  """Phase 2: maximise the ELBO of observation-only demonstrations w.r.t. the policy only (Eq. 8)."""
+  policy = model_lib.policy_module(wm.action_dim, config)
+  tx = make_optimizer(config.optim, config.steps)
+
+  def init(rng):
+    params = policy.init(rng, jnp.zeros((1, wm.feature_dim)))
+    return Phase2State(TrainState.create(apply_fn=None, params=params, tx=tx), wm_params)
+
+  def step(state: Phase2State, batch, rng):
+    (_, metrics), grads = jax.value_and_grad(
+        lambda p: model_lib.policy_loss(wm, state.world_model, policy, p, batch, rng, config),
+        has_aux=True)(state.policy.params)
+    metrics["grad_norm"] = optax.tree.norm(grads)
+    return state.replace(policy=state.policy.apply_gradients(grads=grads)), metrics
+
+  return Task(name=name, init=init, step=step, num_steps=config.steps,
+              batch=batch_fn(data, config.batch_size), evaluate=evaluate, log_every=None)
+
+
+def true_action_elbo(wm: model_lib.WorldModel, wm_params, batch: dict, rng: jax.Array) -> float:
+  """The ELBO of demo windows under the frozen model with the demos' *true* actions (paper Fig. 8's reference)."""
+  _, metrics = jax.jit(lambda p, b, r: model_lib.model_loss(wm, p, b, r))(wm_params, batch, rng)
+  return float(metrics["elbo"])
+
+
+class ModelPolicy:
+  """The phase-2 policy acting in the real environment: the frozen model filters the observations, the policy
+  acts deterministically with tanh(mean) on the filtered state (paper Sec. 4: 'deterministic policy').
+
+  Implements the host policy protocol of `vidrl_jax.envs.host.run_episodes` (`init(n)`, `act(carry, obs, is_first)`).
+  """
+
+  def __init__(self, wm: model_lib.WorldModel, wm_params, policy: TanhGaussianPolicy, policy_params, seed: int = 0):
+    self.wm, self.seed = wm, seed
+    rssm = wm.rssm
+
+    def step(carry, obs, is_first):
+      state, prev_action, rng = carry
+      rng, r = jax.random.split(rng)
+      keep = (~is_first)[:, None].astype(jnp.float32)
+      state = jax.tree.map(lambda x: x * keep, state)          # s_0 = h_0 = 0 at an episode start
+      prev_action = prev_action * keep                          # pre_action is zero at t = 0
+      embed = wm.embed(wm_params, obs)
+      state, _, _ = rssm.apply(wm_params["rssm"], state, prev_action, embed, r, method=RSSM.obs_step)
+      action = policy.apply(policy_params, features(state)).mode()
+      return action, (state, action, rng)
+
+    self._step = jax.jit(step)
+
+  def init(self, n: int):
+    rssm = self.wm.rssm
+    state = RSSMState(jnp.zeros((n, rssm.deter)), jnp.zeros((n, rssm.stoch)))
+    return state, jnp.zeros((n, self.wm.action_dim)), jax.random.PRNGKey(self.seed)
+
+  def act(self, carry, obs: dict, is_first: np.ndarray):
+    obs = {k: obs[k] for k in self.wm.obs_keys}
+    action, carry = self._step(carry, obs, jnp.asarray(is_first))
+    return np.asarray(action), carry

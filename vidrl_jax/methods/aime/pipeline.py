@@ -1,0 +1,274 @@
+"""AIME end to end (paper Sec. 4): experts and datasets, then the Fig. 2 table of AIME beside BCO(0).
+
+`train_and_evaluate(config, workdir)` runs every stage in order; each stage resumes from its checkpoints or
+reuses its cached result file, so rerunning with the same workdir continues an interrupted run.
+
+Layout of the workdir:
+  data/<task>/embodiment/   the SAC expert's replay buffer, one .npz per episode (official AIME keys)
+  data/<task>/demos/        observation-only demonstrations of the expert (true actions kept for metrics only)
+  data/random/              uniform-random trajectories;  `mix` = the union of `config.mix`
+  expert/<task>/            SAC checkpoints
+  <setting>/<row>/phase1    the world model on embodiment dataset <row>
+  <setting>/<row>/aime_<col>, bco_idm_<row>, bco_<row>_<col>, bc_<col>   phase 2 and the baselines
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import jax
+import ml_collections
+import numpy as np
+
+from vidrl_jax import io
+from vidrl_jax.data import trajectories as traj_lib
+from vidrl_jax.envs.dmc import make_host_env, observation_keys
+from vidrl_jax.envs.host import BatchEnv, RandomPolicy, run_episodes
+from vidrl_jax.errors import VidrlError
+from vidrl_jax.methods.aime import bco as bco_lib
+from vidrl_jax.methods.aime import model as model_lib
+from vidrl_jax.methods.aime import phases, report
+from vidrl_jax.rl import offpolicy, sac
+from vidrl_jax.train import MetricWriter, run, stage_rng, write_results
+
+EVAL_SEED = 10_000     # evaluation episodes use the same seeds for every method and cell
+
+
+class GreedySAC:
+  """The SAC expert as a host policy: tanh(mean) on the full state (used to record demonstrations)."""
+
+  def __init__(self, actor_params, obs_keys):
+    self.keys = tuple(obs_keys)
+    self._act = jax.jit(lambda p, o: sac.act(p, o, jax.random.PRNGKey(0), deterministic=True))
+    self.params = actor_params
+
+  def init(self, n: int):
+    return None
+
+  def act(self, carry, obs: dict, is_first: np.ndarray):
+    return np.asarray(self._act(self.params, offpolicy.obs_vector(obs, self.keys))), carry
+
+
+class Aime:
+  """What every stage shares: config, workdir, writer, environments and datasets."""
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+    self.config, self.workdir = config, workdir
+    self.writer = MetricWriter(workdir)
+    self.data_dir = config.data.dir or os.path.join(workdir, "data")
+    self.record_images = "visual" in config.settings
+    probe = self.env(config.env.tasks[0], 1, image=False)
+    self.action_dim = probe.action_dim
+    self.mdp_keys = observation_keys(self.env_name(config.env.tasks[0]), "mdp")
+    for name in tuple(config.datasets) + tuple(config.demos) + tuple(config.mix):
+      if name not in tuple(config.env.tasks) + ("random", "mix"):
+        raise VidrlError(f"dataset or demo task {name!r} is not one of env.tasks {tuple(config.env.tasks)} "
+                         f"nor 'random'/'mix'; add it to --config.env.tasks")
+
+  def path(self, *parts: str) -> str:
+    return os.path.join(self.workdir, *parts)
+
+  def env_name(self, task: str) -> str:
+    return f"{self.config.env.embodiment}-{task}"
+
+  def env(self, task: str, n: int, image: bool) -> BatchEnv:
+    e = self.config.env
+    return BatchEnv([make_host_env(self.env_name(task), action_repeat=e.action_repeat,
+                                   max_steps=e.max_steps or None, image_size=e.image_size if image else 0)
+                     for _ in range(n)])
+
+  # ---- stage 0: experts and datasets ----------------------------------------------------------------
+  def expert(self, task: str):
+    """SAC on the full state; every training episode is written to the task's embodiment dataset."""
+    out = os.path.join(self.data_dir, task, "embodiment")
+    env = self.env(task, 1, image=self.record_images).envs[0]
+
+    def write(e: int, trajectory: dict) -> None:
+      traj_lib.write_trajectory(out, e, trajectory)
+
+    state, returns = offpolicy.train_sac(env, self.mdp_keys, self.config.expert, self.path("expert", task),
+                                         self.writer, self.config.seed, stage=f"expert/{task}",
+                                         on_episode=None if traj_lib.read_complete(out) else write)
+    if traj_lib.read_complete(out) is None:
+      traj_lib.mark_complete(out, {"episodes": len(returns), "mean_return": float(np.mean(returns)),
+                                   "last10_return": float(np.mean(returns[-10:]))})
+    return state.actor_params
+
+  def demos(self, task: str, actor_params) -> dict:
+    out = os.path.join(self.data_dir, task, "demos")
+    done = traj_lib.read_complete(out)
+    if done is not None:
+      return done
+    c = self.config
+    returns = run_episodes(self.env(task, c.env.eval_envs, self.record_images), GreedySAC(actor_params, self.mdp_keys),
+                           c.data.demo_episodes, seed=c.seed + 1,
+                           on_episode=lambda i, t: traj_lib.write_trajectory(out, i, t))
+    summary = {"episodes": len(returns), "mean_return": float(np.mean(returns)), "std_return": float(np.std(returns))}
+    traj_lib.mark_complete(out, summary)
+    return summary
+
+  def random_data(self) -> dict:
+    out = os.path.join(self.data_dir, "random")
+    done = traj_lib.read_complete(out)
+    if done is not None:
+      return done
+    c = self.config
+    task = c.env.tasks[0]
+    returns = run_episodes(self.env(task, c.env.eval_envs, self.record_images), RandomPolicy(self.action_dim, c.seed),
+                           c.data.random_episodes, seed=c.seed + 2,
+                           on_episode=lambda i, t: traj_lib.write_trajectory(out, i, t))
+    summary = {"episodes": len(returns), "mean_return": float(np.mean(returns)), "task": task}
+    traj_lib.mark_complete(out, summary)
+    return summary
+
+  def dataset_dirs(self, row: str) -> list[str]:
+    if row == "mix":
+      return [d for r in self.config.mix for d in self.dataset_dirs(r)]
+    if row == "random":
+      return [os.path.join(self.data_dir, "random")]
+    return [os.path.join(self.data_dir, row, "embodiment")]
+
+  def load(self, dirs: list[str], keys, limit: int = 0) -> list[dict]:
+    return traj_lib.load_trajectories(dirs, keys, limit=limit or None)
+
+  # ---- AIME ------------------------------------------------------------------------------------------
+  def keys(self, setting: str) -> list[str]:
+    return observation_keys(self.env_name(self.config.env.tasks[0]), setting)
+
+  def world_model(self, setting: str, row: str):
+    c = self.config
+    keys = self.keys(setting)
+    trajs = self.load(self.dataset_dirs(row), keys, c.data.embodiment_limit)
+    data = traj_lib.TrajectoryDataset(trajs, keys, c.phase1.window, seed=c.seed)
+    spec = {k: (trajs[0][k].shape[1:], trajs[0][k].dtype) for k in keys}
+    wm = model_lib.make_world_model(spec, keys, self.action_dim, c.model)
+    state, _ = run(phases.phase1_task(f"{setting}/{row}/phase1", wm, data, c.phase1), c.loop, self.workdir,
+                   self.writer, c.seed)
+    return wm, state.params
+
+  def evaluate(self, policy, setting: str, task: str, episodes: int, expert_return: float) -> dict:
+    c = self.config
+    returns = run_episodes(self.env(task, c.env.eval_envs, image=setting == "visual"), policy, episodes,
+                           seed=EVAL_SEED + c.seed)
+    return {"return_mean": float(np.mean(returns)), "return_std": float(np.std(returns)),
+            "normalised": float(np.mean(returns) / expert_return), "episodes": int(episodes)}
+
+  def demo_trajs(self, setting: str, task: str) -> list[dict]:
+    return self.load([os.path.join(self.data_dir, task, "demos")], self.keys(setting), self.config.data.num_demos)
+
+  def aime_cell(self, setting: str, row: str, col: str, wm, wm_params, expert_return: float,
+                variant: str = "") -> dict:
+    """Phase 2 on the demos of `col` through the frozen model of `row`; a variant of paper Fig. 5."""
+    c = self.config
+    name = f"{setting}/{row}/aime_{col}" + (f"_{variant}" if variant else "")
+    result_path = self.path(name, "result.json")
+    if os.path.exists(result_path):
+      return io.read_json(result_path)
+    p2 = ml_collections.ConfigDict(c.phase2.to_dict())
+    if variant == "kl_only":
+      p2.loss_weights.rec = 0.0
+    elif variant == "rec_only":
+      p2.loss_weights.kl = 0.0
+    elif variant == "idm":
+      p2.use_idm = True
+    elif variant:
+      raise VidrlError(f"unknown AIME variant {variant!r}; use kl_only, rec_only or idm")
+    demos = self.demo_trajs(setting, col)
+    data = traj_lib.TrajectoryDataset(demos, wm.obs_keys, p2.window, seed=c.seed)
+    policy = model_lib.policy_module(self.action_dim, p2)
+
+    def evaluate(state, step):
+      episodes = p2.final_episodes if step == p2.steps else p2.eval_episodes
+      pol = phases.ModelPolicy(wm, state.world_model, policy, state.policy.params, seed=c.seed)
+      return self.evaluate(pol, setting, col, episodes, expert_return)
+
+    task = phases.phase2_task(name, wm, wm_params, data, p2, evaluate=evaluate)
+    loop = ml_collections.ConfigDict(c.loop.to_dict())
+    loop.eval_every = p2.eval_every
+    _, metrics = run(task, loop, self.workdir, self.writer, c.seed)
+    result = {k.removeprefix("eval/"): v for k, v in metrics.items()}
+    batch = phases.batch_fn(data, min(p2.batch_size, 16))(0)
+    result["elbo_true_actions"] = phases.true_action_elbo(wm, wm_params, batch, stage_rng(c.seed, name))
+    io.write_json(result_path, result)
+    return result
+
+  # ---- baselines -------------------------------------------------------------------------------------
+  def bco_idm(self, setting: str, row: str):
+    c = self.config
+    keys = self.keys(setting)
+    frames = bco_lib.StackedFrames(self.load(self.dataset_dirs(row), keys, c.data.embodiment_limit), keys,
+                                   stack=c.bco.stack, val_fraction=c.bco.val_fraction, seed=c.seed)
+    task = bco_lib.make_idm_task(f"{setting}/bco_idm_{row}", frames, keys, self.action_dim, c.bco, c.seed)
+    state, _ = run(task, c.loop, self.workdir, self.writer, c.seed)
+    return state["best_params"]
+
+  def bc_cell(self, setting: str, name: str, col: str, expert_return: float, idm_params=None) -> dict:
+    """BC on the demos of `col`: labelled by the IDM (BCO(0)) or with the true actions (`idm_params=None`)."""
+    c = self.config
+    result_path = self.path(name, "result.json")
+    if os.path.exists(result_path):
+      return io.read_json(result_path)
+    keys = self.keys(setting)
+    frames = bco_lib.StackedFrames(self.demo_trajs(setting, col), keys, stack=c.bco.stack,
+                                   val_fraction=c.bco.val_fraction, seed=c.seed)
+    labels = None
+    if idm_params is not None:
+      labels = bco_lib.label_demos(idm_params, frames, keys, self.action_dim, c.bco)
+    task = bco_lib.make_bc_task(name, frames, labels, keys, self.action_dim, c.bco, c.seed)
+    state, _ = run(task, c.loop, self.workdir, self.writer, c.seed)
+    policy = bco_lib.StackPolicy(state["best_params"], keys, self.action_dim, c.bco)
+    result = self.evaluate(policy, setting, col, c.phase2.final_episodes, expert_return)
+    if labels is not None:
+      result["label_mse"] = float(np.mean(np.square(labels - frames.actions)))
+    io.write_json(result_path, result)
+    return result
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  c = config
+  t0 = time.time()
+  a = Aime(c, workdir)
+  timings = {}
+
+  experts, demo_returns = {}, {}
+  needed = set(c.demos) | {r for r in c.datasets if r not in ("random", "mix")} | {
+      r for r in (c.mix if "mix" in c.datasets else ()) if r != "random"}
+  for task in c.env.tasks:
+    if task in needed:
+      experts[task] = a.expert(task)
+  for task in c.demos:
+    demo_returns[task] = a.demos(task, experts[task])
+  random_summary = None
+  if "random" in c.datasets or ("mix" in c.datasets and "random" in c.mix):
+    random_summary = a.random_data()
+  timings["data_min"] = (time.time() - t0) / 60
+
+  expert_return = {t: demo_returns[t]["mean_return"] for t in c.demos}
+  table: dict = {}
+  for setting in c.settings:
+    t1 = time.time()
+    cells = table[setting] = {"aime": {}, "bco": {}, "bc": {}, "ablations": {}}
+    for row in c.datasets:
+      wm, wm_params = a.world_model(setting, row)
+      cells["aime"][row] = {col: a.aime_cell(setting, row, col, wm, wm_params, expert_return[col])
+                            for col in c.demos}
+      if row == c.ablations.dataset and c.ablations.demo in c.demos:
+        for variant in c.ablations.variants:
+          cells["ablations"][variant] = a.aime_cell(setting, row, c.ablations.demo, wm, wm_params,
+                                                    expert_return[c.ablations.demo], variant=variant)
+      idm = a.bco_idm(setting, row)
+      cells["bco"][row] = {col: a.bc_cell(setting, f"{setting}/bco_{row}_{col}", col, expert_return[col], idm)
+                           for col in c.demos}
+    if c.bc_oracle:
+      cells["bc"] = {col: a.bc_cell(setting, f"{setting}/bc_{col}", col, expert_return[col]) for col in c.demos}
+    timings[f"{setting}_min"] = (time.time() - t1) / 60
+
+  results = report.summarise(c, table, demo_returns, random_summary)
+  results["time_min"] = {k: round(v, 2) for k, v in timings.items()}
+  results["time_min"]["total"] = round((time.time() - t0) / 60, 2)
+  results["plots"] = report.plots_for(c, workdir, a.writer, table)
+  write_results(workdir, results)
+  with open(os.path.join(workdir, "results.md"), "w") as f:
+    f.write(report.markdown(results))
+  return results
