@@ -1,0 +1,193 @@
+"""The RSSM cell and its `observe` / `imagine` loops: shapes, scan against a Python loop, the `act` hook, the GRU."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vidrl_jax.nets.rssm import RSSM, RSSMState, features, imagine, observe
+
+DETER, STOCH, HIDDEN = 8, 4, 16
+T, B, E, A = 5, 3, 6, 2
+MODEL = RSSM(deter=DETER, stoch=STOCH, hidden=HIDDEN)
+KEY = jax.random.key(0)
+RNG = np.random.default_rng(0)  # Inputs from numpy: no eager per-op compiles.
+EMBEDS = jnp.asarray(RNG.standard_normal((T, B, E)), jnp.float32)
+ACTIONS = jnp.asarray(RNG.uniform(-1, 1, (T, B, A)), jnp.float32)
+OBS_KEY = jax.random.key(7)
+
+# One compile per entry point.
+_observe_actions = jax.jit(lambda p, e, r, a: observe(MODEL, p, e, r, actions=a))
+_imagine = jax.jit(lambda p, s, a, r: imagine(MODEL, p, s, a, r))
+_obs_step = jax.jit(lambda p, s, a, e, r: MODEL.apply(p, s, a, e, r, method=RSSM.obs_step))
+
+
+def _zeros_state(batch: int = B) -> RSSMState:
+  return RSSMState(jnp.zeros((batch, DETER)), jnp.zeros((batch, STOCH)))
+
+
+@pytest.fixture(scope="module")
+def params():
+  """Random parameters of the cell's structure: kernels ~ N(0, 1 / fan_in), biases ~ N(0, 0.5^2) (non-zero, unlike
+  the init's, so every bias is exercised). Drawn in numpy: jitting `init` costs seconds of threefry compiles."""
+  shapes = jax.eval_shape(MODEL.init, KEY, _zeros_state(), ACTIONS[0], EMBEDS[0], KEY)
+  draw = lambda s: jnp.asarray(RNG.standard_normal(s.shape) * (s.shape[0] ** -0.5 if len(s.shape) == 2 else 0.5),
+                               jnp.float32)
+  return jax.tree.map(draw, shapes)
+
+
+@pytest.fixture(scope="module")
+def filtered(params):
+  return _observe_actions(params, EMBEDS, OBS_KEY, ACTIONS)
+
+
+def _assert_tree_close(a, b, atol=1e-5):
+  la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+  assert len(la) == len(lb) > 0
+  for x, y in zip(la, lb):
+    assert x.shape == y.shape
+    np.testing.assert_allclose(x, y, atol=atol, rtol=1e-5)
+
+
+def test_observe_shapes(filtered):
+  f = filtered
+  assert f.states.deter.shape == (T, B, DETER) and f.states.stoch.shape == (T, B, STOCH)
+  for dist in (f.posterior, f.prior):
+    assert dist.mean.shape == (T, B, STOCH) and dist.std.shape == (T, B, STOCH)
+    assert np.all(np.asarray(dist.std) > 0)
+  assert f.actions.shape == (T, B, A)
+  np.testing.assert_array_equal(f.actions, ACTIONS)
+  assert f.extras == {}
+  assert features(f.states).shape == (T, B, DETER + STOCH)
+  assert np.all(np.isfinite(np.asarray(features(f.states))))
+
+
+def test_observe_scan_equals_python_loop(params, filtered):
+  # observe: step_rngs = split(rng, T); at step t, (r_act, r_step) = split(step_rngs[t]); r_step samples s_t.
+  state, outs = _zeros_state(), []
+  for t, r in enumerate(jax.random.split(OBS_KEY, T)):
+    _, r_step = jax.random.split(r)
+    state, post, prior = _obs_step(params, state, ACTIONS[t], EMBEDS[t], r_step)
+    outs.append((state, post, prior))
+  stack = lambda i: jax.tree.map(lambda *x: jnp.stack(x), *[o[i] for o in outs])
+  _assert_tree_close(filtered.states, stack(0))
+  _assert_tree_close(filtered.posterior, stack(1))
+  _assert_tree_close(filtered.prior, stack(2))
+
+
+def test_observe_samples_the_posterior(filtered):
+  # s_t is a draw of q (within 6 stds of its mean), not the mean itself.
+  f = filtered
+  assert not np.allclose(f.states.stoch, f.posterior.mean, atol=1e-3)
+  z = (np.asarray(f.states.stoch) - np.asarray(f.posterior.mean)) / np.asarray(f.posterior.std)
+  assert np.all(np.abs(z) < 6)
+
+
+def test_observe_depends_on_rng_only_through_samples(params, filtered):
+  other = _observe_actions(params, EMBEDS, jax.random.key(8), ACTIONS)
+  np.testing.assert_allclose(other.states.deter[0], filtered.states.deter[0], atol=1e-6)
+  assert not np.allclose(other.states.stoch, filtered.states.stoch, atol=1e-3)
+
+
+def _act(state, embed, rng):
+  """Deterministic actions read off the embedding (so they vary with t); records what `act` was given."""
+  return embed[..., :A], {"deter": state.deter, "stoch": state.stoch, "rng": jax.random.key_data(rng)}
+
+
+@pytest.fixture(scope="module")
+def filtered_act(params):
+  return jax.jit(lambda p, e, r: observe(MODEL, p, e, r, act=_act))(params, EMBEDS, OBS_KEY)
+
+
+def test_observe_with_act_equals_observe_with_its_actions(params, filtered_act):
+  expected = _observe_actions(params, EMBEDS, OBS_KEY, EMBEDS[..., :A])
+  np.testing.assert_array_equal(filtered_act.actions, EMBEDS[..., :A])
+  _assert_tree_close(filtered_act.states, expected.states, atol=1e-6)
+  _assert_tree_close(filtered_act.posterior, expected.posterior, atol=1e-6)
+  _assert_tree_close(filtered_act.prior, expected.prior, atol=1e-6)
+
+
+def test_act_receives_the_previous_state(filtered_act):
+  f = filtered_act
+  assert f.extras["deter"].shape == (T, B, DETER) and f.extras["stoch"].shape == (T, B, STOCH)
+  np.testing.assert_array_equal(f.extras["deter"][0], 0.0)
+  np.testing.assert_array_equal(f.extras["stoch"][0], 0.0)
+  np.testing.assert_array_equal(f.extras["deter"][1:], f.states.deter[:-1])
+  np.testing.assert_array_equal(f.extras["stoch"][1:], f.states.stoch[:-1])
+
+
+def test_act_gets_a_fresh_rng_every_step(filtered_act):
+  keys = np.asarray(filtered_act.extras["rng"]).reshape(T, -1)
+  assert len({k.tobytes() for k in keys}) == T
+  # Not the rng of the posterior sample either.
+  step_keys = {np.asarray(jax.random.key_data(jax.random.split(r)[1])).tobytes()
+               for r in jax.random.split(OBS_KEY, T)}
+  assert not {k.tobytes() for k in keys} & step_keys
+
+
+def test_observe_starts_from_initial(params):
+  init = RSSMState(jnp.asarray(RNG.standard_normal((B, DETER)), jnp.float32),
+                   jnp.asarray(RNG.standard_normal((B, STOCH)), jnp.float32))
+  f = jax.jit(lambda p, e, r, s: observe(MODEL, p, e, r, act=_act, initial=s))(params, EMBEDS, OBS_KEY, init)
+  np.testing.assert_array_equal(f.extras["deter"][0], init.deter)
+  np.testing.assert_array_equal(f.extras["stoch"][0], init.stoch)
+  r_step = jax.random.split(jax.random.split(OBS_KEY, T)[0])[1]
+  state1, post1, _ = _obs_step(params, init, EMBEDS[0, :, :A], EMBEDS[0], r_step)
+  _assert_tree_close(jax.tree.map(lambda x: x[0], f.states), state1, atol=1e-6)
+  _assert_tree_close(jax.tree.map(lambda x: x[0], f.posterior), post1, atol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"actions": ACTIONS, "act": _act}])
+def test_observe_needs_exactly_one_of_actions_and_act(params, kwargs):
+  with pytest.raises(ValueError, match="exactly one"):
+    observe(MODEL, params, EMBEDS, OBS_KEY, **kwargs)
+
+
+def test_imagine_shapes_and_determinism(params, filtered):
+  horizon = T  # One compile of `_imagine` for both imagine tests.
+  start = jax.tree.map(lambda x: x[-1], filtered.states)
+  states, priors = _imagine(params, start, ACTIONS[:horizon], KEY)
+  assert states.deter.shape == (horizon, B, DETER) and states.stoch.shape == (horizon, B, STOCH)
+  assert priors.mean.shape == (horizon, B, STOCH) and priors.std.shape == (horizon, B, STOCH)
+  again = _imagine(params, start, ACTIONS[:horizon], KEY)
+  _assert_tree_close((states, priors), again, atol=0.0)
+  other_states, _ = _imagine(params, start, ACTIONS[:horizon], jax.random.key(1))
+  np.testing.assert_allclose(other_states.deter[0], states.deter[0], atol=1e-6)
+  assert not np.allclose(other_states.stoch, states.stoch, atol=1e-3)
+
+
+def test_imagine_first_prior_equals_observe_prior(params, filtered):
+  # From the same initial state and action, p(s_1 | h_1) does not depend on the embedding or the rng.
+  _, priors = _imagine(params, _zeros_state(), ACTIONS, jax.random.key(1))
+  _assert_tree_close(jax.tree.map(lambda x: x[0], priors), jax.tree.map(lambda x: x[0], filtered.prior), 1e-6)
+
+
+def _flax_gru_params(gru: dict) -> dict:
+  """The cell's params as Flax `nn.GRUCell` params. The fused cell holds `input` / `hidden` Dense layers whose
+  3F outputs are the (r, z, n) gates (PyTorch's layout); Flax has no hidden bias on r and z, so those fold into
+  the input biases (the sum is what enters the sigmoid)."""
+  if "input" not in gru:
+    return gru
+  f = DETER
+  cols = lambda a, g: a[..., g * f:(g + 1) * f]
+  wi, bi, wh, bh = gru["input"]["kernel"], gru["input"]["bias"], gru["hidden"]["kernel"], gru["hidden"]["bias"]
+  return {
+      "ir": {"kernel": cols(wi, 0), "bias": cols(bi, 0) + cols(bh, 0)}, "hr": {"kernel": cols(wh, 0)},
+      "iz": {"kernel": cols(wi, 1), "bias": cols(bi, 1) + cols(bh, 1)}, "hz": {"kernel": cols(wh, 1)},
+      "in": {"kernel": cols(wi, 2), "bias": cols(bi, 2)}, "hn": {"kernel": cols(wh, 2), "bias": cols(bh, 2)},
+  }
+
+
+def test_gru_update_matches_flax_gru_cell(params, filtered):
+  # The biases are random (see `params`), so the hidden bias inside the reset gate's product is exercised.
+  f = filtered
+  cell = jax.jit(nn.GRUCell(features=DETER).apply)
+  gru_params = {"params": _flax_gru_params(params["params"]["gru"])}
+  # h_1 = GRU(h_0 = 0, [s_0 = 0, a_0]).
+  h1, out = cell(gru_params, jnp.zeros((B, DETER)), jnp.concatenate([jnp.zeros((B, STOCH)), ACTIONS[0]], -1))
+  np.testing.assert_allclose(f.states.deter[0], h1, atol=1e-5)
+  assert not np.allclose(h1, 0.0, atol=1e-2)
+  # h_2 = GRU(h_1, [s_1, a_1]) with s_1 the posterior sample.
+  h2, _ = cell(gru_params, h1, jnp.concatenate([f.states.stoch[0], ACTIONS[1]], -1))
+  np.testing.assert_allclose(f.states.deter[1], h2, atol=1e-5)
