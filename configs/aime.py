@@ -14,8 +14,9 @@ through the frozen model) beside BCO(0) and BC with true actions -> the paper Fi
 dataset, columns: demonstration task), returns normalised by the demonstrating expert's return, and the
 Fig. 5 ablations (kl-only, rec-only, IDM) on mix -> run.
 
-- `cpu`: the walker table for MDP and LPOMDP at a reduced size (episodes of 250 decisions, short SAC experts,
-  20 demos, 1.5k phase-1 and 600 phase-2 steps at the paper's batch 50 x 50). Measured: see README "AIME".
+- `cpu`: the walker table for MDP and LPOMDP at a reduced size: episodes of 250 decisions (half the task's),
+  SAC experts of 100 episodes, 20 demos, RSSM 200/30 (PlaNet's size), 1k phase-1 and 400 phase-2 steps at batch
+  16 x 50, 20 evaluation episodes per cell. Measured: see README "AIME".
 - `paper`: App. B (RSSM 512/128, 2x128 ELU MLPs, Adam 1e-3, phase 1 1000 x 100 steps, phase 2 500 x 100 steps,
   batch 50 x 50, 100 demos, 100 evaluation episodes); walker by default, all three settings.
 - `smoke`: pendulum swing-up (gymnax, velocity hidden in LPOMDP) and a tiny Visual walker, seconds per stage.
@@ -85,9 +86,9 @@ PRESETS = {
     "smoke": {
         **_smoke_common(),
         "env.embodiment": "pendulum", "env.tasks": ("swingup",), "env.action_repeat": 1, "env.max_steps": 20,
-        "settings": ("mdp", "lpomdp"), "datasets": ("swingup", "random", "mix"), "demos": ("swingup",),
+        "settings": ("mdp", "lpomdp"), "datasets": ("mix",), "demos": ("swingup",),
         "mix": ("swingup", "random"), "expert.num_episodes": 3, "ablations.dataset": "mix",
-        "ablations.demo": "swingup",
+        "ablations.demo": "swingup", "ablations.variants": ("idm",),
     },
     # A Visual smoke run on walker (a few rendered frames); used by the tests with --config overrides.
     "smoke_visual": {
@@ -98,11 +99,14 @@ PRESETS = {
     },
     "cpu": {
         "env.max_steps": 250, "env.eval_envs": 10, "settings": ("mdp", "lpomdp"),
-        "expert.num_episodes": 120, "expert.checkpoint_every_episodes": 20,
+        "expert.num_episodes": 100, "expert.random_steps": 2500, "expert.checkpoint_every_episodes": 20,
         "data.random_episodes": 100, "data.demo_episodes": 20, "data.num_demos": 20,
-        "phase1.steps": 1500, "phase2.steps": 600, "phase2.eval_every": 0, "phase2.final_episodes": 20,
-        "bco.idm_steps": 3000, "bco.bc_steps": 1500,
-        "loop.checkpoint_every": 500,
+        "model.deter": 200, "model.stoch": 30,
+        "phase1.steps": 1000, "phase1.batch_size": 16,
+        "phase2.steps": 400, "phase2.batch_size": 16, "phase2.optim.lr": 1e-3, "phase2.eval_every": 0,
+        "phase2.final_episodes": 20,
+        "bco.idm_steps": 2000, "bco.bc_steps": 1000,
+        "loop.log_every": 50, "loop.checkpoint_every": 500,
     },
     "paper": {},
 }

@@ -8,7 +8,8 @@ MLP (2 x 128 ELU by default; std = softplus + min_std):
   prior     p(s_t | h_t)         = N(mu_p(h_t), sigma_p(h_t))
   posterior q(s_t | h_t, e_t)    = N(mu_q([h_t, e_t]), sigma_q([h_t, e_t]))
 
-The time loop is a `lax.scan` in `observe` (filtering) and `imagine` (open-loop prior rollout). Arrays are
+The time loop is a `lax.scan` in `observe` (filtering; the priors, which the recurrence does not need, are computed
+after it in one batched pass) and `imagine` (open-loop prior rollout). Arrays are
 time-major inside (T, B, ...). `observe` takes either the dataset's actions (AIME phase 1) or an `act` function
 that chooses a_{t-1} from the state (AIME phase 2: the policy; App. C: an inverse model), so both phases share one
 loop. APV reuses the cell without actions (action_dim 0) and POI its encoders.
@@ -93,6 +94,13 @@ class RSSM(nn.Module):
     prior, post = self.prior(h), self.posterior(h, embed)
     return RSSMState(h, post.sample(rng)), post, prior
 
+  def filter_step(self, state: RSSMState, action: jax.Array, embed: jax.Array, rng: jax.Array
+                  ) -> tuple[RSSMState, Normal]:
+    """`obs_step` without the prior, which the state does not depend on (`observe` computes all priors at once)."""
+    h = self.recur(state, action)
+    post = self.posterior(h, embed)
+    return RSSMState(h, post.sample(rng)), post
+
   def img_step(self, state: RSSMState, action: jax.Array, rng: jax.Array) -> tuple[RSSMState, Normal]:
     """One open-loop step from the prior."""
     h = self.recur(state, action)
@@ -138,11 +146,13 @@ def observe(model: RSSM, params, embeds: jax.Array, rng: jax.Array, actions: jax
     extras = {}
     if act is not None:
       action, extras = act(state, embed, r_act)
-    new, post, prior = model.apply(params, state, action, embed, r_step, method=RSSM.obs_step)
-    return new, (new, post, prior, action, extras)
+    new, post = model.apply(params, state, action, embed, r_step, method=RSSM.filter_step)
+    return new, (new, post, action, extras)
 
   xs_actions = actions if actions is not None else jnp.zeros((T, B, 0), embeds.dtype)
-  _, (states, post, prior, acts, extras) = jax.lax.scan(body, state, (embeds, xs_actions, step_rngs))
+  _, (states, post, acts, extras) = jax.lax.scan(body, state, (embeds, xs_actions, step_rngs))
+  # The priors p(s_t | h_t) only enter the KL: one batched pass over all T steps instead of T small ones.
+  prior = model.apply(params, states.deter, method=RSSM.prior)
   return Filtered(states, post, prior, acts, extras)
 
 

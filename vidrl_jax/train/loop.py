@@ -81,11 +81,11 @@ def run(task: Task, loop: ml_collections.ConfigDict, workdir: str, writer: Metri
       raise
     writer.truncate(task.name, start)
 
-  def step_fn(state, batch, step):
-    return task.step(state, batch, jax.random.fold_in(rng_steps, step))
+  def step_fn(state, batch, step, rng):   # the rng is an argument, not a constant: stages of equal shapes
+    return task.step(state, batch, jax.random.fold_in(rng, step))   # then compile to the same program
 
   batch_sharding = mesh_lib.data_sharded(mesh)
-  jstep = jax.jit(step_fn, in_shardings=(shardings, batch_sharding, repl),
+  jstep = jax.jit(step_fn, in_shardings=(shardings, batch_sharding, repl, repl),
                   out_shardings=(shardings, repl), donate_argnums=0)
 
   end = task.num_steps if stop_after is None else min(stop_after, task.num_steps)
@@ -97,7 +97,7 @@ def run(task: Task, loop: ml_collections.ConfigDict, workdir: str, writer: Metri
   try:
     for step in range(start, end):
       batch = mesh_lib.put_batch(task.batch(step), mesh) if task.batch else None
-      state, metrics = jstep(state, batch, jnp.asarray(step, jnp.int32))
+      state, metrics = jstep(state, batch, jnp.asarray(step, jnp.int32), rng_steps)
       pending.append(metrics)
       done = step + 1
       bar.update(1)

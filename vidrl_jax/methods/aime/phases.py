@@ -87,18 +87,16 @@ def true_action_elbo(wm: model_lib.WorldModel, wm_params, batch: dict, rng: jax.
   return float(metrics["elbo"])
 
 
-class ModelPolicy:
-  """The phase-2 policy acting in the real environment: the frozen model filters the observations, the policy
-  acts deterministically with tanh(mean) on the filtered state (paper Sec. 4: 'deterministic policy').
+_POLICY_STEPS: dict = {}
 
-  Implements the host policy protocol of `vidrl_jax.envs.host.run_episodes` (`init(n)`, `act(carry, obs, is_first)`).
-  """
 
-  def __init__(self, wm: model_lib.WorldModel, wm_params, policy: TanhGaussianPolicy, policy_params, seed: int = 0):
-    self.wm, self.seed = wm, seed
+def _policy_step(wm: model_lib.WorldModel, policy: TanhGaussianPolicy):
+  """One jitted act step per (model shape, policy shape), shared by every evaluation (parameters are arguments)."""
+  key = (wm.obs_keys, wm.obs_dims, wm.action_dim, repr(sorted(wm.config.to_dict().items())), repr(policy))
+  if key not in _POLICY_STEPS:
     rssm = wm.rssm
 
-    def step(carry, obs, is_first):
+    def step(wm_params, policy_params, carry, obs, is_first):
       state, prev_action, rng = carry
       rng, r = jax.random.split(rng)
       keep = (~is_first)[:, None].astype(jnp.float32)
@@ -109,7 +107,21 @@ class ModelPolicy:
       action = policy.apply(policy_params, features(state)).mode()
       return action, (state, action, rng)
 
-    self._step = jax.jit(step)
+    _POLICY_STEPS[key] = jax.jit(step)
+  return _POLICY_STEPS[key]
+
+
+class ModelPolicy:
+  """The phase-2 policy acting in the real environment: the frozen model filters the observations, the policy
+  acts deterministically with tanh(mean) on the filtered state (paper Sec. 4: 'deterministic policy').
+
+  Implements the host policy protocol of `vidrl_jax.envs.host.run_episodes` (`init(n)`, `act(carry, obs, is_first)`).
+  """
+
+  def __init__(self, wm: model_lib.WorldModel, wm_params, policy: TanhGaussianPolicy, policy_params, seed: int = 0):
+    self.wm, self.seed = wm, seed
+    self.params = (wm_params, policy_params)
+    self._step = _policy_step(wm, policy)
 
   def init(self, n: int):
     rssm = self.wm.rssm
@@ -118,5 +130,5 @@ class ModelPolicy:
 
   def act(self, carry, obs: dict, is_first: np.ndarray):
     obs = {k: obs[k] for k in self.wm.obs_keys}
-    action, carry = self._step(carry, obs, jnp.asarray(is_first))
+    action, carry = self._step(*self.params, carry, obs, jnp.asarray(is_first))
     return np.asarray(action), carry

@@ -58,7 +58,7 @@ class Aime:
     self.writer = MetricWriter(workdir)
     self.data_dir = config.data.dir or os.path.join(workdir, "data")
     self.record_images = "visual" in config.settings
-    probe = self.env(config.env.tasks[0], 1, image=False)
+    probe = self.host_env(config.env.tasks[0], image=False)
     self.action_dim = probe.action_dim
     self.mdp_keys = observation_keys(self.env_name(config.env.tasks[0]), "mdp")
     for name in tuple(config.datasets) + tuple(config.demos) + tuple(config.mix):
@@ -72,17 +72,19 @@ class Aime:
   def env_name(self, task: str) -> str:
     return f"{self.config.env.embodiment}-{task}"
 
-  def env(self, task: str, n: int, image: bool) -> BatchEnv:
+  def host_env(self, task: str, image: bool):
     e = self.config.env
-    return BatchEnv([make_host_env(self.env_name(task), action_repeat=e.action_repeat,
-                                   max_steps=e.max_steps or None, image_size=e.image_size if image else 0)
-                     for _ in range(n)])
+    return make_host_env(self.env_name(task), action_repeat=e.action_repeat, max_steps=e.max_steps or None,
+                         image_size=e.image_size if image else 0)
+
+  def env(self, task: str, n: int, image: bool) -> BatchEnv:
+    return BatchEnv([self.host_env(task, image) for _ in range(n)])
 
   # ---- stage 0: experts and datasets ----------------------------------------------------------------
   def expert(self, task: str):
     """SAC on the full state; every training episode is written to the task's embodiment dataset."""
     out = os.path.join(self.data_dir, task, "embodiment")
-    env = self.env(task, 1, image=self.record_images).envs[0]
+    env = self.host_env(task, image=self.record_images)
 
     def write(e: int, trajectory: dict) -> None:
       traj_lib.write_trajectory(out, e, trajectory)
