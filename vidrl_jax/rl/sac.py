@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from vidrl_jax.distributions import TanhNormal
 from vidrl_jax.errors import VidrlError
 from vidrl_jax.nets.mlp import MLP
 
@@ -148,11 +149,8 @@ def _init_jit(rng: jax.Array, obs_dim: int, action_dim: int, config: ml_collecti
 def tanh_gaussian_log_prob(pre_tanh: jax.Array, mean: jax.Array, log_std: jax.Array) -> jax.Array:
   """log pi(tanh(u)) summed over the last axis (Haarnoja et al. 2018a, App. C, Eq. 21):
   sum_i log N(u_i; mean_i, std_i) - log(1 - tanh(u_i)^2), with the stable form
-  log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u))."""
-  z = (pre_tanh - mean) * jnp.exp(-log_std)
-  gauss = -0.5 * jnp.square(z) - log_std - 0.5 * math.log(2 * math.pi)
-  log_det = 2.0 * (math.log(2.0) - pre_tanh - jax.nn.softplus(-2.0 * pre_tanh))
-  return jnp.sum(gauss - log_det, axis=-1)
+  log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)) (the shared `distributions.TanhNormal`)."""
+  return TanhNormal(mean, jnp.exp(log_std)).log_prob_pre_tanh(pre_tanh)
 
 
 def sample_action(rng: jax.Array, mean: jax.Array, log_std: jax.Array) -> tuple[jax.Array, jax.Array]:
