@@ -125,3 +125,23 @@ def test_smoke_visual_walker(tmp_path):
 def test_unknown_config_key_is_one_sentence(tmp_path):
   out = _launch("smoke", str(tmp_path), "--config.phase1.stepz=3")
   assert out.returncode != 0 and "stepz" in out.stderr
+
+
+def test_phase2_ablation_weights_select_terms(pendulum_trajs):
+  """kl-only and rec-only (paper Fig. 5) keep one side of the ELBO; the default is their sum."""
+  keys, wm = _small_model(pendulum_trajs, "mdp")
+  params = wm.init(jax.random.PRNGKey(0))
+  data = TrajectoryDataset(pendulum_trajs, keys, 8, seed=0)
+  batch = phases.batch_fn(data, 4)(0)
+  policy = model_lib.policy_module(1, model_lib.phase2_config(hidden=(16, 16)))
+  pp = policy.init(jax.random.PRNGKey(1), np.zeros((1, wm.feature_dim)))
+  totals = {}
+  for name, rec, kl in (("both", 1.0, 1.0), ("kl_only", 0.0, 1.0), ("rec_only", 1.0, 0.0)):
+    cfg = model_lib.phase2_config(hidden=(16, 16))
+    cfg.loss_weights.rec, cfg.loss_weights.kl = rec, kl
+    total, m = jax.jit(lambda p, b, c=cfg: model_lib.policy_loss(wm, params, policy, p, b, jax.random.PRNGKey(2), c))(pp, batch)
+    totals[name] = float(total)
+    rec_sum = sum(float(v) for k, v in m.items() if k.startswith("loss/rec/"))
+    expect = {"both": rec_sum + float(m["loss/kl"]), "kl_only": float(m["loss/kl"]), "rec_only": rec_sum}[name]
+    np.testing.assert_allclose(totals[name], expect, rtol=1e-5)
+  np.testing.assert_allclose(totals["both"], totals["kl_only"] + totals["rec_only"], rtol=1e-5)
