@@ -26,16 +26,22 @@ from vidrl_jax.errors import VidrlError
 REQUIRED = ("obs", "done")
 
 
-def shard_paths(directory: str) -> list[str]:
-  """Sorted `.npz` shards of a dataset directory; one clear error when there are none."""
+def npz_files(directory: str, what: str) -> list[str]:
+  """Sorted `.npz` files of a dataset directory (`what`: 'shards', 'trajectories'); one clear error when there
+  are none. Shared by every on-disk dataset reader."""
   if not os.path.isdir(directory):
     raise VidrlError(f"dataset directory {directory!r} does not exist; run the data-collection stage first "
                      f"or point the config's data directory at an existing dataset")
   paths = sorted(glob.glob(os.path.join(directory, "*.npz")))
   if not paths:
-    raise VidrlError(f"dataset directory {directory!r} holds no .npz shards; run the data-collection stage "
+    raise VidrlError(f"dataset directory {directory!r} holds no .npz {what}; run the data-collection stage "
                      f"first or point the config's data directory at an existing dataset")
   return paths
+
+
+def shard_paths(directory: str) -> list[str]:
+  """Sorted `.npz` shards of a dataset directory; one clear error when there are none."""
+  return npz_files(directory, "shards")
 
 
 def load_shard(path: str, keys: tuple[str, ...] = ("obs", "ta", "done", "rewards", "ep_returns"),

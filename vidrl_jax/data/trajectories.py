@@ -18,7 +18,6 @@ collector; released data has none and loads without it.
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import zipfile
@@ -31,6 +30,7 @@ import numpy as np
 
 from vidrl_jax import io
 from vidrl_jax.data.collect import MARKER
+from vidrl_jax.data.frames import npz_files
 from vidrl_jax.errors import VidrlError
 
 REQUIRED: tuple[str, ...] = ("pre_action", "reward", "is_first", "is_last", "is_terminal")
@@ -105,14 +105,7 @@ def write_trajectory(directory: str, index: int, traj: dict) -> str:
 
 def list_trajectories(directory: str) -> list[str]:
   """Sorted `.npz` trajectories of a dataset directory; one clear error when there are none."""
-  if not os.path.isdir(directory):
-    raise VidrlError(f"dataset directory {directory!r} does not exist; run the data-collection stage first "
-                     f"or point the config's data directory at an existing dataset")
-  paths = sorted(glob.glob(os.path.join(directory, "*.npz")))
-  if not paths:
-    raise VidrlError(f"dataset directory {directory!r} holds no .npz trajectories; run the data-collection "
-                     f"stage first or point the config's data directory at an existing dataset")
-  return paths
+  return npz_files(directory, "trajectories")
 
 
 def load_trajectory(path: str, obs_keys: Sequence[str]) -> dict[str, np.ndarray]:

@@ -69,6 +69,19 @@ def _greedy(actor_params: Any, obs: jax.Array) -> jax.Array:
   return sac.act(actor_params, obs, jax.random.PRNGKey(0), deterministic=True)
 
 
+class GreedyPolicy:
+  """A SAC actor as a host policy (`vidrl_jax.envs.host.run_episodes` protocol): tanh(mean) on `obs_keys`."""
+
+  def __init__(self, actor_params: Any, obs_keys: Sequence[str]):
+    self.params, self.keys = actor_params, tuple(obs_keys)
+
+  def init(self, n: int) -> None:
+    return None
+
+  def act(self, carry: None, obs: Mapping[str, Any], is_first: np.ndarray) -> tuple[np.ndarray, None]:
+    return np.asarray(_greedy(self.params, obs_vector(obs, self.keys))), carry
+
+
 def evaluate(env: Any, obs_keys: Sequence[str], actor_params: Any, seeds: Sequence[int]) -> dict[str, float]:
   """Mean and std return of one deterministic (tanh(mean)) episode per reset seed."""
   returns = []

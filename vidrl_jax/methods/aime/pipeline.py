@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import time
 
-import jax
 import ml_collections
 import numpy as np
 
@@ -29,25 +28,10 @@ from vidrl_jax.errors import VidrlError
 from vidrl_jax.methods.aime import bco as bco_lib
 from vidrl_jax.methods.aime import model as model_lib
 from vidrl_jax.methods.aime import phases, report
-from vidrl_jax.rl import offpolicy, sac
+from vidrl_jax.rl import offpolicy
 from vidrl_jax.train import MetricWriter, run, stage_rng, write_results
 
 EVAL_SEED = 10_000     # evaluation episodes use the same seeds for every method and cell
-
-
-class GreedySAC:
-  """The SAC expert as a host policy: tanh(mean) on the full state (used to record demonstrations)."""
-
-  def __init__(self, actor_params, obs_keys):
-    self.keys = tuple(obs_keys)
-    self._act = jax.jit(lambda p, o: sac.act(p, o, jax.random.PRNGKey(0), deterministic=True))
-    self.params = actor_params
-
-  def init(self, n: int):
-    return None
-
-  def act(self, carry, obs: dict, is_first: np.ndarray):
-    return np.asarray(self._act(self.params, offpolicy.obs_vector(obs, self.keys))), carry
 
 
 class Aime:
@@ -103,7 +87,7 @@ class Aime:
     if done is not None:
       return done
     c = self.config
-    returns = run_episodes(self.env(task, c.env.eval_envs, self.record_images), GreedySAC(actor_params, self.mdp_keys),
+    returns = run_episodes(self.env(task, c.env.eval_envs, self.record_images), offpolicy.GreedyPolicy(actor_params, self.mdp_keys),
                            c.data.demo_episodes, seed=c.seed + 1,
                            on_episode=lambda i, t: traj_lib.write_trajectory(out, i, t))
     summary = {"episodes": len(returns), "mean_return": float(np.mean(returns)), "std_return": float(np.std(returns))}
