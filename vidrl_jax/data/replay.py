@@ -1,95 +1,192 @@
-"""A numpy ring buffer of transitions (obs, action, reward, next_obs, discount) for off-policy learners (SAC).
+"""The replay buffer of every off-policy learner and world model: a numpy ring of episode steps, and a sampler
+that draws fixed shares from several sources.
 
-`discount` is the continuation flag 1 - terminal (no gamma): 0 only for a transition into a terminal state; an
-episode cut by a time limit keeps 1 on its last transition, so the learner bootstraps through it.
+Layout (DreamerV2's episode rows, the official AIME keys with `pre_action` named `action`): row t holds
+  obs/<key>    observation t, in the dtype of its spec (uint8 images stay uint8; nothing is stored as float twice)
+  action       (A,) float32, the action that led to observation t (zeros on a first row)   [if action_dim > 0]
+  reward       () float32, the reward received with observation t (0 on a first row)       [if rewards]
+  is_first     True on the first observation of an episode
+  is_last      True on the last observation of an episode (time limit or terminal)
+  is_terminal  True where observation t is terminal (no bootstrapping from it)
+Each observation is stored once: transition i -> (obs row i-1, action i, reward i, next_obs row i, discount
+1 - is_terminal i) exists for every stored row i that is not a first row and whose predecessor is still stored.
+`discount` is the continuation flag (no gamma): an episode cut by a time limit keeps 1, so learners bootstrap.
+
+Windows of `length` rows (for world models) never cross an episode: no row after a window's first is a first row.
+Draws are uniform with replacement over the stored transitions (windows) in insertion order, so the k-th draw
+picks the same transition whatever the ring's slot layout; a sampler's batch is a function of (seed, counter).
 """
 
 from __future__ import annotations
+
+from typing import Any, Mapping, Protocol
 
 import numpy as np
 
 from vidrl_jax import io
 from vidrl_jax.errors import VidrlError
 
-FIELDS = ("obs", "action", "reward", "next_obs", "discount")
+FLAGS = ("is_first", "is_last", "is_terminal")
+ObsSpec = Mapping[str, tuple[tuple[int, ...], Any]]   # key -> (shape, dtype)
 
 
 class ReplayBuffer:
-  """The last `capacity` transitions, float32; sampling is uniform with replacement."""
+  """The last `capacity` rows of episodes (see module docstring)."""
 
-  def __init__(self, capacity: int, obs_dim: int, action_dim: int):
-    if capacity < 1:
-      raise VidrlError(f"the replay capacity must be at least 1, got {capacity}")
-    self.capacity, self.obs_dim, self.action_dim = int(capacity), int(obs_dim), int(action_dim)
-    self._data = dict(obs=np.zeros((capacity, obs_dim), np.float32),
-                      action=np.zeros((capacity, action_dim), np.float32),
-                      reward=np.zeros((capacity,), np.float32),
-                      next_obs=np.zeros((capacity, obs_dim), np.float32),
-                      discount=np.zeros((capacity,), np.float32))
-    self._next = 0   # slot the next transition goes to
+  def __init__(self, capacity: int, obs_spec: ObsSpec, action_dim: int = 0, rewards: bool = True):
+    if capacity < 2:
+      raise VidrlError(f"the replay capacity must be at least 2 rows, got {capacity}")
+    if not obs_spec:
+      raise VidrlError("the replay buffer needs at least one observation key in obs_spec")
+    self.capacity, self.action_dim, self.rewards = int(capacity), int(action_dim), bool(rewards)
+    self.obs_spec = {k: (tuple(int(d) for d in s), np.dtype(t)) for k, (s, t) in obs_spec.items()}
+    self._obs = {k: np.zeros((self.capacity, *s), t) for k, (s, t) in self.obs_spec.items()}
+    self._cols: dict[str, np.ndarray] = {f: np.zeros((self.capacity,), bool) for f in FLAGS}
+    if self.action_dim:
+      self._cols["action"] = np.zeros((self.capacity, self.action_dim), np.float32)
+    if self.rewards:
+      self._cols["reward"] = np.zeros((self.capacity,), np.float32)
+    self._next = 0    # slot the next row goes to
     self._size = 0
+    self._cache: dict[Any, np.ndarray] = {}   # index tables, cleared on every write
 
   def __len__(self) -> int:
+    """Rows stored."""
     return self._size
 
-  def add(self, obs: np.ndarray, action: np.ndarray, reward: float, next_obs: np.ndarray, terminal: bool) -> None:
-    """One transition; discount = 0 when `next_obs` is terminal, else 1."""
+  # ---- writing ----------------------------------------------------------------------------------------
+  def add(self, obs: Mapping[str, Any], action: Any = None, reward: float = 0.0, is_first: bool = False,
+          is_last: bool = False, is_terminal: bool = False) -> None:
+    """One row: observation t with the action that led to it and the reward received with it."""
     i = self._next
-    self._data["obs"][i] = obs
-    self._data["action"][i] = action
-    self._data["reward"][i] = reward
-    self._data["next_obs"][i] = next_obs
-    self._data["discount"][i] = 0.0 if terminal else 1.0
-    self._next = (i + 1) % self.capacity
-    self._size = min(self._size + 1, self.capacity)
+    for k, arr in self._obs.items():
+      arr[i] = obs[k]
+    if self.action_dim:
+      self._cols["action"][i] = 0.0 if action is None else action
+    if self.rewards:
+      self._cols["reward"][i] = reward
+    for f, v in zip(FLAGS, (is_first, is_last, is_terminal)):
+      self._cols[f][i] = v
+    self._advance(1)
 
-  def add_episode(self, obs_vectors: np.ndarray, actions: np.ndarray, rewards: np.ndarray, terminal: bool) -> None:
-    """T transitions of one episode: obs (T+1, D), actions (T, A), rewards (T,); `actions[t]` taken in
-    `obs[t]` gave `rewards[t]` and `obs[t+1]`. Only the last transition gets discount 0, and only if `terminal`."""
-    obs_vectors, actions = np.asarray(obs_vectors, np.float32), np.asarray(actions, np.float32)
-    rewards = np.asarray(rewards, np.float32)
-    T = actions.shape[0]
-    if obs_vectors.shape != (T + 1, self.obs_dim) or actions.shape != (T, self.action_dim) or rewards.shape != (T,):
-      raise VidrlError(f"add_episode needs obs ({T + 1}, {self.obs_dim}), actions ({T}, {self.action_dim}) and "
-                       f"rewards ({T},), got {obs_vectors.shape}, {actions.shape} and {rewards.shape}")
-    discount = np.ones((T,), np.float32)
-    if terminal and T:
-      discount[-1] = 0.0
-    rows = dict(obs=obs_vectors[:-1], action=actions, reward=rewards, next_obs=obs_vectors[1:], discount=discount)
-    keep = min(T, self.capacity)  # an episode longer than the buffer keeps its last `capacity` transitions
-    idx = (self._next + np.arange(T - keep, T)) % self.capacity if keep else np.zeros((0,), np.int64)
-    for k in FIELDS:
-      self._data[k][idx] = rows[k][T - keep:]
-    self._next = (self._next + T) % self.capacity
-    self._size = min(self._size + T, self.capacity)
+  def add_episode(self, episode: Mapping[str, Any]) -> None:
+    """T+1 rows at once: `episode["obs"][key]` (T+1, ...), `action` (T+1, A) and `reward` (T+1,) where the
+    buffer has them, and optionally `is_first`, `is_last`, `is_terminal` (T+1,) (default: first at 0, last at
+    T, never terminal). An episode longer than the buffer keeps its last `capacity` rows."""
+    n = len(next(iter(episode["obs"].values())))
+    rows = {f"obs/{k}": np.asarray(episode["obs"][k]) for k in self.obs_spec}
+    flags = dict(is_first=np.arange(n) == 0, is_last=np.arange(n) == n - 1, is_terminal=np.zeros(n, bool))
+    for f in FLAGS:
+      rows[f] = np.asarray(episode.get(f, flags[f]), bool)
+    for f in ("action", "reward"):
+      if f in self._cols:
+        rows[f] = np.asarray(episode[f], np.float32)
+    for k, v in rows.items():
+      want = (n, *self._column(k).shape[1:])
+      if v.shape != want:
+        raise VidrlError(f"add_episode: {k} has shape {v.shape}, expected {want} for an episode of {n} rows")
+    keep = min(n, self.capacity)
+    idx = (self._next + np.arange(n - keep, n)) % self.capacity
+    for k, v in rows.items():
+      self._column(k)[idx] = v[n - keep:]
+    self._advance(n)
 
-  def sample(self, rng: np.random.Generator, batch_size: int) -> dict[str, np.ndarray]:
-    """A batch dict of `FIELDS`, leading axis `batch_size`."""
-    return self.sample_stacked(rng, (batch_size,))
+  def _column(self, name: str) -> np.ndarray:
+    return self._obs[name[4:]] if name.startswith("obs/") else self._cols[name]
 
-  def sample_stacked(self, rng: np.random.Generator, shape: tuple[int, ...]) -> dict[str, np.ndarray]:
-    """Batches with leading axes `shape`, e.g. (K, B) for K updates in one scan."""
+  def _advance(self, n: int) -> None:
+    self._next = (self._next + n) % self.capacity
+    self._size = min(self._size + n, self.capacity)
+    self._cache.clear()
+
+  # ---- reading ----------------------------------------------------------------------------------------
+  def _age_slots(self) -> np.ndarray:
+    """Slots of the stored rows, oldest first."""
+    oldest = self._next if self._size == self.capacity else 0
+    return (oldest + np.arange(self._size)) % self.capacity
+
+  def _transition_ends(self) -> np.ndarray:
+    if "ends" not in self._cache:
+      slots = self._age_slots()[1:]
+      self._cache["ends"] = slots[~self._cols["is_first"][slots]]
+    return self._cache["ends"]
+
+  def _window_starts(self, length: int) -> np.ndarray:
+    key = ("starts", length)
+    if key not in self._cache:
+      slots = self._age_slots()
+      firsts = np.cumsum(self._cols["is_first"][slots])
+      ok = firsts[length - 1:] - firsts[:len(slots) - length + 1] == 0 if len(slots) >= length else []
+      self._cache[key] = slots[:len(ok)][np.asarray(ok, bool)]
+    return self._cache[key]
+
+  def newest_obs(self) -> dict[str, np.ndarray]:
+    """The observation of the row added last."""
     if self._size == 0:
-      raise VidrlError("cannot sample from an empty replay buffer; add transitions first")
-    idx = rng.integers(0, self._size, size=shape)
-    return {k: v[idx] for k, v in self._data.items()}
+      raise VidrlError("the replay buffer is empty; it has no newest observation")
+    i = (self._next - 1) % self.capacity
+    return {k: v[i].copy() for k, v in self._obs.items()}
 
+  def num_transitions(self) -> int:
+    return len(self._transition_ends())
+
+  def num_windows(self, length: int) -> int:
+    return len(self._window_starts(length))
+
+  def sample(self, rng: np.random.Generator, shape: tuple[int, ...] | int) -> dict[str, Any]:
+    """Transitions with leading axes `shape` (e.g. (K, B) for K updates in one scan): `obs` and `next_obs`
+    (dicts by key), `discount`, and `action`, `reward` where the buffer has them."""
+    ends = self._transition_ends()
+    if len(ends) == 0:
+      raise VidrlError("cannot sample a transition from a replay buffer that holds none; add an episode's "
+                       "first two rows first")
+    i = ends[rng.integers(0, len(ends), size=shape)]
+    prev = (i - 1) % self.capacity
+    out: dict[str, Any] = {"obs": {k: v[prev] for k, v in self._obs.items()},
+                           "next_obs": {k: v[i] for k, v in self._obs.items()},
+                           "discount": 1.0 - self._cols["is_terminal"][i].astype(np.float32)}
+    for f in ("action", "reward"):
+      if f in self._cols:
+        out[f] = self._cols[f][i]
+    return out
+
+  def sample_windows(self, rng: np.random.Generator, shape: tuple[int, ...] | int, length: int) -> dict[str, Any]:
+    """Windows of `length` consecutive rows of one episode, leading axes (*shape, length): `obs` (dict by key)
+    and every other row field."""
+    if length < 1:
+      raise VidrlError(f"a window needs at least one row, got length {length}")
+    starts = self._window_starts(length)
+    if len(starts) == 0:
+      raise VidrlError(f"no episode in the replay buffer has {length} stored rows; add longer episodes or "
+                       f"shorten the window")
+    s = starts[rng.integers(0, len(starts), size=shape)]
+    idx = (s[..., None] + np.arange(length)) % self.capacity
+    out: dict[str, Any] = {"obs": {k: v[idx] for k, v in self._obs.items()}}
+    out.update({f: v[idx] for f, v in self._cols.items()})
+    return out
+
+  # ---- saving -----------------------------------------------------------------------------------------
   def state_dict(self) -> dict[str, np.ndarray]:
-    """The stored transitions (in slot order) and the ring pointers, for `io.write_npz`."""
-    out = {k: v[:self._size] for k, v in self._data.items()}
+    """The stored rows (in slot order) and the ring pointers, for `io.write_npz`."""
+    out = {f"obs/{k}": v[:self._size] for k, v in self._obs.items()}
+    out.update({f: v[:self._size] for f, v in self._cols.items()})
     out.update(capacity=np.int64(self.capacity), next=np.int64(self._next), size=np.int64(self._size))
     return out
 
-  def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+  def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
     size = int(state["size"])
-    if int(state["capacity"]) != self.capacity or state["obs"].shape[1:] != (self.obs_dim,) or \
-        state["action"].shape[1:] != (self.action_dim,):
-      raise VidrlError(f"the saved replay buffer (capacity {int(state['capacity'])}, obs {state['obs'].shape[1:]}, "
-                       f"action {state['action'].shape[1:]}) does not fit this one (capacity {self.capacity}, "
-                       f"obs ({self.obs_dim},), action ({self.action_dim},)); use a new workdir")
-    for k in FIELDS:
-      self._data[k][:size] = state[k]
+    mine = self.state_dict()
+    fits = int(state["capacity"]) == self.capacity and set(state) >= set(mine) and all(
+        state[k].shape[1:] == v.shape[1:] and state[k].dtype == v.dtype for k, v in mine.items() if v.ndim)
+    if not fits:
+      raise VidrlError(f"the saved replay buffer (capacity {int(state['capacity'])}, fields "
+                       f"{sorted(k for k in state if np.ndim(state[k]))}) does not fit this one (capacity "
+                       f"{self.capacity}, fields {sorted(k for k, v in mine.items() if v.ndim)}); use a new workdir")
+    for k in mine:
+      if np.ndim(mine[k]):
+        self._column(k)[:size] = state[k]
     self._next, self._size = int(state["next"]), size
+    self._cache.clear()
 
   def save(self, path: str, **extra: np.ndarray) -> None:
     """Atomic, uncompressed npz of `state_dict()` plus `extra` arrays (names must not clash)."""
@@ -104,5 +201,37 @@ class ReplayBuffer:
     with np.load(path) as f:
       state = {k: f[k] for k in f.files}
     self.load_state_dict(state)
-    own = set(FIELDS) | {"capacity", "next", "size"}
+    own = set(self.state_dict())
     return {k: v for k, v in state.items() if k not in own}
+
+
+class Source(Protocol):
+  """What a `Sampler` draws from: a `ReplayBuffer`, or any dataset with the same two sampling calls."""
+
+  def sample(self, rng: np.random.Generator, shape: tuple[int, ...]) -> dict[str, Any]:
+    ...
+
+  def sample_windows(self, rng: np.random.Generator, shape: tuple[int, ...], length: int) -> dict[str, Any]:
+    ...
+
+
+class Sampler:
+  """Fixed shares from several sources per batch, e.g. RLV's {"interaction": (pool, 256), "observation":
+  (video_pool, 256)}; `sample(counter, lead)` returns {name: batch with leading axes (*lead, share)}.
+
+  The batch is a function of (seed, counter) and the sources' contents: one `np.random.default_rng([seed,
+  counter])` draws the sources in the order given. `length` None draws transitions, else windows of that length.
+  """
+
+  def __init__(self, sources: Mapping[str, tuple[Source, int]], seed: int, length: int | None = None):
+    if not sources or any(int(n) < 1 for _, n in sources.values()):
+      raise VidrlError(f"a sampler needs at least one source and a share >= 1 from each, got "
+                       f"{ {k: n for k, (_, n) in sources.items()} }")
+    self.sources = {k: (src, int(n)) for k, (src, n) in sources.items()}
+    self.seed, self.length = int(seed), length
+
+  def sample(self, counter: int, lead: tuple[int, ...] = ()) -> dict[str, dict[str, Any]]:
+    rng = np.random.default_rng([self.seed, int(counter)])
+    if self.length is None:
+      return {k: src.sample(rng, (*lead, n)) for k, (src, n) in self.sources.items()}
+    return {k: src.sample_windows(rng, (*lead, n), self.length) for k, (src, n) in self.sources.items()}

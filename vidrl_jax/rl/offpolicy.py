@@ -1,12 +1,10 @@
-"""The host-side off-policy training loop: SAC on an environment that lives on the host (dm_control), stepped
-one decision at a time from Python, with bursts of jitted updates.
+"""SAC on a host environment (dm_control, Meta-World) as an online stage of the shared loop, and the SAC actor as
+a greedy host policy.
 
-Every random choice is a pure function of the seed and a counter, so a run resumed from a checkpoint continues
-exactly as an uninterrupted one: episode e is reset with `episode_seed(seed, e)`; the uniform actions of the first
-`random_steps` env steps come from `np.random.default_rng([seed, 0, env_step])`; later actions are sampled with
-`fold_in(act_rng, env_step)`; the burst after n updates draws its (K, B) batches with
-`np.random.default_rng([seed, n])` and update n uses `fold_in(update_rng, n)`. The checkpoint holds the agent and
-the env-step counter; the replay buffer and the episode returns are saved beside it.
+`sac_task` is the one binding of SAC to `vidrl_jax.train.online.HostCollector`: the replay stores the vector
+observation as key "state", actions after the random steps are sampled with `fold_in(act_rng, env_step)`, and the
+loop's step is `sac.make_update_burst(config)` on the collector's (K, B) batches. Randomness and resumption:
+`vidrl_jax.train.online`.
 
 The host environment API (`vidrl_jax.envs.host`): `obs_spec: {key: (shape, dtype)}`, `action_dim`, `max_steps`,
 `reset(seed) -> obs`, `step(action (A,) in [-1, 1]) -> (obs, reward, terminal)`.
@@ -15,29 +13,21 @@ The host environment API (`vidrl_jax.envs.host`): `obs_spec: {key: (shape, dtype
 from __future__ import annotations
 
 import functools
-import glob
 import math
-import os
-import re
-import time
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from tqdm.auto import tqdm
 
-from vidrl_jax.data.replay import ReplayBuffer
+from vidrl_jax.data.replay import ReplayBuffer, Sampler
 from vidrl_jax.envs import host
 from vidrl_jax.errors import VidrlError
 from vidrl_jax.rl import sac
-from vidrl_jax.train.checkpoint import Checkpointer
-from vidrl_jax.train.logger import MetricWriter, check_finite
-from vidrl_jax.train.loop import stage_rng
+from vidrl_jax.train.loop import Task, stage_rng
+from vidrl_jax.train.online import HostCollector
 
 EVAL_SEED_OFFSET = 1_000_000  # evaluation episode i is reset with episode_seed(seed, EVAL_SEED_OFFSET + i)
-_KEEP = 2                     # checkpoints (and replay files) kept
 
 
 def obs_vector(obs: Mapping[str, Any], keys: Sequence[str]) -> np.ndarray:
@@ -82,7 +72,7 @@ class GreedyPolicy:
     return np.asarray(_greedy(self.params, obs_vector(obs, self.keys))), carry
 
 
-def evaluate(env: Any, obs_keys: Sequence[str], actor_params: Any, seeds: Sequence[int]) -> dict[str, float]:
+def evaluate_policy(env: Any, obs_keys: Sequence[str], actor_params: Any, seeds: Sequence[int]) -> dict[str, float]:
   """Mean and std return of one deterministic (tanh(mean)) episode per reset seed."""
   returns = []
   for s in seeds:
@@ -96,19 +86,18 @@ def evaluate(env: Any, obs_keys: Sequence[str], actor_params: Any, seeds: Sequen
   return dict(mean_return=float(np.mean(returns)), std_return=float(np.std(returns)), num_episodes=len(returns))
 
 
-def train_sac(env: Any, obs_keys: Sequence[str], config: ml_collections.ConfigDict, stage_dir: str,
-              writer: MetricWriter, seed: int, stage: str = "sac",
-              on_episode: Callable[[int, dict], None] | None = None,
-              stop_after_episodes: int | None = None) -> tuple[sac.SACState, list[float]]:
-  """Trains SAC on `env` for `config.num_episodes` episodes (or resumes there); returns the final agent state and
-  the return of every training episode.
+def sac_task(name: str, env: Any, obs_keys: Sequence[str], config: ml_collections.ConfigDict, seed: int, *,
+             on_episode: Callable[[int, dict], None] | None = None, eval_env: Any = None) -> Task:
+  """SAC on host env `env` as an online stage of the shared loop (`vidrl_jax.train.run`): `config.num_episodes`
+  episodes of `env.max_steps` decisions (the env steps a run of untruncated episodes takes), an update burst of
+  `round(train_every * updates_per_step)` updates of `batch_size` after every `train_every` env steps.
 
-  Each episode writes one row at step = env steps so far: `episode` (its index e), `episode_return`,
-  `episode_length`, `steps_per_s` and the mean of the episode's update metrics (`sac.SAC_METRICS`, absent before
-  the first update). `on_episode(e, trajectory)` then gets the `EpisodeRecorder` trajectory (every key the env
-  returned); after a resumption it is called again for the episodes after the checkpoint, with the same
-  trajectories, so it should write by episode index. `stop_after_episodes` ends early (after checkpointing), to
-  simulate an interruption.
+  Logged per `ceil(max_steps / train_every)` loop steps (about an episode): `episode_return`, `episode_length`,
+  `steps_per_s`, the mean update metrics (`sac.SAC_METRICS`), `env_steps` and `episodes`. Checkpoints every
+  `checkpoint_every_episodes` episodes' worth of steps (0: at the end only); with `eval_env`, evaluates
+  `eval_episodes` greedy episodes every `eval_every_episodes` episodes' worth (0: at the end only). `run` returns
+  the final `SACState` and {episodes, mean_return, last10_return, env_steps, eval/...}.
+  `on_episode(e, trajectory)`: see `HostCollector`.
   """
   obs_keys = tuple(obs_keys)
   D, A = obs_dim(env, obs_keys), int(env.action_dim)
@@ -117,93 +106,36 @@ def train_sac(env: Any, obs_keys: Sequence[str], config: ml_collections.ConfigDi
     raise VidrlError(f"num_episodes, train_every, batch_size, round(train_every * updates_per_step) and the env's "
                      f"max_steps must be >= 1; got {config.num_episodes}, {config.train_every}, {B}, {K} and "
                      f"{env.max_steps}")
-  learner = sac.learner_config(config)  # hashable: the jitted functions compile once per learner config
-  rng_init, rng_act, rng_update = jax.random.split(stage_rng(seed, stage), 3)
-  state = sac.init(rng_init, D, A, config)
-  buffer = ReplayBuffer(config.replay_capacity, D, A)
-  returns: list[float] = []
-  env_steps = 0
+  replay = ReplayBuffer(config.replay_capacity, {"state": ((D,), np.float32)}, action_dim=A)
+  rng_act, learner = stage_rng(seed, f"{name}/act"), sac.learner_config(config)
 
-  ckpt = Checkpointer(os.path.join(stage_dir, "checkpoints"), keep=_KEEP)
-  start = ckpt.latest_step() or 0
-  if start:
-    try:
-      like = dict(agent=state, env_steps=jnp.zeros((), jnp.int32))
-      restored = ckpt.restore(start, like, jax.tree.map(lambda x: x.sharding, like))
-      path = _replay_path(stage_dir, start)
-      if not os.path.exists(path):
-        raise VidrlError(f"the checkpoint of episode {start} in {stage_dir} has no replay file {path}; delete "
-                         f"{stage_dir} to start this stage again")
-      extra = buffer.load(path)
-    except Exception:
-      ckpt.close()
-      raise
-    state, env_steps = restored["agent"], int(restored["env_steps"])
-    returns = [float(r) for r in extra["episode_returns"]]
-    writer.truncate(stage, env_steps)
-  updates = int(state.step)
+  def act(state: sac.SACState, obs: Mapping[str, np.ndarray], env_step: int) -> np.ndarray:
+    return np.asarray(_policy(state.actor_params, obs["state"], rng_act, env_step, learner))
 
+  collector = HostCollector(env, replay, Sampler({"replay": (replay, B)}, seed), act, seed=seed,
+                            train_every=config.train_every, updates_per_burst=K, random_steps=config.random_steps,
+                            min_transitions=B, obs_fn=lambda obs: {"state": obs_vector(obs, obs_keys)},
+                            on_episode=on_episode)
   burst = sac.make_update_burst(config)
-  end = config.num_episodes if stop_after_episodes is None else min(stop_after_episodes, config.num_episodes)
-  last_ckpt = start or None
-  bar = tqdm(total=config.num_episodes, initial=start, desc=stage, unit="ep", dynamic_ncols=True, mininterval=2.0,
-             disable=jax.process_index() != 0)
-  try:
-    for e in range(start, end):
-      t0 = time.time()
-      obs = env.reset(host.episode_seed(seed, e))
-      recorder = host.EpisodeRecorder(1, A)
-      recorder.reset(_batched(obs))
-      vec, total, burst_metrics = obs_vector(obs, obs_keys), 0.0, []
-      for t in range(env.max_steps):
-        if env_steps < config.random_steps:
-          action = np.random.default_rng([seed, 0, env_steps]).uniform(-1.0, 1.0, A).astype(np.float32)
-        else:
-          action = np.asarray(_policy(state.actor_params, vec, rng_act, env_steps, learner))
-        obs, reward, terminal = env.step(action)
-        next_vec = obs_vector(obs, obs_keys)
-        buffer.add(vec, action, reward, next_vec, bool(terminal))
-        recorder.step(action[None], _batched(obs), np.asarray([reward], np.float32), np.asarray([bool(terminal)]))
-        vec, total, env_steps = next_vec, total + float(reward), env_steps + 1
-        if env_steps % config.train_every == 0 and env_steps >= config.random_steps and len(buffer) >= B:
-          batches = buffer.sample_stacked(np.random.default_rng([seed, updates]), (K, B))
-          state, metrics = burst(state, batches, rng_update)
-          burst_metrics.append(metrics)
-          updates += K
-        if terminal:
-          break
-      trajectory = recorder.finish()[0]
-      done = e + 1
-      returns.append(total)
-      row = dict(episode=e, episode_return=total, episode_length=t + 1)
-      if burst_metrics:
-        stacked = jax.device_get(burst_metrics)
-        row.update({k: float(np.mean([m[k] for m in stacked])) for k in sac.SAC_METRICS})
-      row["steps_per_s"] = (t + 1) / max(time.time() - t0, 1e-9)
-      check_finite(row, stage, env_steps, last_ckpt)
-      writer.write(stage, env_steps, row)
-      bar.update(1)
-      bar.set_postfix(ret=f"{total:.4g}", refresh=False)
-      if on_episode is not None:
-        on_episode(e, trajectory)
-      if config.eval_every_episodes and (done % config.eval_every_episodes == 0 or done == config.num_episodes):
-        seeds = [host.episode_seed(seed, EVAL_SEED_OFFSET + i) for i in range(config.eval_episodes)]
-        metrics = evaluate(env, obs_keys, state.actor_params, seeds)
-        writer.write(stage, env_steps, {f"eval/{k}": v for k, v in metrics.items()})
-      if done == end or (config.checkpoint_every_episodes and done % config.checkpoint_every_episodes == 0):
-        buffer.save(_replay_path(stage_dir, done), episode_returns=np.asarray(returns, np.float64))
-        ckpt.save(done, dict(agent=state, env_steps=jnp.asarray(env_steps, jnp.int32)))
-        last_ckpt = done
-        _drop_old_replays(stage_dir, keep=_KEEP)
-  finally:
-    bar.close()
-    writer.flush()
-    ckpt.close()
-  return state, returns
 
+  def step(state: sac.SACState, batch: dict, rng: jax.Array) -> tuple[sac.SACState, dict]:
+    b = batch["replay"]
+    return burst(state, dict(obs=b["obs"]["state"], action=b["action"], reward=b["reward"],
+                             next_obs=b["next_obs"]["state"], discount=b["discount"]), rng)
 
-def _batched(obs: Mapping[str, Any]) -> dict[str, np.ndarray]:
-  return {k: np.asarray(v)[None] for k, v in obs.items()}
+  evaluate = None
+  if eval_env is not None:
+    def evaluate(state: sac.SACState, step: int) -> dict:
+      seeds = [host.episode_seed(seed, EVAL_SEED_OFFSET + i) for i in range(config.eval_episodes)]
+      return evaluate_policy(eval_env, obs_keys, state.actor_params, seeds)
+
+  per_episode = env.max_steps / config.train_every   # loop steps per episode
+  return Task(name=name, init=lambda rng: sac.init(rng, D, A, config), step=step,
+              num_steps=math.ceil(config.num_episodes * per_episode), collector=collector, evaluate=evaluate,
+              log_every=math.ceil(per_episode),
+              checkpoint_every=math.ceil(config.checkpoint_every_episodes * per_episode),
+              eval_every=math.ceil(config.eval_every_episodes * per_episode),
+              show=("episode_return", "critic_loss"))
 
 
 @functools.partial(jax.jit, static_argnames="config")
@@ -211,18 +143,3 @@ def _policy(actor_params: Any, obs: jax.Array, rng: jax.Array, env_step: jax.Arr
             config: ml_collections.FrozenConfigDict) -> jax.Array:
   """An action (A,) for obs (D,) sampled with `fold_in(rng, env_step)`."""
   return sac.act(actor_params, obs, jax.random.fold_in(rng, env_step), False, config)
-
-
-def _replay_path(stage_dir: str, episodes: int) -> str:
-  return os.path.join(stage_dir, "replay", f"replay_{episodes}.npz")
-
-
-def _drop_old_replays(stage_dir: str, keep: int) -> None:
-  """Keeps the replay files of the last `keep` checkpoints (the ones the Checkpointer keeps)."""
-  found = []
-  for path in glob.glob(os.path.join(stage_dir, "replay", "replay_*.npz")):
-    m = re.fullmatch(r"replay_(\d+)\.npz", os.path.basename(path))
-    if m:
-      found.append((int(m.group(1)), path))
-  for _, path in sorted(found)[:-keep]:
-    os.remove(path)

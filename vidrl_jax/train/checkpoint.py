@@ -22,6 +22,9 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self._mngr.latest_step()
 
+  def all_steps(self) -> list[int]:
+    return list(self._mngr.all_steps())
+
   def save(self, step: int, state: Any) -> None:
     self._mngr.save(step, args=ocp.args.StandardSave(state), force=True)
     self._mngr.wait_until_finished()

@@ -1,18 +1,28 @@
-"""The one training loop every method uses.
+"""The one training loop every method uses, for offline stages and for online stages that collect as they train.
 
 A method describes a stage as a `Task`: a pure `init(rng) -> state`, a pure `step(state, batch, rng) ->
-(state, metrics)`, and a `batch(step)` function that is deterministic in the step number. The loop jits the step
-once over the device mesh (batch split on `data`, state replicated unless the task says otherwise), logs the
-metrics averaged over each logging interval, evaluates, checkpoints, and resumes.
+(state, metrics)`, and where the data comes from:
+- offline: a `batch(step)` function that is deterministic in the step number (or none, e.g. PPO, whose step
+  collects inside `jit`);
+- online: a `collector` (`vidrl_jax.train.online.Collector`) that acts in an environment with the current state
+  before each step, fills its replay buffer and gives the step's batch (a burst of updates), or None when no update
+  is due.
+The loop jits the step once over the device mesh (an offline batch split on `data`, an online burst replicated,
+state replicated unless the task says otherwise), logs the metrics averaged over each logging interval (one NaN
+check, one progress bar showing the task's `show` metrics), evaluates, checkpoints, and resumes.
 
-Exact resumption: the step's rng is `fold_in(stage_rng, step)` and the batch is `batch(step)`, so a run
-interrupted at any checkpoint and rerun with the same workdir continues exactly as an uninterrupted run would.
+Exact resumption: the step's rng is `fold_in(stage_rng, step)` and the batch is `batch(step)`; a collector's state
+(replay buffer, counters, the running episode) is saved as one atomic file beside each orbax checkpoint of the
+same step, written before it, so a run interrupted anywhere and rerun with the same workdir continues exactly as an
+uninterrupted run would.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import glob
 import os
+import re
 import zlib
 from typing import Any, Callable
 
@@ -22,6 +32,8 @@ import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
+from vidrl_jax import io
+from vidrl_jax.errors import VidrlError
 from vidrl_jax.train import mesh as mesh_lib
 from vidrl_jax.train.checkpoint import Checkpointer
 from vidrl_jax.train.logger import MetricWriter, check_finite
@@ -40,6 +52,10 @@ class Task:
   evaluate: Callable[[State, int], dict] | None = None  # (state, step) -> metrics, may run on the host
   state_sharding: Callable[[Any, State], Any] | None = None  # (mesh, abstract state) -> shardings
   log_every: int | None = None                        # overrides the loop config (e.g. 1 for RL updates)
+  checkpoint_every: int | None = None                 # overrides the loop config
+  eval_every: int | None = None                       # overrides the loop config
+  show: tuple[str, ...] = ("loss/total",)             # metrics the progress bar shows (else the first two)
+  collector: Any = None                               # online stages: a `train.online.Collector`
 
 
 def loop_config(**overrides) -> ml_collections.ConfigDict:
@@ -69,6 +85,7 @@ def run(task: Task, loop: ml_collections.ConfigDict, workdir: str, writer: Metri
                else jax.tree.map(lambda _: repl, abstract))
 
   ckpt = Checkpointer(os.path.join(workdir, task.name, "checkpoints"), keep=loop.keep_checkpoints)
+  collector = task.collector
   start = ckpt.latest_step()
   if start is None:
     state = jax.jit(task.init, out_shardings=shardings)(rng_init)
@@ -76,6 +93,8 @@ def run(task: Task, loop: ml_collections.ConfigDict, workdir: str, writer: Metri
   else:
     try:
       state = ckpt.restore(start, abstract, shardings)
+      if collector is not None:
+        collector.load_state_dict(_read_host(workdir, task.name, start))
     except Exception:
       ckpt.close()
       raise
@@ -84,9 +103,12 @@ def run(task: Task, loop: ml_collections.ConfigDict, workdir: str, writer: Metri
   def step_fn(state, batch, step, rng):   # the rng is an argument, not a constant: stages of equal shapes
     return task.step(state, batch, jax.random.fold_in(rng, step))   # then compile to the same program
 
-  batch_sharding = mesh_lib.data_sharded(mesh)
+  batch_sharding = repl if collector is not None else mesh_lib.data_sharded(mesh)
   jstep = jax.jit(step_fn, in_shardings=(shardings, batch_sharding, repl, repl),
                   out_shardings=(shardings, repl), donate_argnums=0)
+  every = dict(log=task.log_every or loop.log_every,
+               checkpoint=loop.checkpoint_every if task.checkpoint_every is None else task.checkpoint_every,
+               eval=loop.eval_every if task.eval_every is None else task.eval_every)
 
   end = task.num_steps if stop_after is None else min(stop_after, task.num_steps)
   last_ckpt = start if start > 0 else None
@@ -96,38 +118,75 @@ def run(task: Task, loop: ml_collections.ConfigDict, workdir: str, writer: Metri
              mininterval=2.0, disable=not loop.progress or jax.process_index() != 0)
   try:
     for step in range(start, end):
-      batch = mesh_lib.put_batch(task.batch(step), mesh) if task.batch else None
-      state, metrics = jstep(state, batch, jnp.asarray(step, jnp.int32), rng_steps)
+      metrics = {}
+      if collector is not None:
+        metrics = collector.collect(state, step)
+        batch = collector.batch(step)
+        if batch is not None:
+          state, burst = jstep(state, jax.device_put(batch, repl), jnp.asarray(step, jnp.int32), rng_steps)
+          metrics = {**metrics, **burst}
+      else:
+        batch = mesh_lib.put_batch(task.batch(step), mesh) if task.batch else None
+        state, metrics = jstep(state, batch, jnp.asarray(step, jnp.int32), rng_steps)
       pending.append(metrics)
       done = step + 1
       bar.update(1)
       is_last = done == end
-      save = is_last or (loop.checkpoint_every and done % loop.checkpoint_every == 0)
-      if is_last or save or done % (task.log_every or loop.log_every) == 0:
+      save = is_last or (every["checkpoint"] and done % every["checkpoint"] == 0)
+      if is_last or save or done % every["log"] == 0:
         logged = _mean(pending)
         pending = []
         check_finite(logged, task.name, done, last_ckpt)
+        if collector is not None:
+          logged.update(collector.counters())
         writer.write(task.name, done, logged)
-        shown = [k for k in ("loss/total", "episode_return", "accuracy") if k in logged] or list(logged)[:2]
+        shown = [k for k in task.show if k in logged] or list(logged)[:2]
         bar.set_postfix({k.split("/")[-1]: f"{logged[k]:.4g}" for k in shown}, refresh=False)
-      if task.evaluate and ((loop.eval_every and done % loop.eval_every == 0) or done == task.num_steps):
+      if task.evaluate and ((every["eval"] and done % every["eval"] == 0) or done == task.num_steps):
         eval_metrics = {f"eval/{k}": v for k, v in task.evaluate(state, done).items()}
         check_finite(eval_metrics, task.name, done, last_ckpt)
         writer.write(task.name, done, eval_metrics)
       if save:
+        if collector is not None:   # written first: an orbax step never lacks its collector file
+          io.write_npz(_host_path(workdir, task.name, done), collector.state_dict(), compress=False)
         ckpt.save(done, state)
         last_ckpt = done
+        if collector is not None:
+          _drop_host_files(workdir, task.name, keep=ckpt.all_steps())
     if start >= end and task.evaluate:  # already finished: report the final evaluation again
       eval_metrics = {f"eval/{k}": v for k, v in task.evaluate(state, start).items()}
   finally:
     bar.close()
     writer.flush()
     ckpt.close()
+  if collector is not None:
+    eval_metrics = {**collector.summary(), **eval_metrics}
   return state, eval_metrics
 
 
 def _mean(rows: list[dict]) -> dict[str, float]:
-  if not rows:
-    return {}
+  """Each metric's mean over the rows that have it (an online step logs episode returns only when one ended)."""
   stacked = jax.device_get(rows)
-  return {k: float(np.mean([r[k] for r in stacked])) for k in stacked[0]}
+  keys = dict.fromkeys(k for r in stacked for k in r)
+  return {k: float(np.mean([np.mean(r[k]) for r in stacked if k in r])) for k in keys}
+
+
+def _host_path(workdir: str, name: str, step: int) -> str:
+  return os.path.join(workdir, name, "collector", f"collector_{step}.npz")
+
+
+def _read_host(workdir: str, name: str, step: int) -> dict[str, np.ndarray]:
+  path = _host_path(workdir, name, step)
+  if not os.path.exists(path):
+    raise VidrlError(f"the checkpoint of step {step} of {name} has no collector file {path}; delete "
+                     f"{os.path.join(workdir, name)} to start this stage again")
+  with np.load(path) as f:
+    return {k: f[k] for k in f.files}
+
+
+def _drop_host_files(workdir: str, name: str, keep: list[int]) -> None:
+  """Removes the collector files of checkpoints the Checkpointer no longer keeps."""
+  for path in glob.glob(os.path.join(workdir, name, "collector", "collector_*.npz")):
+    m = re.fullmatch(r"collector_(\d+)\.npz", os.path.basename(path))
+    if m and int(m.group(1)) not in keep:
+      os.remove(path)

@@ -73,12 +73,13 @@ class Aime:
     def write(e: int, trajectory: dict) -> None:
       traj_lib.write_trajectory(out, e, trajectory)
 
-    state, returns = offpolicy.train_sac(env, self.mdp_keys, self.config.expert, self.path("expert", task),
-                                         self.writer, self.config.seed, stage=f"expert/{task}",
-                                         on_episode=None if traj_lib.read_complete(out) else write)
+    expert = self.config.expert
+    stage = offpolicy.sac_task(f"expert/{task}", env, self.mdp_keys, expert, self.config.seed,
+                               on_episode=None if traj_lib.read_complete(out) else write,
+                               eval_env=self.host_env(task, image=False) if expert.eval_every_episodes else None)
+    state, summary = run(stage, self.config.loop, self.workdir, self.writer, self.config.seed)
     if traj_lib.read_complete(out) is None:
-      traj_lib.mark_complete(out, {"episodes": len(returns), "mean_return": float(np.mean(returns)),
-                                   "last10_return": float(np.mean(returns[-10:]))})
+      traj_lib.mark_complete(out, {k: summary[k] for k in ("episodes", "mean_return", "last10_return")})
     return state.actor_params
 
   def demos(self, task: str, actor_params) -> dict:

@@ -1,0 +1,183 @@
+"""Online stages: the host side of a stage that collects while it trains, driven by `vidrl_jax.train.loop.run`.
+
+A `Collector` is what turns a `Task` into an online stage. Loop step n of such a stage is one iteration:
+`collect(state, n)` acts `train_every` environment steps with the agent in `state` and adds them to its replay
+buffer; `batch(n)` then gives the stacked batches of one jitted burst of updates (the task's `step`), or None
+while no update is due (random steps, a replay smaller than a batch). The loop checkpoints the agent with orbax and
+the collector's `state_dict()` (replay, counters) beside it as one atomic file of the same step.
+
+`HostCollector` steps a host environment (`vidrl_jax.envs.host.HostEnv`: dm_control, Meta-World, ...). Every
+random choice is a function of the seed and a counter, so a resumed run continues exactly as an uninterrupted one:
+episode e is reset with `episode_seed(seed, e)`; the uniform actions of the first `random_steps` env steps come
+from `np.random.default_rng([seed, 0, env_step])`; the policy's own sampling is the `act` callable's (e.g.
+`fold_in(rng, env_step)`); the burst after u updates is `sampler.sample(u, (K,))`. A checkpoint taken in the middle
+of an episode stores that episode's actions; resuming resets the environment with the episode's seed and replays
+them (a `HostEnv` is deterministic given its seed and actions), then checks that it reached the stored observation.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Mapping, Protocol
+
+import numpy as np
+
+from vidrl_jax.data.replay import ReplayBuffer, Sampler
+from vidrl_jax.envs import host
+from vidrl_jax.errors import VidrlError
+
+Obs = Mapping[str, np.ndarray]
+
+
+class Collector(Protocol):
+  """The host side of an online stage (see module docstring)."""
+
+  def collect(self, state: Any, step: int) -> dict[str, float]:
+    """Acts for loop step `step` with the agent in `state`; returns metrics (e.g. of episodes that ended)."""
+    ...
+
+  def batch(self, step: int) -> Any | None:
+    """The numpy batch of this step's update burst, or None when no update is due."""
+    ...
+
+  def counters(self) -> dict[str, float]:
+    """Running totals logged as they are (not averaged), e.g. env steps and episodes so far."""
+    ...
+
+  def summary(self) -> dict[str, float]:
+    """What the stage's caller gets back from `run` beside the evaluation metrics."""
+    ...
+
+  def state_dict(self) -> dict[str, np.ndarray]:
+    ...
+
+  def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
+    ...
+
+
+class HostCollector:
+  """Collects from one host env into `replay` and draws update bursts of `updates_per_burst` batches from `sampler`.
+
+  `obs_fn(env_obs) -> stored obs` picks what the agent sees (the replay's obs keys); `act(state, obs, env_step)`
+  gives the (A,) action for a stored-obs dict after the random steps. An update burst is due after each iteration
+  once `random_steps` env steps are done and the replay holds `min_transitions`. `on_episode(e, trajectory)` gets
+  each finished episode as an `EpisodeRecorder` trajectory (every key the env returns); after a resumption it is
+  called again, with the same trajectories, for the episodes that finished after the checkpoint.
+  """
+
+  def __init__(self, env: host.HostEnv, replay: ReplayBuffer, sampler: Sampler,
+               act: Callable[[Any, Obs, int], np.ndarray], *, seed: int, train_every: int, updates_per_burst: int,
+               random_steps: int, min_transitions: int, obs_fn: Callable[[Obs], Obs],
+               on_episode: Callable[[int, dict], None] | None = None):
+    if train_every < 1 or updates_per_burst < 1 or min_transitions < 1 or env.max_steps < 1 or random_steps < 0:
+      raise VidrlError(f"train_every, updates_per_burst, min_transitions and the env's max_steps must be >= 1 and "
+                       f"random_steps >= 0; got {train_every}, {updates_per_burst}, {min_transitions}, "
+                       f"{env.max_steps} and {random_steps}")
+    self.env, self.replay, self.sampler, self.act, self.obs_fn = env, replay, sampler, act, obs_fn
+    self.seed, self.train_every, self.updates_per_burst = int(seed), int(train_every), int(updates_per_burst)
+    self.random_steps, self.min_transitions, self.on_episode = int(random_steps), int(min_transitions), on_episode
+    self.env_steps = 0      # env steps taken
+    self.episode = 0        # index of the running (or next) episode
+    self.updates = 0        # updates drawn
+    self.returns: list[float] = []   # of every finished episode
+    self._obs: Obs | None = None     # the running episode's current stored obs; None between episodes
+    self._actions: list[np.ndarray] = []
+    self._return = 0.0
+    self._recorder: host.EpisodeRecorder | None = None
+
+  # ---- acting -----------------------------------------------------------------------------------------
+  def _start_episode(self, add_row: bool = True) -> None:
+    obs = self.env.reset(host.episode_seed(self.seed, self.episode))
+    self._obs, self._actions, self._return = self.obs_fn(obs), [], 0.0
+    if add_row:
+      self.replay.add(self._obs, is_first=True)
+    if self.on_episode is not None:
+      self._recorder = host.EpisodeRecorder(1, self.env.action_dim)
+      self._recorder.reset(_batched(obs))
+
+  def _env_step(self, action: np.ndarray) -> tuple[Obs, float, bool, bool]:
+    obs, reward, terminal = self.env.step(action)
+    last = terminal or len(self._actions) + 1 == self.env.max_steps
+    if self._recorder is not None:
+      self._recorder.step(action[None], _batched(obs), np.asarray([reward], np.float32), np.asarray([terminal]))
+    self._actions.append(action)
+    self._return += float(reward)
+    self._obs = self.obs_fn(obs)
+    return self._obs, float(reward), bool(terminal), last
+
+  def collect(self, state: Any, step: int) -> dict[str, float]:
+    if self.env_steps != step * self.train_every:
+      raise VidrlError(f"the collector is at env step {self.env_steps} but loop step {step} starts at env step "
+                       f"{step * self.train_every}; its state and the agent's checkpoint are out of step")
+    t0, finished, lengths = time.time(), [], []
+    for _ in range(self.train_every):
+      if self._obs is None:
+        self._start_episode()
+      if self.env_steps < self.random_steps:
+        action = np.random.default_rng([self.seed, 0, self.env_steps]).uniform(
+            -1.0, 1.0, self.env.action_dim).astype(np.float32)
+      else:
+        action = np.asarray(self.act(state, self._obs, self.env_steps), np.float32)
+      obs, reward, terminal, last = self._env_step(action)
+      self.replay.add(obs, action, reward, is_last=last, is_terminal=terminal)
+      self.env_steps += 1
+      if last:
+        finished.append(self._return)
+        lengths.append(len(self._actions))
+        self._finish_episode()
+    metrics = {"steps_per_s": self.train_every / max(time.time() - t0, 1e-9)}
+    if finished:
+      metrics.update(episode_return=float(np.mean(finished)), episode_length=float(np.mean(lengths)))
+    return metrics
+
+  def _finish_episode(self) -> None:
+    self.returns.append(self._return)
+    if self._recorder is not None:
+      self.on_episode(self.episode, self._recorder.finish()[0])
+    self.episode += 1
+    self._obs, self._recorder = None, None
+
+  def batch(self, step: int) -> Any | None:
+    if self.env_steps < self.random_steps or self.replay.num_transitions() < self.min_transitions:
+      return None
+    out = self.sampler.sample(self.updates, (self.updates_per_burst,))
+    self.updates += self.updates_per_burst
+    return out
+
+  def counters(self) -> dict[str, float]:
+    return {"env_steps": float(self.env_steps), "episodes": float(self.episode)}
+
+  def summary(self) -> dict[str, float]:
+    r = self.returns
+    return {"episodes": len(r), "mean_return": float(np.mean(r)) if r else float("nan"),
+            "last10_return": float(np.mean(r[-10:])) if r else float("nan"), "env_steps": self.env_steps}
+
+  # ---- saving -----------------------------------------------------------------------------------------
+  def state_dict(self) -> dict[str, np.ndarray]:
+    A = self.env.action_dim
+    extra = dict(env_steps=self.env_steps, episode=self.episode, updates=self.updates,
+                 returns=np.asarray(self.returns, np.float64), running=self._obs is not None,
+                 episode_actions=np.asarray(self._actions, np.float32).reshape(-1, A))
+    out = {f"collector/{k}": np.asarray(v) for k, v in extra.items()}
+    out.update({f"replay/{k}": v for k, v in self.replay.state_dict().items()})
+    return out
+
+  def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
+    self.replay.load_state_dict({k[7:]: v for k, v in state.items() if k.startswith("replay/")})
+    c = {k[10:]: v for k, v in state.items() if k.startswith("collector/")}
+    self.env_steps, self.episode, self.updates = int(c["env_steps"]), int(c["episode"]), int(c["updates"])
+    self.returns = [float(r) for r in c["returns"]]
+    self._obs, self._recorder = None, None
+    if bool(c["running"]):   # replay the running episode's actions to bring the env back to where it was
+      stored = self.replay.newest_obs()
+      self._start_episode(add_row=False)   # the restored replay holds the episode's rows already
+      for action in c["episode_actions"]:
+        self._env_step(np.asarray(action, np.float32))
+      if any(not np.array_equal(self._obs[k], stored[k]) for k in stored):
+        raise VidrlError(f"{self.env.name} did not return to the checkpointed observation when its episode was "
+                         f"replayed from its seed; the environment is not deterministic, so this stage cannot "
+                         f"resume mid-episode: delete its directory to start it again")
+
+
+def _batched(obs: Obs) -> dict[str, np.ndarray]:
+  return {k: np.asarray(v)[None] for k, v in obs.items()}
