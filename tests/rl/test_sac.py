@@ -1,17 +1,17 @@
-"""SAC: losses checked by hand, the tanh-Gaussian density, Polyak averaging, a bandit it must solve, the replay
-layout, and the host loop's exact resumption."""
+"""SAC: losses checked by hand, the tanh-Gaussian density, Polyak averaging, a bandit it must solve, and its online
+stage's exact resumption on an env with terminal episodes of varying length (replay: tests/test_replay.py)."""
 
 import math
+import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vidrl_jax.data.replay import ReplayBuffer
 from vidrl_jax.errors import VidrlError
 from vidrl_jax.rl import offpolicy, sac
-from vidrl_jax.train.logger import MetricWriter
+from vidrl_jax.train import MetricWriter, loop_config, run
 
 
 # ---------------------------------------------------------------- fake host envs (the API of envs/host.py)
@@ -36,13 +36,14 @@ class DriftEnv:
   obs_spec = {"pos": ((2,), np.float32), "vel": ((1,), np.float32), "image": ((4, 4, 3), np.uint8)}
   action_dim = 2
   max_steps = 10
+  push = 0.3
 
   def reset(self, seed):
     self.pos = np.random.default_rng(seed).uniform(-1, 1, 2).astype(np.float32)
     return self._obs()
 
   def step(self, action):
-    self.pos = self.pos + 0.3 * np.asarray(action, np.float32)
+    self.pos = self.pos + self.push * np.asarray(action, np.float32)
     return self._obs(), float(-np.sum(self.pos ** 2)), bool(np.any(np.abs(self.pos) > 2))
 
   def _obs(self):
@@ -172,98 +173,63 @@ def test_polyak_update_is_exact():
 
 # ---------------------------------------------------------------- (d) learning
 
+def _loop():
+  return loop_config(progress=False)
+
+
 def test_sac_solves_a_one_step_bandit(tmp_path):
   config = _tiny_config(random_steps=32, num_episodes=300, checkpoint_every_episodes=0, eval_every_episodes=300,
                         eval_episodes=2)
   writer = MetricWriter(str(tmp_path))
-  state, returns = offpolicy.train_sac(BanditEnv(), ["x"], config, str(tmp_path / "sac"), writer, seed=0)
+  task = offpolicy.sac_task("sac", BanditEnv(), ["x"], config, seed=0, eval_env=BanditEnv())
+  state, summary = run(task, _loop(), str(tmp_path), writer, seed=0)
   action = np.asarray(sac.act(state.actor_params, jnp.ones((3,)), jax.random.PRNGKey(0), deterministic=True))
   np.testing.assert_allclose(action, [0.5, 0.5], atol=0.1)
-  assert len(returns) == 300 and np.mean(returns[-50:]) > np.mean(returns[:50])
-  rows = writer.rows("sac")
-  assert [r["episode"] for r in rows if "episode" in r] == list(range(300))
-  assert rows[-1]["eval/mean_return"] > -0.02
-  assert all(k in rows[-2] for k in sac.SAC_METRICS)
+  assert summary["episodes"] == 300 and summary["env_steps"] == 300 and int(state.step) == (300 - 32 + 4) // 4 * 8
+  assert summary["last10_return"] > summary["mean_return"] and summary["eval/mean_return"] > -0.02
+  rows = [r for r in writer.rows("sac") if "episode_return" in r]
+  assert [r["step"] for r in rows] == list(range(1, 76))        # 4 one-step episodes per loop step
+  assert np.mean([r["episode_return"] for r in rows[-10:]]) > np.mean([r["episode_return"] for r in rows[:10]])
+  assert all(k in rows[-1] for k in sac.SAC_METRICS)
 
 
-# ---------------------------------------------------------------- (e) replay
-
-def test_replay_layout_discounts_and_ring():
-  buf = ReplayBuffer(capacity=5, obs_dim=2, action_dim=1)
-  obs = np.arange(8, dtype=np.float32).reshape(4, 2)            # obs_t = [2t, 2t+1]
-  buf.add_episode(obs, np.array([[0.0], [1.0], [2.0]]), np.array([10.0, 11.0, 12.0]), terminal=True)
-  d = buf.state_dict()
-  np.testing.assert_array_equal(d["obs"], obs[:3])
-  np.testing.assert_array_equal(d["next_obs"], obs[1:])
-  np.testing.assert_array_equal(d["action"][:, 0], [0, 1, 2])
-  np.testing.assert_array_equal(d["reward"], [10, 11, 12])
-  np.testing.assert_array_equal(d["discount"], [1, 1, 0])       # only the terminal transition stops bootstrapping
-  buf.add_episode(obs + 100, np.array([[3.0], [4.0], [5.0]]), np.zeros(3), terminal=False)  # time limit: no 0
-  assert len(buf) == 5
-  d = buf.state_dict()
-  np.testing.assert_array_equal(d["action"][:, 0], [5, 1, 2, 3, 4])  # the oldest transition was overwritten
-  np.testing.assert_array_equal(d["discount"], [1, 1, 0, 1, 1])
-  batch = buf.sample(np.random.default_rng(0), 64)
-  assert batch["obs"].shape == (64, 2) and batch["discount"].shape == (64,)
-  np.testing.assert_array_equal(batch["next_obs"], batch["obs"] + 2)  # rows stay whole transitions
-  assert set(np.unique(batch["action"][:, 0])) == {1, 2, 3, 4, 5}
-  stacked = buf.sample_stacked(np.random.default_rng(0), (3, 4))
-  assert stacked["action"].shape == (3, 4, 1)
-  buf.add(np.zeros(2), np.zeros(1), 1.0, np.ones(2), terminal=True)
-  assert buf.state_dict()["discount"][1] == 0 and len(buf) == 5
-
-
-def test_replay_save_load_roundtrip(tmp_path):
-  buf = ReplayBuffer(capacity=4, obs_dim=2, action_dim=1)
-  for t in range(6):
-    buf.add(np.full(2, t), np.full(1, t), t, np.full(2, t + 1), terminal=t == 5)
-  buf.save(str(tmp_path / "r.npz"), episode_returns=np.array([1.0, 2.0]))
-  other = ReplayBuffer(capacity=4, obs_dim=2, action_dim=1)
-  extra = other.load(str(tmp_path / "r.npz"))
-  np.testing.assert_array_equal(extra["episode_returns"], [1.0, 2.0])
-  for k in ("obs", "action", "reward", "next_obs", "discount"):
-    np.testing.assert_array_equal(other.state_dict()[k], buf.state_dict()[k])
-  other.add(np.zeros(2), np.zeros(1), 0.0, np.zeros(2), False)
-  buf.add(np.zeros(2), np.zeros(1), 0.0, np.zeros(2), False)
-  np.testing.assert_array_equal(other.state_dict()["action"], buf.state_dict()["action"])
-  with pytest.raises(VidrlError, match="does not fit"):
-    ReplayBuffer(capacity=8, obs_dim=2, action_dim=1).load(str(tmp_path / "r.npz"))
-
-
-# ---------------------------------------------------------------- (f) exact resumption
+# ---------------------------------------------------------------- (e) exact resumption
 
 def test_resume_equals_uninterrupted(tmp_path):
   seen_a, seen_b = {}, {}
   keys = ["pos", "vel"]
   config = _tiny_config(random_steps=12, num_episodes=4, checkpoint_every_episodes=2, replay_capacity=100)
-  wa = MetricWriter(str(tmp_path / "a"))
-  full, returns_a = offpolicy.train_sac(DriftEnv(), keys, config, str(tmp_path / "a" / "sac"), wa, seed=3,
-                                        on_episode=lambda e, t: seen_a.__setitem__(e, t))
-  wb = MetricWriter(str(tmp_path / "b"))
-  run = lambda stop: offpolicy.train_sac(DriftEnv(), keys, config, str(tmp_path / "b" / "sac"), wb, seed=3,
-                                         on_episode=lambda e, t: seen_b.__setitem__(e, t), stop_after_episodes=stop)
-  first_state, first = run(2)
-  assert len(first) == 2 and sorted(seen_b) == [0, 1]
-  assert 0 < int(first_state.step) < int(full.step)  # updates on both sides of the interruption
-  wb.write("sac", 10_000, {"episode_return": 0.0})  # a row logged after the checkpoint by the "interrupted" run
-  resumed, returns_b = run(None)
+  env = type("FastDrift", (DriftEnv,), {"push": 0.9})
+  stage = lambda seen: offpolicy.sac_task("sac", env(), keys, config, seed=3,
+                                          on_episode=lambda e, t: seen.__setitem__(e, t))
+  wa, wb = MetricWriter(str(tmp_path / "a")), MetricWriter(str(tmp_path / "b"))
+  full_task = stage(seen_a)
+  full, summary_a = run(full_task, _loop(), str(tmp_path / "a"), wa, seed=3)
+  b = str(tmp_path / "b")
+  first, _ = run(stage(seen_b), _loop(), b, wb, seed=3, stop_after=5)
+  assert 0 < int(first.step) < int(full.step)  # updates on both sides of the interruption
+  wb.write("sac", 9, {"episode_return": 0.0})  # a row logged after the checkpoint by the "interrupted" run
+  resumed_task = stage(seen_b)
+  resumed, summary_b = run(resumed_task, _loop(), b, wb, seed=3)
 
-  assert int(full.step) > 0
-  for a, b in zip(jax.tree.leaves(full), jax.tree.leaves(resumed)):
-    np.testing.assert_array_equal(a, b)
-  assert returns_a == returns_b and len(returns_a) == 4
-  for e in (2, 3):
+  for x, y in zip(jax.tree.leaves(full), jax.tree.leaves(resumed)):
+    np.testing.assert_array_equal(x, y)
+  for k, v in full_task.collector.state_dict().items():
+    np.testing.assert_array_equal(v, resumed_task.collector.state_dict()[k])
+  # Episodes end early when the point leaves [-2, 2]: more than 4 episodes fit into the 40 env steps.
+  assert summary_a == summary_b and summary_a["episodes"] > 4 and summary_a["env_steps"] == 40
+  assert sorted(seen_a) == sorted(seen_b)
+  for e in seen_a:
     assert set(seen_a[e]) == set(seen_b[e]) >= {"pos", "vel", "image", "pre_action", "reward", "is_first"}
     for k in seen_a[e]:
       np.testing.assert_array_equal(seen_a[e][k], seen_b[e][k])
   rows_a, rows_b = wa.rows("sac"), wb.rows("sac")
   assert [r["step"] for r in rows_a] == [r["step"] for r in rows_b]
-  assert [r["episode"] for r in rows_b] == [0, 1, 2, 3]
-  assert [r["episode_return"] for r in rows_a] == [r["episode_return"] for r in rows_b]
-  assert sorted(p.name for p in (tmp_path / "b" / "sac" / "replay").iterdir()) == ["replay_2.npz", "replay_4.npz"]
+  assert [r.get("episode_return") for r in rows_a] == [r.get("episode_return") for r in rows_b]
+  assert sorted(os.listdir(os.path.join(b, "sac", "collector"))) == ["collector_10.npz", "collector_5.npz"]
   # Rerunning a finished stage restores it and trains no further.
-  again, returns_c = run(None)
-  assert returns_c == returns_a and int(again.step) == int(full.step)
+  again, summary_c = run(stage({}), _loop(), b, wb, seed=3)
+  assert summary_c == summary_a and int(again.step) == int(full.step)
 
 
 def test_obs_vector_and_bad_obs_keys(tmp_path):
@@ -275,5 +241,4 @@ def test_obs_vector_and_bad_obs_keys(tmp_path):
   assert offpolicy.obs_dim(DriftEnv(), ["vel", "pos"]) == 3
   for keys, match in ((["speed"], "obs_keys"), (["pos", "image"], "vector observations")):
     with pytest.raises(VidrlError, match=match):
-      offpolicy.train_sac(DriftEnv(), keys, _tiny_config(num_episodes=1), str(tmp_path),
-                          MetricWriter(str(tmp_path)), seed=0)
+      offpolicy.sac_task("sac", DriftEnv(), keys, _tiny_config(num_episodes=1), seed=0)

@@ -1,0 +1,91 @@
+"""Online stages of the shared loop: a run killed anywhere (mid-episode, or between the collector file and the
+orbax step) and rerun in its workdir ends as an uninterrupted run does, agent and replay buffer bit for bit."""
+
+import os
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from vidrl_jax.envs.dmc import make_host_env
+from vidrl_jax.errors import VidrlError
+from vidrl_jax.rl import offpolicy, sac
+from vidrl_jax.train import MetricWriter, loop_config, run
+
+KEYS = ("position", "velocity")
+
+
+def _config(**kw):
+  c = dict(actor_hidden=(8, 8), critic_hidden=(8, 8), batch_size=8, random_steps=12, train_every=4,
+           updates_per_step=0.5, num_episodes=3, checkpoint_every_episodes=1, replay_capacity=30)
+  c.update(kw)
+  return sac.sac_config(**c)
+
+
+def _stage(config, seen, env=None):
+  env = env or make_host_env("pendulum-swingup", max_steps=10)   # 10 decisions: episodes end mid-iteration
+  return offpolicy.sac_task("sac", env, KEYS, config, seed=4, on_episode=lambda e, t: seen.__setitem__(e, t))
+
+
+def _loop():
+  return loop_config(log_every=2, progress=False)   # the task checkpoints every ceil(10 / 4) = 3 steps
+
+
+def test_host_env_resume_equals_uninterrupted(tmp_path):
+  config = _config()   # 8 loop steps = 32 env steps = 36 rows (3 episodes and 2 steps): the ring of 30 wraps
+  seen_a, seen_b = {}, {}
+  wa, wb = MetricWriter(str(tmp_path / "a")), MetricWriter(str(tmp_path / "b"))
+  full_task = _stage(config, seen_a)
+  full, summary_a = run(full_task, _loop(), str(tmp_path / "a"), wa, seed=4)
+  assert full_task.num_steps == 8 and int(full.step) > 0 and len(seen_a) == 3
+
+  b = str(tmp_path / "b")
+  first, _ = run(_stage(config, seen_b), _loop(), b, wb, seed=4, stop_after=6)   # killed at env step 24,
+  assert 0 < int(first.step) < int(full.step) and sorted(seen_b) == [0, 1]       # mid episode 2
+  # A kill between writing the collector file of step 6 and its orbax checkpoint: resume from step 3.
+  shutil.rmtree(os.path.join(b, "sac", "checkpoints", "6"))
+  assert sorted(os.listdir(os.path.join(b, "sac", "collector"))) == ["collector_3.npz", "collector_6.npz"]
+  wb.write("sac", 7, {"episode_return": 0.0})   # a row the killed run logged after its checkpoint
+  resumed_task = _stage(config, seen_b)
+  resumed, summary_b = run(resumed_task, _loop(), b, wb, seed=4)
+
+  for x, y in zip(jax.tree.leaves(full), jax.tree.leaves(resumed)):
+    np.testing.assert_array_equal(x, y)
+  replay_a, replay_b = full_task.collector.state_dict(), resumed_task.collector.state_dict()
+  assert set(replay_a) == set(replay_b) and int(replay_a["replay/size"]) == 30
+  for k in replay_a:
+    np.testing.assert_array_equal(replay_a[k], replay_b[k])
+  assert summary_a == summary_b and summary_a["episodes"] == 3 and summary_a["env_steps"] == 32
+  for e in range(3):                              # episode 2 was replayed from its seed: same trajectory
+    for k in seen_a[e]:
+      np.testing.assert_array_equal(seen_a[e][k], seen_b[e][k])
+  rows_a, rows_b = wa.rows("sac"), wb.rows("sac")
+  assert [r["step"] for r in rows_a] == [r["step"] for r in rows_b] == [3, 6, 8]   # about once an episode
+  assert [r.get("episode_return") for r in rows_a] == [r.get("episode_return") for r in rows_b]
+  assert rows_a[-1]["env_steps"] == 32 and all(k in rows_a[-1] for k in sac.SAC_METRICS)
+  assert sorted(os.listdir(os.path.join(b, "sac", "collector"))) == ["collector_6.npz", "collector_8.npz"]
+  again, summary_c = run(_stage(config, {}), _loop(), b, wb, seed=4)   # finished: restored, no more training
+  assert int(again.step) == int(full.step) and summary_c == summary_a
+
+
+class _Flaky:
+  """A host env whose reset ignores its seed: replaying an episode does not reproduce it."""
+  name, obs_spec, action_dim, max_steps = "flaky", {"x": ((1,), np.float32)}, 1, 10
+  _draws = iter(range(10_000))
+
+  def reset(self, seed):
+    self.x = np.asarray([next(self._draws)], np.float32)
+    return {"x": self.x}
+
+  def step(self, action):
+    self.x = self.x + action
+    return {"x": self.x}, 0.0, False
+
+
+def test_mid_episode_resume_of_a_nondeterministic_env_is_one_sentence(tmp_path):
+  config = _config(num_episodes=1, random_steps=100)
+  make = lambda: offpolicy.sac_task("sac", _Flaky(), ("x",), config, seed=0)
+  run(make(), _loop(), str(tmp_path), MetricWriter(str(tmp_path)), seed=0, stop_after=1)
+  with pytest.raises(VidrlError, match="not deterministic"):
+    run(make(), _loop(), str(tmp_path), MetricWriter(str(tmp_path)), seed=0)

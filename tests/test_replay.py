@@ -1,0 +1,116 @@
+"""The replay buffer: row layout and transitions by hand, dict observations with uint8 images, the ring, windows
+that never cross an episode, exact save/load, and the fixed-share sampler."""
+
+import numpy as np
+import pytest
+
+from vidrl_jax.data.replay import ReplayBuffer, Sampler
+from vidrl_jax.errors import VidrlError
+
+SPEC = {"state": ((2,), np.float32), "image": ((4, 4, 3), np.uint8)}
+
+
+def _episode(first: float, n: int, terminal: bool = False, action_dim: int = 1) -> dict:
+  """n rows: state_t = [first + t, episode marker]; action_t = reward_t = first + t (row 0's are ignored zeros)."""
+  t = np.arange(n, dtype=np.float32)
+  value = first + t
+  image = np.broadcast_to((value % 256).astype(np.uint8)[:, None, None, None], (n, 4, 4, 3))
+  ep = {"obs": {"state": np.stack([value, np.full(n, first)], -1), "image": image},
+        "action": np.repeat(value[:, None], action_dim, 1) * (t[:, None] > 0), "reward": value * (t > 0)}
+  if terminal:
+    ep["is_terminal"] = t == n - 1
+  return ep
+
+
+def test_transitions_by_hand_and_uint8_images():
+  buf = ReplayBuffer(capacity=10, obs_spec=SPEC, action_dim=1)
+  buf.add_episode(_episode(0.0, 4, terminal=True))     # rows 0..3: transitions 0->1, 1->2, 2->3 (terminal)
+  assert len(buf) == 4 and buf.num_transitions() == 3
+  state = buf.state_dict()
+  assert state["obs/image"].dtype == np.uint8 and state["obs/state"].dtype == np.float32
+  np.testing.assert_array_equal(state["is_first"], [1, 0, 0, 0])
+  np.testing.assert_array_equal(state["is_last"], [0, 0, 0, 1])
+  b = buf.sample(np.random.default_rng(0), (50,))
+  assert b["obs"]["image"].dtype == np.uint8 and b["next_obs"]["image"].shape == (50, 4, 4, 3)
+  s = b["obs"]["state"][:, 0]
+  np.testing.assert_array_equal(b["next_obs"]["state"][:, 0], s + 1)   # whole transitions
+  np.testing.assert_array_equal(b["action"][:, 0], s + 1)               # the action taken in obs t led to t+1
+  np.testing.assert_array_equal(b["reward"], s + 1)
+  np.testing.assert_array_equal(b["discount"], np.where(s == 2, 0.0, 1.0))   # only into the terminal obs
+  np.testing.assert_array_equal(b["obs"]["image"][:, 0, 0, 0], s.astype(np.uint8))
+  assert set(s) == {0, 1, 2}
+  # Step by step gives the same rows as a whole episode; an episode cut by a time limit keeps discount 1.
+  one = ReplayBuffer(capacity=10, obs_spec=SPEC, action_dim=1)
+  ep = _episode(0.0, 4, terminal=True)
+  for t in range(4):
+    one.add({k: v[t] for k, v in ep["obs"].items()}, ep["action"][t], ep["reward"][t], is_first=t == 0,
+            is_last=t == 3, is_terminal=t == 3)
+  for k, v in buf.state_dict().items():
+    np.testing.assert_array_equal(one.state_dict()[k], v)
+
+
+def test_ring_drops_orphans_and_windows_never_cross_episodes():
+  buf = ReplayBuffer(capacity=7, obs_spec=SPEC, action_dim=1)
+  buf.add_episode(_episode(0.0, 4))
+  buf.add_episode(_episode(10.0, 5))       # 9 rows into 7 slots: rows 0 and 1 of episode 0 are gone
+  assert len(buf) == 7
+  # Stored (oldest first): ep0 rows 2, 3 | ep1 rows 0..4. Transitions: 2->3 and ep1's 4 (row 2 of ep0 is orphaned).
+  assert buf.num_transitions() == 5
+  b = buf.sample(np.random.default_rng(1), (200,))
+  pairs = set(zip(b["obs"]["state"][:, 0].tolist(), b["next_obs"]["state"][:, 0].tolist()))
+  assert pairs == {(2.0, 3.0), (10.0, 11.0), (11.0, 12.0), (12.0, 13.0), (13.0, 14.0)}
+  # Windows of 3: none in ep0's two rows, three in ep1.
+  assert buf.num_windows(3) == 3 and buf.num_windows(2) == 5 and buf.num_windows(6) == 0
+  w = buf.sample_windows(np.random.default_rng(2), (4, 25), 3)
+  assert w["obs"]["state"].shape == (4, 25, 3, 2) and w["obs"]["image"].dtype == np.uint8
+  marker = w["obs"]["state"][..., 1]
+  assert np.all(marker == marker[..., :1])                             # one episode per window
+  assert not w["is_first"][..., 1:].any()
+  np.testing.assert_array_equal(np.diff(w["obs"]["state"][..., 0], axis=-1), 1.0)
+  assert set(w["obs"]["state"][..., 0, 0].ravel()) == {10.0, 11.0, 12.0}
+  with pytest.raises(VidrlError, match="no episode"):
+    buf.sample_windows(np.random.default_rng(0), (1,), 6)
+
+
+def test_save_load_is_exact(tmp_path):
+  buf = ReplayBuffer(capacity=6, obs_spec=SPEC, action_dim=2)
+  buf.add_episode(_episode(0.0, 4, action_dim=2))
+  buf.add_episode(_episode(20.0, 3, terminal=True, action_dim=2))     # wraps the ring
+  buf.save(str(tmp_path / "r.npz"), counter=np.int64(7))
+  other = ReplayBuffer(capacity=6, obs_spec=SPEC, action_dim=2)
+  assert other.load(str(tmp_path / "r.npz")) == {"counter": 7}
+  for k, v in buf.state_dict().items():
+    np.testing.assert_array_equal(other.state_dict()[k], v)
+    assert other.state_dict()[k].dtype == v.dtype
+  for b in (buf, other):
+    b.add_episode(_episode(40.0, 2, action_dim=2))
+  rng = lambda: np.random.default_rng(3)
+  np.testing.assert_array_equal(buf.sample(rng(), (9,))["obs"]["state"], other.sample(rng(), (9,))["obs"]["state"])
+  np.testing.assert_array_equal(buf.newest_obs()["state"], [41.0, 40.0])
+  with pytest.raises(VidrlError, match="does not fit"):
+    ReplayBuffer(capacity=6, obs_spec={"state": ((3,), np.float32)}, action_dim=2).load(str(tmp_path / "r.npz"))
+
+
+def test_two_source_sampler_shares_and_determinism():
+  interaction = ReplayBuffer(capacity=100, obs_spec=SPEC, action_dim=1)
+  interaction.add_episode(_episode(0.0, 30))
+  observation = ReplayBuffer(capacity=100, obs_spec=SPEC, rewards=False)   # action-free video
+  observation.add_episode({"obs": _episode(100.0, 30)["obs"]})
+  sampler = Sampler({"interaction": (interaction, 6), "observation": (observation, 4)}, seed=5)
+  a = sampler.sample(3, (2,))
+  assert a["interaction"]["obs"]["state"].shape == (2, 6, 2) and a["observation"]["obs"]["state"].shape == (2, 4, 2)
+  assert set(a["observation"]) == {"obs", "next_obs", "discount"}     # no actions or rewards in video
+  assert np.all(a["interaction"]["obs"]["state"][..., 1] == 0.0)      # each share from its own source
+  assert np.all(a["observation"]["obs"]["state"][..., 1] == 100.0)
+  again, other = sampler.sample(3, (2,)), sampler.sample(4, (2,))
+  for src in a:
+    np.testing.assert_array_equal(a[src]["obs"]["state"], again[src]["obs"]["state"])
+  assert not np.array_equal(a["interaction"]["obs"]["state"], other["interaction"]["obs"]["state"])
+  # One generator per (seed, counter) draws the sources in order: the first share is the buffer's own draw.
+  rng = np.random.default_rng([5, 3])
+  np.testing.assert_array_equal(interaction.sample(rng, (2, 6))["obs"]["state"], a["interaction"]["obs"]["state"])
+  np.testing.assert_array_equal(observation.sample(rng, (2, 4))["obs"]["state"], a["observation"]["obs"]["state"])
+  windows = Sampler({"interaction": (interaction, 3), "observation": (observation, 1)}, seed=5, length=4).sample(0)
+  assert windows["interaction"]["obs"]["image"].shape == (3, 4, 4, 4, 3)
+  with pytest.raises(VidrlError, match="share"):
+    Sampler({"interaction": (interaction, 0)}, seed=0)
