@@ -114,3 +114,25 @@ def test_two_source_sampler_shares_and_determinism():
   assert windows["interaction"]["obs"]["image"].shape == (3, 4, 4, 4, 3)
   with pytest.raises(VidrlError, match="share"):
     Sampler({"interaction": (interaction, 0)}, seed=0)
+
+
+def test_streams_keep_side_by_side_episodes_apart():
+  """A vectorised env's copies write one row each per step into their own stream; episodes end at different times."""
+  buf = ReplayBuffer(capacity=12, obs_spec={"state": ((2,), np.float32)}, action_dim=1, streams=2)
+  assert buf.slots == 6
+  for t in range(5):   # stream 0: one episode 0..4; stream 1: episodes of 2 rows (t = 0, 1 | 2, 3 | 4)
+    buf.add({"state": np.array([[t, 0.0], [100 + t, 1.0]], np.float32)}, np.array([[t], [100 + t]], np.float32),
+            np.array([t, 100 + t], np.float32), is_first=np.array([t == 0, t % 2 == 0]))
+  buf.add({"state": np.array([[9.0, 1.0]], np.float32)}, np.array([[9.0]]), np.array([9.0]), streams=[1])
+  assert len(buf) == 11 and list(buf._size) == [5, 6]
+  # Stream 0: 4 transitions; stream 1: 0->1, 2->3, 4->9 (the extra row continues stream 1's last episode).
+  assert buf.num_transitions() == 7
+  b = buf.sample(np.random.default_rng(0), (300,))
+  pairs = set(zip(b["obs"]["state"][:, 0].tolist(), b["next_obs"]["state"][:, 0].tolist()))
+  assert pairs == {(0, 1), (1, 2), (2, 3), (3, 4), (100, 101), (102, 103), (104, 9)}
+  np.testing.assert_array_equal(b["action"][:, 0], b["next_obs"]["state"][:, 0])
+  assert buf.num_windows(3) == 3                 # only stream 0's episode is long enough
+  w = buf.sample_windows(np.random.default_rng(1), (20,), 2)
+  assert np.all(w["obs"]["state"][..., 1] == w["obs"]["state"][..., :1, 1]) and not w["is_first"][:, 1].any()
+  with pytest.raises(VidrlError, match="single-stream"):
+    buf.add_episode(_episode(0.0, 3))

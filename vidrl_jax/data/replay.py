@@ -31,48 +31,59 @@ ObsSpec = Mapping[str, tuple[tuple[int, ...], Any]]   # key -> (shape, dtype)
 
 
 class ReplayBuffer:
-  """The last `capacity` rows of episodes (see module docstring)."""
+  """The last rows of episodes (see module docstring), in `streams` independent rings of `capacity // streams`
+  rows: one per environment copy of a vectorised env, whose episodes run side by side (a single env: 1 stream)."""
 
-  def __init__(self, capacity: int, obs_spec: ObsSpec, action_dim: int = 0, rewards: bool = True):
-    if capacity < 2:
-      raise VidrlError(f"the replay capacity must be at least 2 rows, got {capacity}")
+  def __init__(self, capacity: int, obs_spec: ObsSpec, action_dim: int = 0, rewards: bool = True, streams: int = 1):
+    if streams < 1 or capacity < 2 * streams:
+      raise VidrlError(f"the replay needs at least one stream and 2 rows per stream, got capacity {capacity} for "
+                       f"{streams} streams")
     if not obs_spec:
       raise VidrlError("the replay buffer needs at least one observation key in obs_spec")
-    self.capacity, self.action_dim, self.rewards = int(capacity), int(action_dim), bool(rewards)
+    self.streams, self.slots = int(streams), int(capacity) // int(streams)
+    self.capacity, self.action_dim, self.rewards = self.slots * self.streams, int(action_dim), bool(rewards)
     self.obs_spec = {k: (tuple(int(d) for d in s), np.dtype(t)) for k, (s, t) in obs_spec.items()}
+    # Row (slot, stream) lives at flat index slot * streams + stream.
     self._obs = {k: np.zeros((self.capacity, *s), t) for k, (s, t) in self.obs_spec.items()}
     self._cols: dict[str, np.ndarray] = {f: np.zeros((self.capacity,), bool) for f in FLAGS}
     if self.action_dim:
       self._cols["action"] = np.zeros((self.capacity, self.action_dim), np.float32)
     if self.rewards:
       self._cols["reward"] = np.zeros((self.capacity,), np.float32)
-    self._next = 0    # slot the next row goes to
-    self._size = 0
+    self._next = np.zeros((self.streams,), np.int64)   # per stream: slot the next row goes to
+    self._size = np.zeros((self.streams,), np.int64)   # per stream: rows stored
     self._cache: dict[Any, np.ndarray] = {}   # index tables, cleared on every write
 
   def __len__(self) -> int:
     """Rows stored."""
-    return self._size
+    return int(self._size.sum())
 
   # ---- writing ----------------------------------------------------------------------------------------
-  def add(self, obs: Mapping[str, Any], action: Any = None, reward: float = 0.0, is_first: bool = False,
-          is_last: bool = False, is_terminal: bool = False) -> None:
-    """One row: observation t with the action that led to it and the reward received with it."""
-    i = self._next
+  def add(self, obs: Mapping[str, Any], action: Any = None, reward: Any = 0.0, is_first: Any = False,
+          is_last: Any = False, is_terminal: Any = False, streams: Any = None) -> None:
+    """One row in each of `streams` (default: all): observation t with the action that led to it and the reward
+    received with it. Values have a leading axis of len(streams), except in a single-stream buffer called
+    without `streams`, which takes one unbatched row."""
+    batched = streams is not None or self.streams > 1
+    streams = np.arange(self.streams) if streams is None else np.asarray(streams, np.int64).reshape(-1)
+    lift = (lambda v: v) if batched else (lambda v: np.asarray(v)[None])
+    i = self._next[streams] * self.streams + streams
     for k, arr in self._obs.items():
-      arr[i] = obs[k]
+      arr[i] = lift(obs[k])
     if self.action_dim:
-      self._cols["action"][i] = 0.0 if action is None else action
+      self._cols["action"][i] = 0.0 if action is None else lift(action)
     if self.rewards:
-      self._cols["reward"][i] = reward
+      self._cols["reward"][i] = lift(reward)
     for f, v in zip(FLAGS, (is_first, is_last, is_terminal)):
-      self._cols[f][i] = v
-    self._advance(1)
+      self._cols[f][i] = lift(v)
+    self._advance(streams, 1)
 
   def add_episode(self, episode: Mapping[str, Any]) -> None:
-    """T+1 rows at once: `episode["obs"][key]` (T+1, ...), `action` (T+1, A) and `reward` (T+1,) where the
-    buffer has them, and optionally `is_first`, `is_last`, `is_terminal` (T+1,) (default: first at 0, last at
-    T, never terminal). An episode longer than the buffer keeps its last `capacity` rows."""
+    """T+1 rows at once (single-stream buffers): `episode["obs"][key]` (T+1, ...), `action` (T+1, A) and
+    `reward` (T+1,) where the buffer has them, and optionally `is_first`, `is_last`, `is_terminal` (T+1,)
+    (default: first at 0, last at T, never terminal). An episode longer than the buffer keeps its last rows."""
+    if self.streams != 1:
+      raise VidrlError("add_episode writes whole episodes into a single-stream buffer; add rows with add(...)")
     n = len(next(iter(episode["obs"].values())))
     rows = {f"obs/{k}": np.asarray(episode["obs"][k]) for k in self.obs_spec}
     flags = dict(is_first=np.arange(n) == 0, is_last=np.arange(n) == n - 1, is_terminal=np.zeros(n, bool))
@@ -86,45 +97,48 @@ class ReplayBuffer:
       if v.shape != want:
         raise VidrlError(f"add_episode: {k} has shape {v.shape}, expected {want} for an episode of {n} rows")
     keep = min(n, self.capacity)
-    idx = (self._next + np.arange(n - keep, n)) % self.capacity
+    idx = (self._next[0] + np.arange(n - keep, n)) % self.capacity
     for k, v in rows.items():
       self._column(k)[idx] = v[n - keep:]
-    self._advance(n)
+    self._advance(np.zeros(1, np.int64), n)
 
   def _column(self, name: str) -> np.ndarray:
     return self._obs[name[4:]] if name.startswith("obs/") else self._cols[name]
 
-  def _advance(self, n: int) -> None:
-    self._next = (self._next + n) % self.capacity
-    self._size = min(self._size + n, self.capacity)
+  def _advance(self, streams: np.ndarray, n: int) -> None:
+    self._next[streams] = (self._next[streams] + n) % self.slots
+    self._size[streams] = np.minimum(self._size[streams] + n, self.slots)
     self._cache.clear()
 
   # ---- reading ----------------------------------------------------------------------------------------
-  def _age_slots(self) -> np.ndarray:
-    """Slots of the stored rows, oldest first."""
-    oldest = self._next if self._size == self.capacity else 0
-    return (oldest + np.arange(self._size)) % self.capacity
+  def _age_rows(self, stream: int) -> np.ndarray:
+    """Flat indices of one stream's stored rows, oldest first."""
+    oldest = self._next[stream] if self._size[stream] == self.slots else 0
+    return ((oldest + np.arange(self._size[stream])) % self.slots) * self.streams + stream
 
   def _transition_ends(self) -> np.ndarray:
+    """Rows that end a stored transition, stream by stream in insertion order."""
     if "ends" not in self._cache:
-      slots = self._age_slots()[1:]
-      self._cache["ends"] = slots[~self._cols["is_first"][slots]]
+      parts = [rows[1:][~self._cols["is_first"][rows[1:]]] for rows in map(self._age_rows, range(self.streams))]
+      self._cache["ends"] = np.concatenate(parts)
     return self._cache["ends"]
 
   def _window_starts(self, length: int) -> np.ndarray:
     key = ("starts", length)
     if key not in self._cache:
-      slots = self._age_slots()
-      firsts = np.cumsum(self._cols["is_first"][slots])
-      ok = firsts[length - 1:] - firsts[:len(slots) - length + 1] == 0 if len(slots) >= length else []
-      self._cache[key] = slots[:len(ok)][np.asarray(ok, bool)]
+      parts = []
+      for rows in map(self._age_rows, range(self.streams)):
+        firsts = np.cumsum(self._cols["is_first"][rows])
+        n = max(len(rows) - length + 1, 0)
+        parts.append(rows[:n][firsts[length - 1:length - 1 + n] - firsts[:n] == 0])
+      self._cache[key] = np.concatenate(parts)
     return self._cache[key]
 
-  def newest_obs(self) -> dict[str, np.ndarray]:
-    """The observation of the row added last."""
-    if self._size == 0:
-      raise VidrlError("the replay buffer is empty; it has no newest observation")
-    i = (self._next - 1) % self.capacity
+  def newest_obs(self, stream: int = 0) -> dict[str, np.ndarray]:
+    """The observation of the row added last to `stream`."""
+    if self._size[stream] == 0:
+      raise VidrlError(f"stream {stream} of the replay buffer is empty; it has no newest observation")
+    i = ((self._next[stream] - 1) % self.slots) * self.streams + stream
     return {k: v[i].copy() for k, v in self._obs.items()}
 
   def num_transitions(self) -> int:
@@ -141,7 +155,7 @@ class ReplayBuffer:
       raise VidrlError("cannot sample a transition from a replay buffer that holds none; add an episode's "
                        "first two rows first")
     i = ends[rng.integers(0, len(ends), size=shape)]
-    prev = (i - 1) % self.capacity
+    prev = (i - self.streams) % self.capacity
     out: dict[str, Any] = {"obs": {k: v[prev] for k, v in self._obs.items()},
                            "next_obs": {k: v[i] for k, v in self._obs.items()},
                            "discount": 1.0 - self._cols["is_terminal"][i].astype(np.float32)}
@@ -160,32 +174,38 @@ class ReplayBuffer:
       raise VidrlError(f"no episode in the replay buffer has {length} stored rows; add longer episodes or "
                        f"shorten the window")
     s = starts[rng.integers(0, len(starts), size=shape)]
-    idx = (s[..., None] + np.arange(length)) % self.capacity
+    idx = (s[..., None] + self.streams * np.arange(length)) % self.capacity
     out: dict[str, Any] = {"obs": {k: v[idx] for k, v in self._obs.items()}}
     out.update({f: v[idx] for f, v in self._cols.items()})
     return out
 
   # ---- saving -----------------------------------------------------------------------------------------
   def state_dict(self) -> dict[str, np.ndarray]:
-    """The stored rows (in slot order) and the ring pointers, for `io.write_npz`."""
-    out = {f"obs/{k}": v[:self._size] for k, v in self._obs.items()}
-    out.update({f: v[:self._size] for f, v in self._cols.items()})
-    out.update(capacity=np.int64(self.capacity), next=np.int64(self._next), size=np.int64(self._size))
+    """The filled part of the storage (flat index order) and the ring pointers, for `io.write_npz`."""
+    used = int(self._size.max()) * self.streams
+    out = {f"obs/{k}": v[:used] for k, v in self._obs.items()}
+    out.update({f: v[:used] for f, v in self._cols.items()})
+    out.update(capacity=np.int64(self.capacity), streams=np.int64(self.streams), next=self._next.copy(),
+               size=self._size.copy())
     return out
 
   def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
-    size = int(state["size"])
     mine = self.state_dict()
-    fits = int(state["capacity"]) == self.capacity and set(state) >= set(mine) and all(
-        state[k].shape[1:] == v.shape[1:] and state[k].dtype == v.dtype for k, v in mine.items() if v.ndim)
+    pointers = ("capacity", "streams", "next", "size")
+    fits = (set(state) >= set(mine) and int(state["capacity"]) == self.capacity
+            and int(state["streams"]) == self.streams
+            and all(state[k].shape[1:] == v.shape[1:] and state[k].dtype == v.dtype
+                    for k, v in mine.items() if k not in pointers))
     if not fits:
-      raise VidrlError(f"the saved replay buffer (capacity {int(state['capacity'])}, fields "
-                       f"{sorted(k for k in state if np.ndim(state[k]))}) does not fit this one (capacity "
-                       f"{self.capacity}, fields {sorted(k for k, v in mine.items() if v.ndim)}); use a new workdir")
+      raise VidrlError(f"the saved replay buffer (fields {sorted(state)}, capacity {state.get('capacity')}) does "
+                       f"not fit this one (fields {sorted(mine)}, capacity {self.capacity}, {self.streams} "
+                       f"streams, shapes {self.obs_spec}); use a new workdir")
     for k in mine:
-      if np.ndim(mine[k]):
-        self._column(k)[:size] = state[k]
-    self._next, self._size = int(state["next"]), size
+      if k not in pointers:
+        col = self._column(k)
+        col[:] = 0
+        col[:len(state[k])] = state[k]
+    self._next, self._size = np.array(state["next"], np.int64), np.array(state["size"], np.int64)
     self._cache.clear()
 
   def save(self, path: str, **extra: np.ndarray) -> None:

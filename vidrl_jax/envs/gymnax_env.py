@@ -3,7 +3,8 @@
 Everything is pure JAX, so the env can be jitted, scanned and vmapped freely. MinAtar observations (binary
 H×W×C channels) come back as uint8 0/255, everything else as float32 vectors. The env state carries a running
 episode return and length per copy; `info['episode_return']` / `info['episode_length']` hold the return and
-length so far including this step, which is the finished episode's value where `done`.
+length so far including this step, which is the finished episode's value where `done`; `info['final_obs']` is
+the observation the step reached, before an auto-reset replaced it (off-policy learners bootstrap from it).
 """
 
 from __future__ import annotations
@@ -73,12 +74,13 @@ def make_gymnax(name: str, num_envs: int, env_params_overrides: dict | None = No
 
   def step(state: GymnaxState, action: jax.Array, rng: jax.Array):
     keys = jax.random.split(rng, num_envs)
-    obs, env_state, reward, terminated, truncated, _ = jax.vmap(env.step, in_axes=(0, 0, 0, None))(
+    obs, env_state, reward, terminated, truncated, gym_info = jax.vmap(env.step, in_axes=(0, 0, 0, None))(
         keys, state.env_state, action, params)
     reward = reward.astype(jnp.float32)
     done = terminated | truncated
     ep_return, ep_length, info = track_episodes(state.episode_return, state.episode_length, reward, done,
                                                 terminated, truncated)
+    info['final_obs'] = to_obs(gym_info['final_observation'])   # the obs before the auto-reset
     new_state = GymnaxState(env_state, ep_return, ep_length)
     return new_state, to_obs(obs), reward, done, info
 

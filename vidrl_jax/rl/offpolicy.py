@@ -22,10 +22,11 @@ import numpy as np
 
 from vidrl_jax.data.replay import ReplayBuffer, Sampler
 from vidrl_jax.envs import host
+from vidrl_jax.envs.base import VecEnv
 from vidrl_jax.errors import VidrlError
 from vidrl_jax.rl import sac
 from vidrl_jax.train.loop import Task, stage_rng
-from vidrl_jax.train.online import HostCollector
+from vidrl_jax.train.online import HostCollector, VecCollector
 
 EVAL_SEED_OFFSET = 1_000_000  # evaluation episode i is reset with episode_seed(seed, EVAL_SEED_OFFSET + i)
 
@@ -86,36 +87,47 @@ def evaluate_policy(env: Any, obs_keys: Sequence[str], actor_params: Any, seeds:
   return dict(mean_return=float(np.mean(returns)), std_return=float(np.std(returns)), num_episodes=len(returns))
 
 
-def sac_task(name: str, env: Any, obs_keys: Sequence[str], config: ml_collections.ConfigDict, seed: int, *,
+def sac_task(name: str, env: Any, obs_keys: Sequence[str] | None, config: ml_collections.ConfigDict, seed: int, *,
              on_episode: Callable[[int, dict], None] | None = None, eval_env: Any = None) -> Task:
-  """SAC on host env `env` as an online stage of the shared loop (`vidrl_jax.train.run`): `config.num_episodes`
-  episodes of `env.max_steps` decisions (the env steps a run of untruncated episodes takes), an update burst of
-  `round(train_every * updates_per_step)` updates of `batch_size` after every `train_every` env steps.
+  """SAC as an online stage of the shared loop (`vidrl_jax.train.run`) on a host env (`obs_keys`: its vector
+  keys) or a JAX-native `VecEnv` (`obs_keys` None: its one observation): `config.num_episodes` episodes of the
+  env's episode length (per env copy: the env steps a run of untruncated episodes takes), an update burst of
+  `round(train_every * updates_per_step)` updates of `batch_size` after every `train_every` (vector) env steps.
 
-  Logged per `ceil(max_steps / train_every)` loop steps (about an episode): `episode_return`, `episode_length`,
-  `steps_per_s`, the mean update metrics (`sac.SAC_METRICS`), `env_steps` and `episodes`. Checkpoints every
-  `checkpoint_every_episodes` episodes' worth of steps (0: at the end only); with `eval_env`, evaluates
-  `eval_episodes` greedy episodes every `eval_every_episodes` episodes' worth (0: at the end only). `run` returns
-  the final `SACState` and {episodes, mean_return, last10_return, env_steps, eval/...}.
-  `on_episode(e, trajectory)`: see `HostCollector`.
+  Logged per `ceil(episode length / train_every)` loop steps (about an episode): `episode_return`,
+  `episode_length`, `steps_per_s`, the mean update metrics (`sac.SAC_METRICS`), `env_steps` and `episodes`.
+  Checkpoints every `checkpoint_every_episodes` episodes' worth of steps (0: at the end only); with `eval_env` (a
+  host env), evaluates `eval_episodes` greedy episodes every `eval_every_episodes` episodes' worth (0: at the end
+  only). `run` returns the final `SACState` and {episodes, mean_return, last10_return, env_steps, eval/...}.
+  `on_episode(e, trajectory)` (host envs): see `HostCollector`.
   """
-  obs_keys = tuple(obs_keys)
-  D, A = obs_dim(env, obs_keys), int(env.action_dim)
+  vec = isinstance(env, VecEnv)
+  if vec and (obs_keys is not None or on_episode is not None or len(env.obs_shape) != 1):
+    raise VidrlError(f"SAC on the VecEnv {env.name} takes its one vector observation: pass obs_keys=None and no "
+                     f"on_episode, and use an env with vector observations (got shape {env.obs_shape})")
+  obs_keys = None if vec else tuple(obs_keys)
+  D = env.obs_shape[0] if vec else obs_dim(env, obs_keys)
+  A = env.action_shape[0] if vec and env.action_shape else getattr(env, "action_dim", 0)
+  length = env.max_episode_steps if vec else env.max_steps
   K, B = round(config.train_every * config.updates_per_step), int(config.batch_size)
-  if config.num_episodes < 1 or config.train_every < 1 or K < 1 or B < 1 or env.max_steps < 1:
-    raise VidrlError(f"num_episodes, train_every, batch_size, round(train_every * updates_per_step) and the env's "
-                     f"max_steps must be >= 1; got {config.num_episodes}, {config.train_every}, {B}, {K} and "
-                     f"{env.max_steps}")
-  replay = ReplayBuffer(config.replay_capacity, {"state": ((D,), np.float32)}, action_dim=A)
+  if config.num_episodes < 1 or config.train_every < 1 or K < 1 or B < 1 or not length or A < 1:
+    raise VidrlError(f"num_episodes, train_every, batch_size, round(train_every * updates_per_step), the episode "
+                     f"length and the action size must be >= 1; got {config.num_episodes}, {config.train_every}, "
+                     f"{B}, {K}, {length} and {A}")
+  streams = env.num_envs if vec else 1
+  replay = ReplayBuffer(config.replay_capacity, {"state": ((D,), np.float32)}, action_dim=A, streams=streams)
+  sampler = Sampler({"replay": (replay, B)}, seed)
   rng_act, learner = stage_rng(seed, f"{name}/act"), sac.learner_config(config)
-
-  def act(state: sac.SACState, obs: Mapping[str, np.ndarray], env_step: int) -> np.ndarray:
-    return np.asarray(_policy(state.actor_params, obs["state"], rng_act, env_step, learner))
-
-  collector = HostCollector(env, replay, Sampler({"replay": (replay, B)}, seed), act, seed=seed,
-                            train_every=config.train_every, updates_per_burst=K, random_steps=config.random_steps,
-                            min_transitions=B, obs_fn=lambda obs: {"state": obs_vector(obs, obs_keys)},
-                            on_episode=on_episode)
+  schedule = dict(train_every=config.train_every, updates_per_burst=K, random_steps=config.random_steps,
+                  min_transitions=B)
+  if vec:
+    collector = VecCollector(env, replay, sampler, lambda state, obs, rng: sac.act(
+        state.actor_params, obs["state"], rng, False, learner), rng=rng_act, **schedule)
+  else:
+    def act(state: sac.SACState, obs: Mapping[str, np.ndarray], env_step: int) -> np.ndarray:
+      return np.asarray(_policy(state.actor_params, obs["state"], rng_act, env_step, learner))
+    collector = HostCollector(env, replay, sampler, act, seed=seed, on_episode=on_episode,
+                              obs_fn=lambda obs: {"state": obs_vector(obs, obs_keys)}, **schedule)
   burst = sac.make_update_burst(config)
 
   def step(state: sac.SACState, batch: dict, rng: jax.Array) -> tuple[sac.SACState, dict]:
@@ -129,7 +141,7 @@ def sac_task(name: str, env: Any, obs_keys: Sequence[str], config: ml_collection
       seeds = [host.episode_seed(seed, EVAL_SEED_OFFSET + i) for i in range(config.eval_episodes)]
       return evaluate_policy(eval_env, obs_keys, state.actor_params, seeds)
 
-  per_episode = env.max_steps / config.train_every   # loop steps per episode
+  per_episode = length / config.train_every   # loop steps per episode (of each env copy)
   return Task(name=name, init=lambda rng: sac.init(rng, D, A, config), step=step,
               num_steps=math.ceil(config.num_episodes * per_episode), collector=collector, evaluate=evaluate,
               log_every=math.ceil(per_episode),

@@ -20,6 +20,8 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Mapping, Protocol
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from vidrl_jax.data.replay import ReplayBuffer, Sampler
@@ -55,7 +57,31 @@ class Collector(Protocol):
     ...
 
 
-class HostCollector:
+class _ReplayCollector:
+  """What both collectors share: update bursts drawn from the sampler, the returns summary."""
+  env_steps: int
+  updates: int
+  returns: list[float]
+  random_steps: int
+  min_transitions: int
+  updates_per_burst: int
+  replay: ReplayBuffer
+  sampler: Sampler
+
+  def batch(self, step: int) -> Any | None:
+    if self.env_steps < self.random_steps or self.replay.num_transitions() < self.min_transitions:
+      return None
+    out = self.sampler.sample(self.updates, (self.updates_per_burst,))
+    self.updates += self.updates_per_burst
+    return out
+
+  def summary(self) -> dict[str, float]:
+    r = self.returns
+    return {"episodes": len(r), "mean_return": float(np.mean(r)) if r else float("nan"),
+            "last10_return": float(np.mean(r[-10:])) if r else float("nan"), "env_steps": self.env_steps}
+
+
+class HostCollector(_ReplayCollector):
   """Collects from one host env into `replay` and draws update bursts of `updates_per_burst` batches from `sampler`.
 
   `obs_fn(env_obs) -> stored obs` picks what the agent sees (the replay's obs keys); `act(state, obs, env_step)`
@@ -137,20 +163,8 @@ class HostCollector:
     self.episode += 1
     self._obs, self._recorder = None, None
 
-  def batch(self, step: int) -> Any | None:
-    if self.env_steps < self.random_steps or self.replay.num_transitions() < self.min_transitions:
-      return None
-    out = self.sampler.sample(self.updates, (self.updates_per_burst,))
-    self.updates += self.updates_per_burst
-    return out
-
   def counters(self) -> dict[str, float]:
     return {"env_steps": float(self.env_steps), "episodes": float(self.episode)}
-
-  def summary(self) -> dict[str, float]:
-    r = self.returns
-    return {"episodes": len(r), "mean_return": float(np.mean(r)) if r else float("nan"),
-            "last10_return": float(np.mean(r[-10:])) if r else float("nan"), "env_steps": self.env_steps}
 
   # ---- saving -----------------------------------------------------------------------------------------
   def state_dict(self) -> dict[str, np.ndarray]:
@@ -181,3 +195,99 @@ class HostCollector:
 
 def _batched(obs: Obs) -> dict[str, np.ndarray]:
   return {k: np.asarray(v)[None] for k, v in obs.items()}
+
+
+class VecCollector(_ReplayCollector):
+  """Collects from a JAX-native `VecEnv` (gymnax under `vmap`): a loop step's `train_every` vector steps run as one
+  jitted `lax.scan`, policy and environment inside `jit`; the rows come back to the host replay, one stream per
+  env copy (`ReplayBuffer(streams=env.num_envs)`), stored obs key `obs_key`. Continuous actions: the policy acts
+  in [-1, 1]^A, mapped linearly onto the env's [low, high].
+
+  Counters are in transitions (`env_steps`: vector steps x copies, as are `random_steps` and the uniform-action
+  phase). Vector step t draws its uniform action, policy sample and env step from `fold_in(rng, t)`; the env state
+  and its current observation are part of `state_dict()`, so a resumed run continues the same episodes.
+  """
+
+  def __init__(self, env: Any, replay: ReplayBuffer, sampler: Sampler,
+               policy: Callable[[Any, Obs, Any], Any], *, rng: Any, train_every: int, updates_per_burst: int,
+               random_steps: int, min_transitions: int, obs_key: str = "state"):
+    if env.num_actions is not None or env.action_low is None:
+      raise VidrlError(f"{env.name} has discrete actions; the online collectors act in [-1, 1]^A, so use an env "
+                       f"with continuous actions")
+    if replay.streams != env.num_envs:
+      raise VidrlError(f"the replay has {replay.streams} streams for {env.num_envs} env copies; build it with "
+                       f"streams=env.num_envs")
+    self.env, self.replay, self.sampler, self.obs_key = env, replay, sampler, obs_key
+    self.train_every, self.updates_per_burst = int(train_every), int(updates_per_burst)
+    self.random_steps, self.min_transitions = int(random_steps), int(min_transitions)
+    self.env_steps = self.updates = 0
+    self.returns: list[float] = []
+    n, low, high = env.num_envs, jnp.asarray(env.action_low), jnp.asarray(env.action_high)
+    rng_reset, rng_steps = jax.random.split(rng)
+    self._reset = jax.jit(lambda: env.reset(rng_reset))
+    self._env_state: Any = None
+    self._obs: Any = None
+
+    def rollout(state, env_state, obs, t0):
+      def body(carry, t):
+        env_state, obs = carry
+        k_rand, k_act, k_env = jax.random.split(jax.random.fold_in(rng_steps, t), 3)
+        uniform = jax.random.uniform(k_rand, (n, *env.action_shape), jnp.float32, -1.0, 1.0)
+        action = jnp.where(t * n < self.random_steps, uniform, policy(state, {obs_key: obs}, k_act))
+        env_state, next_obs, reward, done, info = env.step(env_state, low + (action + 1.0) * 0.5 * (high - low),
+                                                           k_env)
+        out = dict(action=action, reward=reward, final=info["final_obs"], reset=next_obs, done=done,
+                   terminated=info["terminated"], episode_return=info["episode_return"],
+                   episode_length=info["episode_length"])
+        return (env_state, next_obs), out
+      return jax.lax.scan(body, (env_state, obs), t0 + jnp.arange(self.train_every))
+
+    self._rollout = jax.jit(rollout)
+
+  def collect(self, state: Any, step: int) -> dict[str, float]:
+    n = self.env.num_envs
+    if self.env_steps != step * self.train_every * n:
+      raise VidrlError(f"the collector is at env step {self.env_steps} but loop step {step} starts at env step "
+                       f"{step * self.train_every * n}; its state and the agent's checkpoint are out of step")
+    t0 = time.time()
+    if self._env_state is None:
+      self._env_state, self._obs = self._reset()
+      self.replay.add({self.obs_key: np.asarray(self._obs)}, is_first=True)
+    (self._env_state, self._obs), traj = self._rollout(state, self._env_state, self._obs, self.env_steps // n)
+    traj = jax.device_get(traj)
+    for t in range(self.train_every):
+      self.replay.add({self.obs_key: traj["final"][t]}, traj["action"][t], traj["reward"][t],
+                      is_last=traj["done"][t], is_terminal=traj["terminated"][t])
+      ended = np.flatnonzero(traj["done"][t])
+      if len(ended):   # the copies that auto-reset start their next episode
+        self.replay.add({self.obs_key: traj["reset"][t][ended]}, is_first=True, streams=ended)
+    self.env_steps += self.train_every * n
+    done = traj["done"]
+    finished = traj["episode_return"][done].astype(np.float64)
+    self.returns.extend(finished.tolist())
+    metrics = {"steps_per_s": self.train_every * n / max(time.time() - t0, 1e-9)}
+    if done.any():
+      metrics.update(episode_return=float(finished.mean()), episode_length=float(traj["episode_length"][done].mean()))
+    return metrics
+
+  def counters(self) -> dict[str, float]:
+    return {"env_steps": float(self.env_steps), "episodes": float(len(self.returns))}
+
+  def state_dict(self) -> dict[str, np.ndarray]:
+    out = {f"replay/{k}": v for k, v in self.replay.state_dict().items()}
+    out.update({"collector/env_steps": np.asarray(self.env_steps), "collector/updates": np.asarray(self.updates),
+                "collector/returns": np.asarray(self.returns, np.float64)})
+    if self._env_state is not None:
+      leaves = jax.device_get(jax.tree.leaves((self._env_state, self._obs)))
+      out.update({f"env/{i}": np.asarray(leaf) for i, leaf in enumerate(leaves)})
+    return out
+
+  def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
+    self.replay.load_state_dict({k[7:]: v for k, v in state.items() if k.startswith("replay/")})
+    self.env_steps, self.updates = int(state["collector/env_steps"]), int(state["collector/updates"])
+    self.returns = [float(r) for r in state["collector/returns"]]
+    self._env_state = self._obs = None
+    if "env/0" in state:
+      treedef = jax.tree.structure(jax.eval_shape(self._reset))
+      leaves = [jnp.asarray(state[f"env/{i}"]) for i in range(treedef.num_leaves)]
+      self._env_state, self._obs = jax.tree.unflatten(treedef, leaves)
