@@ -1,10 +1,10 @@
 """SAC on a host environment (dm_control, Meta-World) as an online stage of the shared loop, and the SAC actor as
 a greedy host policy.
 
-`sac_task` is the one binding of SAC to `vidrl_jax.train.online.HostCollector`: the replay stores the vector
-observation as key "state", actions after the random steps are sampled with `fold_in(act_rng, env_step)`, and the
-loop's step is `sac.make_update_burst(config)` on the collector's (K, B) batches. Randomness and resumption:
-`vidrl_jax.train.online`.
+`sac_task` is the one binding of SAC to the online collectors (`vidrl_jax.train.online.make_collector`): the
+replay stores the vector observation as key "state", actions after the random steps are sampled with
+`fold_in(act_rng, env_step)`, and the loop's step is `sac.make_update_burst(config)` on the collector's (K, B)
+batches. Randomness and resumption: `vidrl_jax.train.online`.
 
 The host environment API (`vidrl_jax.envs.host`): `obs_spec: {key: (shape, dtype)}`, `action_dim`, `max_steps`,
 `reset(seed) -> obs`, `step(action (A,) in [-1, 1]) -> (obs, reward, terminal)`.
@@ -12,7 +12,6 @@ The host environment API (`vidrl_jax.envs.host`): `obs_spec: {key: (shape, dtype
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any, Callable, Mapping, Sequence
 
@@ -26,7 +25,7 @@ from vidrl_jax.envs.base import VecEnv
 from vidrl_jax.errors import VidrlError
 from vidrl_jax.rl import sac
 from vidrl_jax.train.loop import Task, stage_rng
-from vidrl_jax.train.online import HostCollector, VecCollector
+from vidrl_jax.train.online import make_collector
 
 EVAL_SEED_OFFSET = 1_000_000  # evaluation episode i is reset with episode_seed(seed, EVAL_SEED_OFFSET + i)
 
@@ -114,20 +113,18 @@ def sac_task(name: str, env: Any, obs_keys: Sequence[str] | None, config: ml_col
     raise VidrlError(f"num_episodes, train_every, batch_size, round(train_every * updates_per_step), the episode "
                      f"length and the action size must be >= 1; got {config.num_episodes}, {config.train_every}, "
                      f"{B}, {K}, {length} and {A}")
-  streams = env.num_envs if vec else 1
-  replay = ReplayBuffer(config.replay_capacity, {"state": ((D,), np.float32)}, action_dim=A, streams=streams)
-  sampler = Sampler({"replay": (replay, B)}, seed)
-  rng_act, learner = stage_rng(seed, f"{name}/act"), sac.learner_config(config)
-  schedule = dict(train_every=config.train_every, updates_per_burst=K, random_steps=config.random_steps,
-                  min_transitions=B)
-  if vec:
-    collector = VecCollector(env, replay, sampler, lambda state, obs, rng: sac.act(
-        state.actor_params, obs["state"], rng, False, learner), rng=rng_act, **schedule)
-  else:
-    def act(state: sac.SACState, obs: Mapping[str, np.ndarray], env_step: int) -> np.ndarray:
-      return np.asarray(_policy(state.actor_params, obs["state"], rng_act, env_step, learner))
-    collector = HostCollector(env, replay, sampler, act, seed=seed, on_episode=on_episode,
-                              obs_fn=lambda obs: {"state": obs_vector(obs, obs_keys)}, **schedule)
+  replay = ReplayBuffer(config.replay_capacity, {"state": ((D,), np.float32)}, action_dim=A,
+                        streams=env.num_envs if vec else 1)
+  learner = sac.learner_config(config)
+
+  def policy(state: sac.SACState, obs: Mapping[str, jax.Array], rng: jax.Array) -> jax.Array:
+    return sac.act(state.actor_params, obs["state"], rng, False, learner)
+
+  collector = make_collector(env, replay, Sampler({"replay": (replay, B)}, seed), policy,
+                             rng=stage_rng(seed, f"{name}/act"), seed=seed, train_every=config.train_every,
+                             updates_per_burst=K, random_steps=config.random_steps, min_transitions=B,
+                             obs_fn=None if vec else (lambda obs: {"state": obs_vector(obs, obs_keys)}),
+                             on_episode=on_episode)
   burst = sac.make_update_burst(config)
 
   def step(state: sac.SACState, batch: dict, rng: jax.Array) -> tuple[sac.SACState, dict]:
@@ -141,17 +138,15 @@ def sac_task(name: str, env: Any, obs_keys: Sequence[str] | None, config: ml_col
       seeds = [host.episode_seed(seed, EVAL_SEED_OFFSET + i) for i in range(config.eval_episodes)]
       return evaluate_policy(eval_env, obs_keys, state.actor_params, seeds)
 
-  per_episode = length / config.train_every   # loop steps per episode (of each env copy)
-  return Task(name=name, init=lambda rng: sac.init(rng, D, A, config), step=step,
-              num_steps=math.ceil(config.num_episodes * per_episode), collector=collector, evaluate=evaluate,
-              log_every=math.ceil(per_episode),
+  return Task(name=name, init=lambda rng: sac.init(rng, D, A, config), step=step, collector=collector,
+              evaluate=evaluate, show=("episode_return", "critic_loss"), **schedule(config, length))
+
+
+def schedule(config: ml_collections.ConfigDict, episode_length: int) -> dict[str, int]:
+  """An online `Task`'s step counts from a `sac.sac_config`'s episode-based fields: `num_steps` for
+  `num_episodes` episodes of `episode_length` env steps, logging about once an episode, checkpoints and evaluation
+  every `checkpoint_every_episodes` / `eval_every_episodes` episodes' worth (0: at the end only)."""
+  per_episode = episode_length / config.train_every   # loop steps per episode (of each env copy)
+  return dict(num_steps=math.ceil(config.num_episodes * per_episode), log_every=math.ceil(per_episode),
               checkpoint_every=math.ceil(config.checkpoint_every_episodes * per_episode),
-              eval_every=math.ceil(config.eval_every_episodes * per_episode),
-              show=("episode_return", "critic_loss"))
-
-
-@functools.partial(jax.jit, static_argnames="config")
-def _policy(actor_params: Any, obs: jax.Array, rng: jax.Array, env_step: jax.Array,
-            config: ml_collections.FrozenConfigDict) -> jax.Array:
-  """An action (A,) for obs (D,) sampled with `fold_in(rng, env_step)`."""
-  return sac.act(actor_params, obs, jax.random.fold_in(rng, env_step), False, config)
+              eval_every=math.ceil(config.eval_every_episodes * per_episode))

@@ -26,6 +26,7 @@ import numpy as np
 
 from vidrl_jax.data.replay import ReplayBuffer, Sampler
 from vidrl_jax.envs import host
+from vidrl_jax.envs.base import VecEnv
 from vidrl_jax.errors import VidrlError
 
 Obs = Mapping[str, np.ndarray]
@@ -55,6 +56,27 @@ class Collector(Protocol):
 
   def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
     ...
+
+
+def make_collector(env: Any, replay: ReplayBuffer, sampler: Sampler, policy: Callable[[Any, Obs, jax.Array], Any],
+                   *, rng: jax.Array, seed: int, train_every: int, updates_per_burst: int, random_steps: int,
+                   min_transitions: int, obs_fn: Callable[[Obs], Obs] | None = None,
+                   on_episode: Callable[[int, dict], None] | None = None) -> Collector:
+  """The collector for `env`: a `VecCollector` for a JAX-native `VecEnv` (stored obs key "state"), else a
+  `HostCollector` (`obs_fn` picks the stored obs). `policy(state, obs, rng) -> action in [-1, 1]^A` is pure and
+  jittable; env step t's sample uses `fold_in(rng, t)`. The replay must be one of `sampler`'s sources."""
+  schedule = dict(train_every=train_every, updates_per_burst=updates_per_burst, random_steps=random_steps,
+                  min_transitions=min_transitions)
+  if isinstance(env, VecEnv):
+    if on_episode is not None or obs_fn is not None:
+      raise VidrlError(f"the VecEnv {env.name} has one observation and no episode recorder: pass neither obs_fn "
+                       f"nor on_episode")
+    return VecCollector(env, replay, sampler, policy, rng=rng, **schedule)
+  if obs_fn is None:
+    raise VidrlError(f"the host env {env.name} returns a dict of observations: pass obs_fn to pick what is stored")
+  act = jax.jit(lambda state, obs, step: policy(state, obs, jax.random.fold_in(rng, step)))
+  return HostCollector(env, replay, sampler, lambda state, obs, step: np.asarray(act(state, obs, step)),
+                       seed=seed, obs_fn=obs_fn, on_episode=on_episode, **schedule)
 
 
 class _ReplayCollector:
