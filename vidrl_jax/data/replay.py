@@ -13,8 +13,10 @@ Each observation is stored once: transition i -> (obs row i-1, action i, reward 
 `discount` is the continuation flag (no gamma): an episode cut by a time limit keeps 1, so learners bootstrap.
 
 Windows of `length` rows (for world models) never cross an episode: no row after a window's first is a first row.
-Draws are uniform with replacement over the stored transitions (windows) in insertion order, so the k-th draw
-picks the same transition whatever the ring's slot layout; a sampler's batch is a function of (seed, counter).
+A vectorised env's copies run their episodes side by side, so the buffer keeps one ring per copy (`streams`);
+rows follow each other only within a stream. Draws are uniform with replacement over the stored transitions
+(windows), enumerated stream by stream in insertion order; a `Sampler`'s batch is a function of (seed, counter).
+Nothing here is a float copy of an image: batches index the stored arrays, and the learner converts on device.
 """
 
 from __future__ import annotations

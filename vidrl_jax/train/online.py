@@ -4,15 +4,22 @@ A `Collector` is what turns a `Task` into an online stage. Loop step n of such a
 `collect(state, n)` acts `train_every` environment steps with the agent in `state` and adds them to its replay
 buffer; `batch(n)` then gives the stacked batches of one jitted burst of updates (the task's `step`), or None
 while no update is due (random steps, a replay smaller than a batch). The loop checkpoints the agent with orbax and
-the collector's `state_dict()` (replay, counters) beside it as one atomic file of the same step.
+the collector's `state_dict()` (replay, counters) beside it as one atomic file of the same step. A method with
+more than one replay source (RLV: a growing interaction pool and a fixed observation pool, 256 + 256 per update)
+passes a `Sampler` over all of them; the collector fills and saves only its own replay, and the task's `step`
+receives {source name: batch}.
 
-`HostCollector` steps a host environment (`vidrl_jax.envs.host.HostEnv`: dm_control, Meta-World, ...). Every
-random choice is a function of the seed and a counter, so a resumed run continues exactly as an uninterrupted one:
-episode e is reset with `episode_seed(seed, e)`; the uniform actions of the first `random_steps` env steps come
-from `np.random.default_rng([seed, 0, env_step])`; the policy's own sampling is the `act` callable's (e.g.
-`fold_in(rng, env_step)`); the burst after u updates is `sampler.sample(u, (K,))`. A checkpoint taken in the middle
-of an episode stores that episode's actions; resuming resets the environment with the episode's seed and replays
-them (a `HostEnv` is deterministic given its seed and actions), then checks that it reached the stored observation.
+`make_collector` builds the right collector from a pure, jittable `policy(state, obs, rng)`:
+
+- `VecCollector` steps a JAX-native `VecEnv` (gymnax under `vmap`) inside one jitted `lax.scan` per loop step
+  (see its docstring for its randomness; the env state is checkpointed with the replay);
+- `HostCollector` steps a host environment (`vidrl_jax.envs.host.HostEnv`: dm_control, Meta-World, ...). Every
+  random choice is a function of the seed and a counter, so a resumed run continues exactly as an uninterrupted one:
+  episode e is reset with `episode_seed(seed, e)`; the uniform actions of the first `random_steps` env steps come
+  from `np.random.default_rng([seed, 0, env_step])`; the policy's own sampling is the `act` callable's (e.g.
+  `fold_in(rng, env_step)`); the burst after u updates is `sampler.sample(u, (K,))`. A checkpoint taken in the middle
+  of an episode stores that episode's actions; resuming resets the environment with the episode's seed and replays
+  them (a `HostEnv` is deterministic given its seed and actions), then checks that it reached the stored observation.
 """
 
 from __future__ import annotations
