@@ -55,7 +55,7 @@ class Task:
   checkpoint_every: int | None = None                 # overrides the loop config
   eval_every: int | None = None                       # overrides the loop config
   show: tuple[str, ...] = ("loss/total",)             # metrics the progress bar shows (else the first two)
-  collector: Any = None                               # online stages: a `train.online.Collector`
+  collector: Any = None                               # online stages: a `train.online.Collector` (then no batch)
 
 
 def loop_config(**overrides) -> ml_collections.ConfigDict:
@@ -73,10 +73,14 @@ def stage_rng(seed: int, name: str) -> jax.Array:
 
 def run(task: Task, loop: ml_collections.ConfigDict, workdir: str, writer: MetricWriter, seed: int,
         stop_after: int | None = None) -> tuple[State, dict]:
-  """Trains `task` to `task.num_steps` (or resumes it there); returns the final state and last eval metrics.
+  """Trains `task` to `task.num_steps` (or resumes it there); returns the final state and the last eval metrics
+  ("eval/<name>"), joined for an online stage by its collector's `summary()` (e.g. episodes, mean_return).
 
   `stop_after` ends the run early at that step (after checkpointing); tests use it to simulate an interruption.
   """
+  if task.collector is not None and task.batch is not None:
+    raise VidrlError(f"stage {task.name} has both a batch function and a collector; an online stage's collector "
+                     f"gives its batches, so drop the batch function")
   mesh = mesh_lib.make_mesh()
   rng_init, rng_steps = jax.random.split(stage_rng(seed, task.name))
   abstract = jax.eval_shape(task.init, rng_init)
