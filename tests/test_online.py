@@ -114,3 +114,52 @@ def test_gymnax_resume_equals_uninterrupted(tmp_path):
   # Each stream holds whole episodes of its own copy: 11 rows each (a first row and 10 steps), cut by the ring.
   first_rows = state_a["replay/is_first"].reshape(20, 3)
   assert (first_rows.sum(0) == 2).all()
+
+
+def test_two_pool_stage_through_the_loop(tmp_path):
+  """RLV's shape with no special case: a growing interaction replay and a fixed observation-only pool, 6 + 2 per
+  batch, into a task step of the shared loop; resume is exact and only the interaction replay is saved."""
+  import jax.numpy as jnp
+  from vidrl_jax.data.replay import ReplayBuffer, Sampler
+  from vidrl_jax.train import Task
+  from vidrl_jax.train.online import make_collector
+
+  def stage():
+    env = make_host_env("pendulum-swingup", max_steps=10)
+    replay = ReplayBuffer(50, {"state": ((3,), np.float32)}, action_dim=1)
+    video = ReplayBuffer(50, {"state": ((3,), np.float32)}, rewards=False)
+    t = np.arange(12, dtype=np.float32)
+    video.add_episode({"obs": {"state": np.stack([np.cos(t), np.sin(t), t / 12], -1)}})
+    sampler = Sampler({"interaction": (replay, 6), "observation": (video, 2)}, seed=1)
+    policy = lambda s, obs, rng: jnp.tanh(obs["state"] @ s["w"] + 0.1 * jax.random.normal(rng, (1,)))
+    collector = make_collector(env, replay, sampler, policy, rng=jax.random.PRNGKey(2), seed=1, train_every=5,
+                               updates_per_burst=2, random_steps=5, min_transitions=6,
+                               obs_fn=lambda o: {"state": offpolicy.obs_vector(o, KEYS)})
+
+    def step(state, batch, rng):
+      def one(w, b):   # regress the interaction actions, keep the video's next states' outputs small
+        i, o = b["interaction"], b["observation"]
+        loss_fn = lambda w: (jnp.mean((i["obs"]["state"] @ w - i["action"]) ** 2)
+                             + jnp.mean((o["next_obs"]["state"] @ w) ** 2))
+        loss, g = jax.value_and_grad(loss_fn)(w)
+        return w - 0.1 * g, {"loss/total": loss, "n_interaction": jnp.float32(i["obs"]["state"].shape[0]),
+                             "n_observation": jnp.float32(o["obs"]["state"].shape[0])}
+      w, metrics = jax.lax.scan(one, state["w"], batch)
+      return {"w": w}, metrics
+
+    return Task(name="two_pools", init=lambda rng: {"w": jax.random.normal(rng, (3, 1))}, step=step, num_steps=6,
+                collector=collector, checkpoint_every=2, log_every=1)
+
+  loop = loop_config(progress=False)
+  full_task = stage()
+  full, _ = run(full_task, loop, str(tmp_path / "a"), MetricWriter(str(tmp_path / "a")), seed=0)
+  rows = MetricWriter(str(tmp_path / "a")).rows("two_pools")
+  shares = [(r["n_interaction"], r["n_observation"]) for r in rows if "loss/total" in r]
+  assert shares == [(6.0, 2.0)] * 5          # loop steps 2..6: after the random steps, with 6 transitions stored
+  b = str(tmp_path / "b")
+  run(stage(), loop, b, MetricWriter(b), seed=0, stop_after=3)
+  resumed_task = stage()
+  resumed, _ = run(resumed_task, loop, b, MetricWriter(b), seed=0)
+  np.testing.assert_array_equal(full["w"], resumed["w"])
+  saved = np.load(os.path.join(b, "two_pools", "collector", "collector_6.npz"))
+  assert list(saved["replay/size"]) == [33] and not any("observation" in k for k in saved.files)
