@@ -37,6 +37,7 @@ def test_transitions_by_hand_and_uint8_images():
   np.testing.assert_array_equal(b["action"][:, 0], s + 1)               # the action taken in obs t led to t+1
   np.testing.assert_array_equal(b["reward"], s + 1)
   np.testing.assert_array_equal(b["discount"], np.where(s == 2, 0.0, 1.0))   # only into the terminal obs
+  np.testing.assert_array_equal(b["is_last"], s == 2)
   np.testing.assert_array_equal(b["obs"]["image"][:, 0, 0, 0], s.astype(np.uint8))
   assert set(s) == {0, 1, 2}
   # Step by step gives the same rows as a whole episode; an episode cut by a time limit keeps discount 1.
@@ -99,7 +100,7 @@ def test_two_source_sampler_shares_and_determinism():
   sampler = Sampler({"interaction": (interaction, 6), "observation": (observation, 4)}, seed=5)
   a = sampler.sample(3, (2,))
   assert a["interaction"]["obs"]["state"].shape == (2, 6, 2) and a["observation"]["obs"]["state"].shape == (2, 4, 2)
-  assert set(a["observation"]) == {"obs", "next_obs", "discount"}     # no actions or rewards in video
+  assert set(a["observation"]) == {"obs", "next_obs", "discount", "is_last"}   # no actions or rewards in video
   assert np.all(a["interaction"]["obs"]["state"][..., 1] == 0.0)      # each share from its own source
   assert np.all(a["observation"]["obs"]["state"][..., 1] == 100.0)
   again, other = sampler.sample(3, (2,)), sampler.sample(4, (2,))

@@ -151,7 +151,8 @@ class ReplayBuffer:
 
   def sample(self, rng: np.random.Generator, shape: tuple[int, ...] | int) -> dict[str, Any]:
     """Transitions with leading axes `shape` (e.g. (K, B) for K updates in one scan): `obs` and `next_obs`
-    (dicts by key), `discount`, and `action`, `reward` where the buffer has them."""
+    (dicts by key), `discount`, `is_last` (next_obs ends its episode: RLV's Eq. 2 rewards it), and `action`,
+    `reward` where the buffer has them."""
     ends = self._transition_ends()
     if len(ends) == 0:
       raise VidrlError("cannot sample a transition from a replay buffer that holds none; add an episode's "
@@ -160,7 +161,8 @@ class ReplayBuffer:
     prev = (i - self.streams) % self.capacity
     out: dict[str, Any] = {"obs": {k: v[prev] for k, v in self._obs.items()},
                            "next_obs": {k: v[i] for k, v in self._obs.items()},
-                           "discount": 1.0 - self._cols["is_terminal"][i].astype(np.float32)}
+                           "discount": 1.0 - self._cols["is_terminal"][i].astype(np.float32),
+                           "is_last": self._cols["is_last"][i]}
     for f in ("action", "reward"):
       if f in self._cols:
         out[f] = self._cols[f][i]
