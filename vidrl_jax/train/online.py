@@ -265,6 +265,9 @@ class VecCollector(_ReplayCollector):
         action = jnp.where(t * n < self.random_steps, uniform, policy(state, {obs_key: obs}, k_act))
         env_state, next_obs, reward, done, info = env.step(env_state, low + (action + 1.0) * 0.5 * (high - low),
                                                            k_env)
+        if "final_obs" not in info:
+          raise VidrlError(f"{env.name} does not report info['final_obs'] (the observation before an auto-reset), "
+                           f"which off-policy learners bootstrap from; add it to that VecEnv's step")
         out = dict(action=action, reward=reward, final=info["final_obs"], reset=next_obs, done=done,
                    terminated=info["terminated"], episode_return=info["episode_return"],
                    episode_length=info["episode_length"])
