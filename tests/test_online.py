@@ -96,7 +96,7 @@ def test_gymnax_resume_equals_uninterrupted(tmp_path):
   from vidrl_jax.envs import env_config, make_env
   env = make_env(env_config("gymnax", "Pendulum-v1", 3, params=dict(max_steps_in_episode=10)))
   config = _config(replay_capacity=60)    # 20 rows per stream < 33 rows each: every stream's ring wraps
-  stage = lambda: offpolicy.sac_task("sac", env, None, config, seed=4)
+  stage = lambda: offpolicy.sac_task("sac", env, None, config, seed=4, eval_env=env)
   full_task = stage()
   full, summary_a = run(full_task, _loop(), str(tmp_path / "a"), MetricWriter(str(tmp_path / "a")), seed=4)
   b = str(tmp_path / "b")
@@ -111,6 +111,7 @@ def test_gymnax_resume_equals_uninterrupted(tmp_path):
   for k in state_a:
     np.testing.assert_array_equal(state_a[k], state_b[k])
   assert summary_a == summary_b and summary_a["episodes"] == 9 and summary_a["env_steps"] == 96
+  assert summary_a["eval/num_episodes"] == 3 and -200 < summary_a["eval/mean_return"] < 0   # 10 steps, cost <= 16.3
   # Each stream holds whole episodes of its own copy: 11 rows each (a first row and 10 steps), cut by the ring.
   first_rows = state_a["replay/is_first"].reshape(20, 3)
   assert (first_rows.sum(0) == 2).all()
@@ -163,3 +164,24 @@ def test_two_pool_stage_through_the_loop(tmp_path):
   np.testing.assert_array_equal(full["w"], resumed["w"])
   saved = np.load(os.path.join(b, "two_pools", "collector", "collector_6.npz"))
   assert list(saved["replay/size"]) == [33] and not any("observation" in k for k in saved.files)
+
+
+def test_vec_evaluator_matches_a_python_loop():
+  """The scanned greedy evaluation on a VecEnv equals stepping the copies one call at a time and summing rewards."""
+  import jax.numpy as jnp
+  from vidrl_jax.envs import env_config, make_env
+  from vidrl_jax.train import online
+  env = make_env(env_config("gymnax", "Pendulum-v1", 2, params=dict(max_steps_in_episode=5)))
+  policy = lambda s, obs, rng: jnp.clip(obs["state"][:, :1] * s + 0.1 * jax.random.normal(rng, (2, 1)), -1, 1)
+  got = online.vec_evaluator(env, policy)(jnp.float32(0.5), jax.random.PRNGKey(0))
+  rng_reset, rng_steps = jax.random.split(jax.random.PRNGKey(0))
+  env_state, obs = env.reset(rng_reset)
+  total, finished = np.zeros(2), np.zeros(2, bool)
+  for key in jax.random.split(rng_steps, 5):
+    k_act, k_env = jax.random.split(key)
+    action = online.env_action(env, policy(jnp.float32(0.5), {"state": obs}, k_act))
+    env_state, obs, reward, done, _ = env.step(env_state, action, k_env)
+    total += np.where(finished, 0.0, np.asarray(reward))
+    finished |= np.asarray(done)
+  assert finished.all() and np.all(total < 0)
+  np.testing.assert_allclose(got, total, rtol=1e-5)

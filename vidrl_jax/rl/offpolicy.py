@@ -25,7 +25,7 @@ from vidrl_jax.envs.base import VecEnv
 from vidrl_jax.errors import VidrlError
 from vidrl_jax.rl import sac
 from vidrl_jax.train.loop import Task, stage_rng
-from vidrl_jax.train.online import make_collector
+from vidrl_jax.train.online import make_collector, vec_evaluator
 
 EVAL_SEED_OFFSET = 1_000_000  # evaluation episode i is reset with episode_seed(seed, EVAL_SEED_OFFSET + i)
 
@@ -95,9 +95,9 @@ def sac_task(name: str, env: Any, obs_keys: Sequence[str] | None, config: ml_col
 
   Logged per `ceil(episode length / train_every)` loop steps (about an episode): `episode_return`,
   `episode_length`, `steps_per_s`, the mean update metrics (`sac.SAC_METRICS`), `env_steps` and `episodes`.
-  Checkpoints every `checkpoint_every_episodes` episodes' worth of steps (0: at the end only); with `eval_env` (a
-  host env), evaluates `eval_episodes` greedy episodes every `eval_every_episodes` episodes' worth (0: at the end
-  only). `run` returns the final `SACState` and {episodes, mean_return, last10_return, env_steps, eval/...}.
+  Checkpoints every `checkpoint_every_episodes` episodes' worth of steps (0: at the end only); with `eval_env`,
+  evaluates greedy episodes every `eval_every_episodes` episodes' worth (0: at the end only): `eval_episodes`
+  seeded host-env episodes, or one episode per copy of a `VecEnv`. `run` returns the final `SACState` and {episodes, mean_return, last10_return, env_steps, eval/...}.
   `on_episode(e, trajectory)` (host envs): see `HostCollector`.
   """
   vec = isinstance(env, VecEnv)
@@ -133,7 +133,14 @@ def sac_task(name: str, env: Any, obs_keys: Sequence[str] | None, config: ml_col
                              next_obs=b["next_obs"]["state"], discount=b["discount"]), rng)
 
   evaluate = None
-  if eval_env is not None:
+  if eval_env is not None and vec:   # the same episodes at every evaluation
+    greedy = vec_evaluator(eval_env, lambda s, obs, rng: sac.act(s.actor_params, obs["state"], rng, True, learner))
+
+    def evaluate(state: sac.SACState, step: int) -> dict:
+      returns = greedy(state, stage_rng(seed, f"{name}/eval"))
+      return dict(mean_return=float(np.mean(returns)), std_return=float(np.std(returns)),
+                  num_episodes=len(returns))
+  elif eval_env is not None:
     def evaluate(state: sac.SACState, step: int) -> dict:
       seeds = [host.episode_seed(seed, EVAL_SEED_OFFSET + i) for i in range(config.eval_episodes)]
       return evaluate_policy(eval_env, obs_keys, state.actor_params, seeds)

@@ -86,6 +86,40 @@ def make_collector(env: Any, replay: ReplayBuffer, sampler: Sampler, policy: Cal
                        seed=seed, obs_fn=obs_fn, on_episode=on_episode, **schedule)
 
 
+def env_action(env: VecEnv, action: jax.Array) -> jax.Array:
+  """An agent's action in [-1, 1]^A mapped linearly onto the continuous VecEnv's [action_low, action_high]."""
+  low, high = jnp.asarray(env.action_low), jnp.asarray(env.action_high)
+  return low + (action + 1.0) * 0.5 * (high - low)
+
+
+def vec_evaluator(env: VecEnv, policy: Callable[[Any, Obs, jax.Array], Any], obs_key: str = "state"
+                  ) -> Callable[[Any, jax.Array], np.ndarray]:
+  """A jitted `(state, rng) -> returns (num_envs,)`: one episode per env copy (`env.max_episode_steps` steps from
+  a reset drawn from `rng`; each copy's first finished episode counts)."""
+  if not env.max_episode_steps:
+    raise VidrlError(f"{env.name} has no max_episode_steps; evaluation needs episodes of bounded length")
+
+  @jax.jit
+  def returns(state: Any, rng: jax.Array) -> jax.Array:
+    rng_reset, rng_steps = jax.random.split(rng)
+    env_state, obs = env.reset(rng_reset)
+
+    def body(carry, key):
+      env_state, obs, total, finished = carry
+      k_act, k_env = jax.random.split(key)
+      env_state, obs, _, done, info = env.step(env_state, env_action(env, policy(state, {obs_key: obs}, k_act)),
+                                               k_env)
+      total = jnp.where(done & ~finished, info["episode_return"], total)
+      return (env_state, obs, total, finished | done), None
+
+    zeros = jnp.zeros((env.num_envs,), jnp.float32)
+    (_, _, total, _), _ = jax.lax.scan(body, (env_state, obs, zeros, zeros > 0),
+                                       jax.random.split(rng_steps, env.max_episode_steps))
+    return total
+
+  return lambda state, rng: np.asarray(returns(state, rng), np.float64)
+
+
 class _ReplayCollector:
   """What both collectors share: update bursts drawn from the sampler, the returns summary."""
   env_steps: int
@@ -251,7 +285,7 @@ class VecCollector(_ReplayCollector):
     self.random_steps, self.min_transitions = int(random_steps), int(min_transitions)
     self.env_steps = self.updates = 0
     self.returns: list[float] = []
-    n, low, high = env.num_envs, jnp.asarray(env.action_low), jnp.asarray(env.action_high)
+    n = env.num_envs
     rng_reset, rng_steps = jax.random.split(rng)
     self._reset = jax.jit(lambda: env.reset(rng_reset))
     self._env_state: Any = None
@@ -263,8 +297,7 @@ class VecCollector(_ReplayCollector):
         k_rand, k_act, k_env = jax.random.split(jax.random.fold_in(rng_steps, t), 3)
         uniform = jax.random.uniform(k_rand, (n, *env.action_shape), jnp.float32, -1.0, 1.0)
         action = jnp.where(t * n < self.random_steps, uniform, policy(state, {obs_key: obs}, k_act))
-        env_state, next_obs, reward, done, info = env.step(env_state, low + (action + 1.0) * 0.5 * (high - low),
-                                                           k_env)
+        env_state, next_obs, reward, done, info = env.step(env_state, env_action(env, action), k_env)
         if "final_obs" not in info:
           raise VidrlError(f"{env.name} does not report info['final_obs'] (the observation before an auto-reset), "
                            f"which off-policy learners bootstrap from; add it to that VecEnv's step")
