@@ -85,7 +85,7 @@ class SequenceDataset:
     self.obs = dict(obs)
     self.action, self.reward = action, reward
     self.extras = dict(extras or {})
-    self.files = files or store.Files()
+    self.files = files if files is not None else store.Files()
     src, begin, length, first = [], [], [], []
     for i, (s, f) in enumerate(zip(self.sources, is_first)):
       f = np.asarray(f, bool).copy()

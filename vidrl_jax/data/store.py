@@ -25,7 +25,7 @@ import numpy as np
 
 from vidrl_jax.errors import VidrlError
 
-BLOCK = 8 << 20   # bytes decompressed at a time when caching a compressed member
+BLOCK = 1 << 20   # bytes decompressed at a time when caching a compressed member
 _LOCAL_HEADER = struct.Struct("<4s5H3L2H")
 
 
