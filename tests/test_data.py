@@ -108,7 +108,7 @@ def test_lapo_pipeline_reads_a_foreign_root_without_writing(tmp_path):
   config.data.labelled_split = "test"
   train, labelled, info = lapo.datasets(None, None)
   assert train.num_windows == labelled.num_windows == (20 - 2) + (12 - 2)
-  assert info["labelled"] == {"source": str(root / "test")}
+  assert info["labelled"] == {"source": str(root / "test"), "frames": 32}
   assert sorted(os.listdir(root)) == ["test", "train"]
   assert {s: _tree_digest(root / s) for s in ("train", "test")} == before
 

@@ -178,3 +178,32 @@ def test_concat_obs():
     tr.concat_obs(obs, ["a", "image"])
   with pytest.raises(VidrlError, match=r"lacks the key\(s\) \['c'\]"):
     tr.concat_obs(obs, ["c"])
+
+
+def test_official_aime_data_serves_as_a_dataset_and_stays_untouched(tmp_path):
+  """Released AIME files (np.savez_compressed, official keys, no markers) named by `data.demos`: read, not written."""
+  import sys
+  sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs"))
+  import aime as aime_config
+  from vidrl_jax.methods.aime.pipeline import Aime
+  official = tmp_path / "released" / "swingup"
+  official.mkdir(parents=True)
+  trajs = [_traj(n, i, seed=i) for i, n in enumerate([6, 9, 4])]
+  for i, t in enumerate(trajs):
+    np.savez_compressed(official / f"{i:06d}.npz", **t)
+  before = {p.name: p.read_bytes() for p in official.iterdir()}
+  config = aime_config.get_config("smoke")
+  config.unlock()
+  config.data.demos = str(tmp_path / "released" / "{task}")
+  config.data.cache_dir = str(tmp_path / "cache")
+  a = Aime(config, str(tmp_path / "work"))
+  assert a.dataset_dir("demos", "swingup") == str(official)
+  assert not a.writable(str(official))
+  summary = a.demos("swingup", actor_params=None)                     # no expert needed: nothing is collected
+  assert summary["episodes"] == 3
+  assert summary["mean_return"] == pytest.approx(np.mean([t["reward"].sum() for t in trajs]), rel=1e-5)
+  data = a.load([str(official)], KEYS)
+  assert data.num_runs == 3 and data.windows(4).sample(0, 0, 8)["obs"]["marker"].shape == (8, 4, 1)
+  assert {p.name: p.read_bytes() for p in official.iterdir()} == before
+  own = str(tmp_path / "work" / "data" / "random")                    # our own directories are claimed first
+  assert a.writable(own) and ownership.owner(own)["format"] == "aime_episodes"

@@ -112,11 +112,11 @@ class Lapo:
     else:
       ownership.claim(root, {"format": "lapo_splits"}, restart=False)
       info = self.collect(root, splits, expert_apply, expert_params)
-    window = self.k + 2
-    done = c.data.done or None
-    out = [formats.lapo_chunks(os.path.join(root, splits[name]), done, self.env.obs_shape, c.data.cache_dir or None)
-           .windows(window) for name in ("train", "labelled")]
-    return out[0], out[1], info
+    data = {name: formats.lapo_chunks(os.path.join(root, split), c.data.done or None, self.env.obs_shape,
+                                      c.data.cache_dir or None) for name, split in splits.items()}
+    for name, d in data.items():
+      info[name].setdefault("frames", d.num_steps)
+    return data["train"].windows(self.k + 2), data["labelled"].windows(self.k + 2), info
 
   def collect(self, root: str, splits: dict, expert_apply, expert_params) -> dict:
     """Rolls the data policy out into the project's own split directories (skipped where already complete)."""
