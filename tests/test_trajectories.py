@@ -166,6 +166,12 @@ def test_split():
   np.testing.assert_array_equal(lone_val.parent_ids(np.arange(3)), [8, 9, 10])
   with pytest.raises(VidrlError, match="strictly between 0 and 1"):
     data.split(1.0, seed=0)
+  short = formats.from_episodes([_traj(3), _traj(9, 1)], KEYS).windows(4)   # a part may hold no window ...
+  parts = short.split(0.5, seed=0)
+  empty = [p for p in parts if p.num_windows == 0]
+  assert len(empty) == 1 and sum(p.num_windows for p in parts) == 6
+  with pytest.raises(VidrlError, match="holds no window of 4 rows"):    # ... but cannot be sampled
+    empty[0].draw(0, 0, 2)
 
 
 def test_concat_obs():

@@ -136,8 +136,7 @@ class SequenceDataset:
     return int(np.prod(shape)) if shape else 1
 
   def _field(self, key: str) -> Field:
-    found = {**{f"obs/{k}": v for k, v in self.obs.items()}, **self.obs, "action": self.action,
-             "reward": self.reward, **self.extras}.get(key)
+    found = {**self.obs, "action": self.action, "reward": self.reward, **self.extras}.get(key)
     if found is None:
       raise VidrlError(f"the dataset {self.name} has no key {key!r} (observations {list(self.obs)}, actions "
                        f"{'yes' if self.action else 'no'}, rewards {'yes' if self.reward else 'no'}, extras "
@@ -187,7 +186,7 @@ class Windows:
     self.hi = self._full[self.runs] if hi is None else np.asarray(hi, np.int64)
     self._counts = np.maximum(self.hi - self.lo, 0)
     self._ends = np.cumsum(self._counts)
-    if self.num_windows == 0:
+    if self.num_windows == 0 and runs is None:       # a part of a split may be empty; the whole set may not
       longest = int(data.run_length.max()) if data.num_runs else 0
       raise VidrlError(f"no window of {length} rows fits inside one episode of {data.name} (the longest run "
                        f"has {longest} rows); use a shorter window or longer episodes")
@@ -223,6 +222,9 @@ class Windows:
     if process_count < 1 or not 0 <= process_index < process_count:
       raise VidrlError(f"process index {process_index} is not in [0, {process_count}); pass jax.process_index() "
                        f"and jax.process_count()")
+    if self.num_windows == 0:
+      raise VidrlError(f"this part of {self.data.name} holds no window of {self.length} rows; use more or longer "
+                       f"episodes, or another validation fraction")
     if batch_size < 1 or batch_size % process_count:
       raise VidrlError(f"the batch size {batch_size} must be a positive multiple of the process count "
                        f"{process_count}; change the config's batch size")

@@ -91,7 +91,7 @@ class Aime:
     done = ownership.read_complete(out)
     if done is not None:
       return done
-    data = formats.episodes(out, obs_keys=[])
+    data = self.load([out], [])
     if data.reward is None:
       raise VidrlError(f"the dataset {out} has no rewards, so its expert return (the normaliser) is unknown; "
                        f"use demonstrations with a 'reward' key")
