@@ -15,23 +15,24 @@ What `done[t]` means differs between writers, so the reader takes a `done` conve
   'first'  done[t]: obs[t] is the first frame of a new episode (the previous step ended the last one).
 The official chunks follow 'first'. Their writer is not in schmidtdominik/LAPO (the data is a download), but its
 PPO loop, whose buffer has the same fields (obs, actions, rewards, dones, values), stores the flag returned by the
-*previous* step beside the current frame, `lapo/ppo.py` lines 237-238 and 255-258:
+*previous* step beside the current frame, `lapo/ppo.py` (commit c3844f7) lines 237-238 and 255-258:
     buf["obs"][step] = next_obs
     buf["dones"][step] = next_done
     ...
     next_obs, reward, done, info = envs.step(action.cpu().numpy())
     next_done = torch.from_numpy(done).to(device).float()
-and Procgen resets automatically, so the frame stored with done = 1 is the new episode's first frame (its GAE
-reads `nextnonterminal = 1.0 - buf["dones"][t + 1]`, line 131: the CleanRL convention). The official loader
+and `ProcgenEnv` (lapo/env_utils.py) resets automatically, so the frame stored with done = 1 is the new episode's
+first frame (its GAE reads `nextnonterminal = 1.0 - buf["dones"][t + 1]`, line 131: the CleanRL convention). This
+is inferred from the loop that matches the files, not read from their writer; the config's `data.done` overrides. The official loader
 (`lapo/data_loader.py`) ignores `done` and its windows straddle episodes; ours never do. With `done=None` the
 convention comes from the directory's owner marker, 'last' for data of earlier versions of this project
 (`_COMPLETE.json` without owner marker), else 'first' (official data).
 
 Episode files (`episodes`; AIME and DreamerV2/APV): one `.npz` per episode, observation keys (`image` uint8
 (T+1, H, W, C), sensors (T+1, D) or (T+1,)), `pre_action` (AIME) or `action` (DreamerV2: `action[t]` led to
-obs t, row 0 zeros, as AIME's `pre_action`: dreamerv2/common/driver.py stores the reset observation with a zero
-action and each later one with the action that produced it), `reward` (reward[t] received with obs t),
-`is_first`, `is_last`, `is_terminal`, maybe `discount`. Actions and rewards are optional (APV's action-free
+obs t, row 0 zeros, as AIME's `pre_action`: dreamerv2/common/driver.py lines 37-40 store the reset observation
+with a zero action, lines 50-52 each later observation with the action that produced it; APV's replay.py is the
+same), `reward` (reward[t] received with obs t), `is_first`, `is_last`, `is_terminal`, maybe `discount`. Actions and rewards are optional (APV's action-free
 videos); `is_first` splits a file holding several episodes; without it each file is one episode.
 """
 

@@ -154,6 +154,11 @@ class SequenceDataset:
 
   def read(self, field: Field, source: np.ndarray, rows: np.ndarray, is_first: np.ndarray) -> np.ndarray:
     """Values of `field` at rows (B, L) of the given sources (B,), canonical dtype and shape."""
+    if not len(source):
+      s = self.sources[0]
+      empty = convert(np.zeros((0, *s.row_shape(field.source)), s.dtype(field.source)), field.kind,
+                      s.row_shape(field.source))
+      return empty.reshape(rows.shape + empty.shape[1:])
     out = None
     for s in np.unique(source):
       m = source == s
