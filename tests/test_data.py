@@ -79,6 +79,12 @@ def test_official_lapo_chunks_load_unchanged_and_stay_untouched(tmp_path):
       np.testing.assert_allclose(b["reward"][i, r], 0 if first else arrays["rewards"][t - 1])
     np.testing.assert_allclose(b["values"][i], arrays["values"][s:s + 3])
   assert b["action"].dtype == np.int32 and b["reward"].dtype == np.float32
+  assert data.resident_keys == {"obs", "ta", "rewards", "ep_returns", "values"}
+  mapped = formats.lapo_chunks(str(root / "test"), cache_dir=str(cache), resident_bytes=0)   # read through maps
+  assert mapped.resident_keys == set()
+  for k, v in mapped.windows(3).gather(np.arange(w.num_windows)).items():  # the same values either way
+    for got, want in zip(*(list(x.values()) if k == "obs" else [x] for x in (v, b[k]))):
+      np.testing.assert_array_equal(got, want)
   assert len(os.listdir(cache)) == len(["obs", "ta", "rewards", "ep_returns", "values"])   # cache: ours only
   assert _tree_digest(root / "test") == before                         # the user's files: byte for byte
   with pytest.raises(VidrlError, match="never written into"):          # a collector pointed at it stops
@@ -202,7 +208,7 @@ def test_mixed_sampler_shares_and_determinism(tmp_path):
 
 
 def test_a_dataset_larger_than_the_memory_budget(tmp_path):
-  """60 MB of frames (stored and compressed files): opening and sampling allocate a small fraction of it."""
+  """60 MB of frames (stored and compressed files), a 4 MB budget: opening and sampling allocate a fraction."""
   d = tmp_path / "big"
   d.mkdir()
   n, frame = 1600, (64, 64, 3)                                   # 1600 * 12 KiB = 19.7 MB per file
@@ -216,10 +222,14 @@ def test_a_dataset_larger_than_the_memory_budget(tmp_path):
   size = sum(os.path.getsize(d / f) for f in os.listdir(d))
   assert size > 55e6
   tracemalloc.start()
-  data = formats.lapo_chunks(str(d), done="first", cache_dir=str(tmp_path / "cache"), max_open=2)
+  budget = 4 << 20                                               # a memory budget far below the data
+  data = formats.lapo_chunks(str(d), done="first", cache_dir=str(tmp_path / "cache"), max_open=2,
+                             resident_bytes=budget)
+  assert data.resident_keys == {"ta"}                            # 19 KB of actions fit, 59 MB of frames do not
   w = data.windows(8)
   for step in range(20):
     b = w.sample(0, step, 16)
+    assert (b["action"] == 0).all()
   _, peak = tracemalloc.get_traced_memory()
   tracemalloc.stop()
   assert b["obs"]["image"].shape == (16, 8, *frame)

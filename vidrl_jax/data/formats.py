@@ -45,7 +45,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from vidrl_jax.data import ownership, store
-from vidrl_jax.data.sequence import Field, SequenceDataset, Source
+from vidrl_jax.data.sequence import RESIDENT_BYTES, Field, SequenceDataset, Source
 from vidrl_jax.errors import VidrlError
 
 DONE_CONVENTIONS = ("last", "first")
@@ -110,8 +110,10 @@ def detect_done(directory: str) -> str:
 
 
 def lapo_chunks(directory: str, done: str | None = None, obs_shape: Sequence[int] | None = None,
-                cache_dir: str | None = None, max_open: int = 64) -> SequenceDataset:
-  """The LAPO chunks of `directory` as a SequenceDataset (obs key 'image'); `done`: 'last', 'first' or None."""
+                cache_dir: str | None = None, max_open: int = 64,
+                resident_bytes: int = RESIDENT_BYTES) -> SequenceDataset:
+  """The LAPO chunks of `directory` as a SequenceDataset (obs key 'image'); `done`: 'last', 'first' or None.
+  `cache_dir`, `max_open` (store.Files) and `resident_bytes` (sequence.py) bound disk copies and memory."""
   done = detect_done(directory) if done is None else done
   if done not in DONE_CONVENTIONS:
     raise VidrlError(f"unknown done convention {done!r}; use 'last' (done marks an episode's last frame) or "
@@ -142,11 +144,11 @@ def lapo_chunks(directory: str, done: str | None = None, obs_shape: Sequence[int
   reward = Field("rewards", "scalar", shift=1) if everywhere("rewards") else None
   extras = {k: Field(k, "scalar") for k in ("ep_returns", "values") if everywhere(k)}
   _prepare(files, sources, ["obs"] + [f.source for f in (action, reward, *extras.values()) if f is not None])
-  return SequenceDataset(directory, sources, is_first, obs, action, reward, extras, files)
+  return SequenceDataset(directory, sources, is_first, obs, action, reward, extras, files, resident_bytes)
 
 
-def _episode_dataset(name: str, sources: list[Source], obs_keys: Sequence[str] | None,
-                     files: store.Files) -> SequenceDataset:
+def _episode_dataset(name: str, sources: list[Source], obs_keys: Sequence[str] | None, files: store.Files,
+                     resident_bytes: int) -> SequenceDataset:
   if obs_keys is None:
     obs_keys = [k for k in sources[0].columns if k not in EPISODE_RESERVED and not k.startswith("log_")]
   obs_keys = list(obs_keys)
@@ -178,11 +180,12 @@ def _episode_dataset(name: str, sources: list[Source], obs_keys: Sequence[str] |
   reward = Field("reward", "scalar") if all(has("reward")) else None
   extras = {k: Field(k, "flag") for k in ("is_last", "is_terminal") if all(has(k))}
   _prepare(files, sources, obs_keys + [f.source for f in (action, reward, *extras.values()) if f is not None])
-  return SequenceDataset(name, sources, is_first, obs, action, reward, extras, files)
+  return SequenceDataset(name, sources, is_first, obs, action, reward, extras, files, resident_bytes)
 
 
 def episodes(directories: str | Sequence[str], obs_keys: Sequence[str] | None = None, limit: int | None = None,
-             cache_dir: str | None = None, max_open: int = 64) -> SequenceDataset:
+             cache_dir: str | None = None, max_open: int = 64,
+             resident_bytes: int = RESIDENT_BYTES) -> SequenceDataset:
   """The episode files (AIME / DreamerV2 / APV) of one or more directories, the first `limit` of each in sorted
   order; `obs_keys` None = every key that is not an action, reward or flag."""
   if isinstance(directories, str):
@@ -190,7 +193,8 @@ def episodes(directories: str | Sequence[str], obs_keys: Sequence[str] | None = 
   if limit is not None and limit < 1:
     raise VidrlError(f"the episode limit must be at least 1 (or None for all), got {limit}")
   sources = [Source(p, 0, store.members(p)) for d in directories for p in npz_files(d, "episodes")[:limit]]
-  return _episode_dataset(", ".join(directories), sources, obs_keys, store.Files(cache_dir, max_open))
+  return _episode_dataset(", ".join(directories), sources, obs_keys, store.Files(cache_dir, max_open),
+                          resident_bytes)
 
 
 def from_episodes(episodes_: Sequence[Mapping[str, np.ndarray]], obs_keys: Sequence[str] | None = None,
@@ -199,4 +203,4 @@ def from_episodes(episodes_: Sequence[Mapping[str, np.ndarray]], obs_keys: Seque
   sources = [Source(f"episode {i}", 0, {k: np.asarray(v) for k, v in e.items()}) for i, e in enumerate(episodes_)]
   if not sources:
     raise VidrlError(f"the dataset {name} holds no episodes; collect data or point the config at a dataset")
-  return _episode_dataset(name, sources, obs_keys, store.Files())
+  return _episode_dataset(name, sources, obs_keys, store.Files(), RESIDENT_BYTES)

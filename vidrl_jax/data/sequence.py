@@ -10,7 +10,10 @@ that lie in one source and one episode. Every format reader (`formats.py`) maps 
   is_first[t]  row t starts an episode
 
 Nothing is read into memory when a dataset is opened except the per-row episode flags: arrays stay memory-mapped
-(`store.py`), so a dataset larger than RAM works and memory holds only the run index (a few numbers per episode).
+(`store.py`) and memory holds the run index (a few numbers per episode). Keys are made resident (one array over
+all sources, so a batch is one indexing operation) while their total stays within `resident_bytes` (default
+256 MiB; non-image keys first, then the smallest): a small dataset samples at in-memory speed, and a dataset
+larger than that budget, or than RAM, is read through the maps, so memory stays bounded whatever its size.
 
 `Windows` is the sampler: every window of `length` rows inside one run, numbered run by run in order; with
 `pad > 0` a window may start up to `pad` rows before its run, those rows repeating the run's first row (BCO's
@@ -29,6 +32,8 @@ import numpy as np
 
 from vidrl_jax.data import store
 from vidrl_jax.errors import VidrlError
+
+RESIDENT_BYTES = 256 << 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,7 +82,8 @@ class SequenceDataset:
 
   def __init__(self, name: str, sources: Sequence[Source], is_first: Sequence[np.ndarray],
                obs: Mapping[str, Field], action: Field | None = None, reward: Field | None = None,
-               extras: Mapping[str, Field] | None = None, files: store.Files | None = None):
+               extras: Mapping[str, Field] | None = None, files: store.Files | None = None,
+               resident_bytes: int = RESIDENT_BYTES):
     if not sources:
       raise VidrlError(f"the dataset {name} holds no episodes; collect data or point the config at a dataset")
     self.name = name
@@ -100,6 +106,26 @@ class SequenceDataset:
     self.run_begin = np.concatenate(begin).astype(np.int64)
     self.run_length = np.concatenate(length).astype(np.int64)
     self.run_first = np.concatenate(first)
+    self._offsets = np.concatenate([[0], np.cumsum([s.length for s in self.sources])]).astype(np.int64)
+    self._resident: dict[str, np.ndarray] = {}
+    self.resident_keys = self._plan_resident(int(resident_bytes))
+
+  def _plan_resident(self, budget: int) -> set[str]:
+    """Source keys held in memory: non-image keys first, then by size, while their total fits `budget`."""
+    fields = [self.action, self.reward, *self.obs.values(), *self.extras.values()]
+    kinds = {f.source: f.kind for f in fields if f is not None}
+    size = {k: sum(int(np.prod(s.columns[k].shape)) * s.dtype(k).itemsize for s in self.sources) for k in kinds}
+    keep, used = set(), 0
+    for k in sorted(kinds, key=lambda k: (kinds[k] == "image", size[k])):
+      if used + size[k] <= budget:
+        keep.add(k)
+        used += size[k]
+    return keep
+
+  def _resident_array(self, key: str) -> np.ndarray:
+    if key not in self._resident:
+      self._resident[key] = np.concatenate([np.asarray(self.array(i, key)) for i in range(len(self.sources))])
+    return self._resident[key]
 
   # ---- description -------------------------------------------------------------------------------------------
   @property
@@ -159,19 +185,31 @@ class SequenceDataset:
       empty = convert(np.zeros((0, *s.row_shape(field.source)), s.dtype(field.source)), field.kind,
                       s.row_shape(field.source))
       return empty.reshape(rows.shape + empty.shape[1:])
+    if field.source in self.resident_keys:               # one indexing operation for the whole batch
+      arr = self._resident_array(field.source)
+      r = rows - field.shift
+      vals = convert(arr[self._offsets[source][:, None] + np.maximum(r, 0)], field.kind,
+                     tuple(self.sources[0].columns[field.source].shape[1:]))
+      return self._zero_before(vals, field, r, is_first)
     out = None
     for s in np.unique(source):
       m = source == s
       r = rows[m] - field.shift
       arr = self.array(int(s), field.source)
-      vals = convert(np.asarray(arr[np.maximum(r, 0)]), field.kind, tuple(arr.shape[1:]))
-      if field.shift:
-        keep = (r >= 0) & ~is_first[m]
-        vals = vals * keep.reshape(keep.shape + (1,) * (vals.ndim - 2)).astype(vals.dtype)
+      vals = self._zero_before(convert(arr[np.maximum(r, 0)], field.kind, tuple(arr.shape[1:])), field, r,
+                               is_first[m])
       if out is None:
         out = np.empty(rows.shape + vals.shape[2:], vals.dtype)
       out[m] = vals
     return out
+
+  @staticmethod
+  def _zero_before(vals: np.ndarray, field: Field, r: np.ndarray, is_first: np.ndarray) -> np.ndarray:
+    """A shifted field is zero where its row starts an episode or has no previous row in its source."""
+    if not field.shift:
+      return vals
+    keep = (r >= 0) & ~is_first
+    return vals * keep.reshape(keep.shape + (1,) * (vals.ndim - 2)).astype(vals.dtype)
 
 
 class Windows:
@@ -246,10 +284,10 @@ class Windows:
     return self.gather(ids, keys=(key,), labels=False)["obs"][key]
 
   def gather(self, ids: np.ndarray, length: int | None = None, keys: Sequence[str] | None = None,
-             labels: bool = True) -> dict:
+             labels: bool | Sequence[str] = True) -> dict:
     """Windows by id: {'obs': {k: (B, L, ...)}, 'action', 'reward' (if the data has them), 'is_first' (B, L),
-    'episode' (B,) the run index, and the extras}; `keys` limits the observation keys read, `labels=False`
-    skips actions, rewards and extras."""
+    'episode' (B,) the run index, and the extras}; `keys` limits the observation keys read, `labels` which of
+    action, reward and the extras (True: all, False: none, or their names)."""
     length = self.length if length is None else int(length)
     run, start = self.locate(ids)
     d = self.data
@@ -262,7 +300,7 @@ class Windows:
     out = {"obs": {k: d.read(d._field(k), source, rows, is_first) for k in keys}, "is_first": is_first,
            "episode": run.astype(np.int64)}
     for name, field in (("action", d.action), ("reward", d.reward), *d.extras.items()):
-      if field is not None and labels:
+      if field is not None and (labels is True or (labels is not False and name in labels)):
         out[name] = d.read(field, source, rows, is_first)
     return out
 

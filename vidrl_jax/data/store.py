@@ -137,8 +137,10 @@ def open_member(member: Member, cache_dir: str) -> np.ndarray:
   if not member.compressed:
     if int(np.prod(member.shape)) == 0:
       return np.zeros(member.shape, member.dtype)
-    return np.memmap(member.path, member.dtype, mode="r", offset=member.offset, shape=member.shape, order=order)
-  return np.load(ensure_cached(member, cache_dir), mmap_mode="r")
+    mapped = np.memmap(member.path, member.dtype, mode="r", offset=member.offset, shape=member.shape, order=order)
+  else:
+    mapped = np.load(ensure_cached(member, cache_dir), mmap_mode="r")
+  return np.asarray(mapped)     # a plain ndarray view of the map (faster indexing than the np.memmap subclass)
 
 
 class Files:

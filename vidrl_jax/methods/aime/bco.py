@@ -74,7 +74,7 @@ def gather_stacks(frames: Windows, ids: np.ndarray, labels: np.ndarray | None = 
                   with_next: bool = True) -> dict:
   """{'obs': {key: (B, stack [+1], ...)}, 'action': (B, A)} for window ids (labels, indexed by the ids of the
   full window set, replace the true actions)."""
-  b = frames.gather(ids, labels=labels is None)
+  b = frames.gather(ids, labels=("action",) if labels is None else False)
   obs = b["obs"] if with_next else {k: v[:, :-1] for k, v in b["obs"].items()}
   action = b["action"][:, -1] if labels is None else labels[frames.parent_ids(ids)]
   return {"obs": obs, "action": np.asarray(action, np.float32)}
@@ -82,7 +82,8 @@ def gather_stacks(frames: Windows, ids: np.ndarray, labels: np.ndarray | None = 
 
 def true_actions(frames: Windows) -> np.ndarray:
   """a_t of every window of `frames`, (N, A) float32."""
-  return np.asarray(frames.gather(np.arange(frames.num_windows), keys=())["action"][:, -1], np.float32)
+  return np.asarray(frames.gather(np.arange(frames.num_windows), keys=(), labels=("action",))["action"][:, -1],
+                    np.float32)
 
 
 # ---------------------------------------------------------------------------------------------------- model

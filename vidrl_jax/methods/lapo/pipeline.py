@@ -200,7 +200,7 @@ class Lapo:
     if len(ids) < n_train + c.probe.test:
       n_train = min(n_train, len(ids) // 2)
     tr, te = ids[:n_train], ids[len(ids) - min(c.probe.test, len(ids) - n_train):]
-    actions = lambda w: stages.true_actions(labelled.gather(w, keys=()), self.k)
+    actions = lambda w: stages.true_actions(labelled.gather(w, keys=(), labels=("action",)), self.k)
     return tr, te, actions(tr), actions(te)
 
   def idm_latents(self, idm_params, data: Windows, ids: np.ndarray) -> np.ndarray:

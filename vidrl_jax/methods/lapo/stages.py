@@ -51,7 +51,7 @@ def _batch_fn(data: Windows, seed: int, batch_size: int, with_actions_at: int | 
 
   def batch(step: int) -> dict:
     b = data.gather(data.draw(seed, step, batch_size, proc, count), keys=("image",),
-                    labels=with_actions_at is not None)
+                    labels=("action",) if with_actions_at is not None else False)
     out = {"frames": b["obs"]["image"]}
     if with_actions_at is not None:
       out["actions"] = true_actions(b, with_actions_at)
