@@ -108,7 +108,8 @@ class Lapo:
           raise VidrlError(f"the dataset directory {root} has no split {split!r} and was not created by the "
                            f"project, so nothing is collected into it; name its splits with "
                            f"--config.data.train_split/labelled_split or point data.dir elsewhere")
-      info = {name: {"source": os.path.join(root, split)} for name, split in splits.items()}
+      info = {name: ownership.read_complete(os.path.join(root, split)) or {"source": os.path.join(root, split)}
+              for name, split in splits.items()}         # older versions of the project left their summary
     else:
       ownership.claim(root, {"format": "lapo_splits"}, restart=False)
       info = self.collect(root, splits, expert_apply, expert_params)
