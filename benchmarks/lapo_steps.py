@@ -26,7 +26,8 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from vidrl_jax import io  # noqa: E402
-from vidrl_jax.data.frames import FrameDataset  # noqa: E402
+from vidrl_jax.data import formats  # noqa: E402
+from vidrl_jax.data.sequence import Windows  # noqa: E402
 from vidrl_jax.methods.lapo import stages  # noqa: E402
 
 _SHAPES = flags.DEFINE_list("shapes", ["cpu", "small", "paper"], "Which shape sets to time.")
@@ -56,13 +57,13 @@ def _config(shape: dict):
   return c
 
 
-def _dataset(shape: dict, directory: str) -> FrameDataset:
+def _dataset(shape: dict, directory: str) -> Windows:
   rng = np.random.default_rng(0)
   n = 4 * shape["batch"]
   io.write_npz(os.path.join(directory, "bench.npz"), {
       "obs": rng.integers(0, 256, (n,) + shape["obs"], dtype=np.uint8), "done": np.zeros(n, bool)},
       compress=False)
-  return FrameDataset(directory, window=3)
+  return formats.lapo_chunks(directory, done="last").windows(3)
 
 
 def measure(task, steps: int) -> dict:
@@ -106,7 +107,7 @@ def main(argv):
           task = stages.stage1_task(config, data, "bench/stage1", 0, use_vq=True)
         else:
           from vidrl_jax.methods.lapo import models
-          idm_params = models.idm(config).init(jax.random.PRNGKey(0), jnp.asarray(data.windows(data.starts[:1])))
+          idm_params = models.idm(config).init(jax.random.PRNGKey(0), jnp.asarray(data.obs(np.arange(1), "image")))
           task = stages.stage2_task(config, data, idm_params, "bench/stage2", 0)
         r = measure(task, _STEPS.value)
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20

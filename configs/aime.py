@@ -51,6 +51,10 @@ def base() -> ml_collections.ConfigDict:
   c.expert = sac_config(num_episodes=1000)                   # per task; its replay = the embodiment dataset
   c.data = ml_collections.ConfigDict(dict(
       dir="",                       # '' = <workdir>/data; or a directory laid out the same way
+      # other directories per dataset ('{task}' is replaced), e.g. the official AIME data; a directory the
+      # project did not write is only read, and its collection stage is skipped
+      embodiment="", demos="", random="",
+      cache_dir="",                 # '' = ~/.cache/vidrl_jax/datasets (uncompressed copies of compressed files)
       random_episodes=1000, demo_episodes=100, num_demos=100,
       embodiment_limit=0,           # >0: use only the first N trajectories of each embodiment dataset
   ))

@@ -47,7 +47,11 @@ def base() -> ml_collections.ConfigDict:
   c.until = "all"                      # 'all' stages, or 'probe': stop after stage 1 and its latent probe
   c.data = ml_collections.ConfigDict(dict(
       policy="expert",            # 'expert' (PPO, stage 0) or 'random' (uniform; no returns are reported)
-      dir="",                     # '' = <workdir>/data; point it at official LAPO chunks to reuse them
+      dir="",                     # '' = <workdir>/data; or a dataset the project did not write (only read),
+                                  # e.g. the official chunks of one game with labelled_split='test'
+      train_split="train", labelled_split="labelled",    # subdirectories of `dir`
+      done="",                    # '' = from the data ('first' for official chunks), or 'last' / 'first'
+      cache_dir="",               # '' = ~/.cache/vidrl_jax/datasets (uncompressed copies of compressed chunks)
       num_envs=64, steps_per_env=4096, shard_len=1024,   # observation-only training frames
       labelled_steps_per_env=512,                        # a disjoint action-labelled set (probe, decoders)
   ))

@@ -16,7 +16,7 @@ sys.path.insert(0, os.path.join(ROOT, "configs"))
 
 import lapo as lapo_config  # noqa: E402
 
-from vidrl_jax.data.frames import FrameDataset  # noqa: E402
+from vidrl_jax.data import formats  # noqa: E402
 from vidrl_jax.methods.lapo import decode, models  # noqa: E402
 from vidrl_jax.methods.lapo.pipeline import Lapo  # noqa: E402
 
@@ -33,15 +33,15 @@ def main():
   lapo = Lapo(config, args.workdir)
   root = config.data.dir or os.path.join(args.workdir, "data")
   window = config.model.context + 2
-  train = FrameDataset(os.path.join(root, "train"), window)
-  labelled = FrameDataset(os.path.join(root, "labelled"), window)
+  train = formats.lapo_chunks(os.path.join(root, config.data.train_split)).windows(window)
+  labelled = formats.lapo_chunks(os.path.join(root, config.data.labelled_split)).windows(window)
   stages = lapo.latent_stages(args.seed, train, config.vq.enabled, "")
   _, held_out, _, _ = lapo.labelled_split(args.seed, labelled)
   held_out = held_out[:4000]
   z = lapo.idm_latents(stages["idm"], labelled, held_out)
   policy = models.policy(config)
   z_pi = decode.embed(lambda o: policy.apply(stages["policy"], o),
-                      labelled.obs[held_out + config.model.context])
+                      labelled.obs(held_out, "image")[:, config.model.context])
   r2 = 1 - ((z - z_pi) ** 2).sum() / ((z - z.mean(0)) ** 2).sum()
   print(f"seed {args.seed}: latent-policy R^2 on {len(held_out)} held-out frames = {r2:.3f}")
 

@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from vidrl_jax.data.trajectories import TrajectoryDataset
+from vidrl_jax.data import formats
 from vidrl_jax.envs.dmc import make_host_env, observation_keys
 from vidrl_jax.envs.host import BatchEnv, RandomPolicy, run_episodes
 from vidrl_jax.methods.aime import model as model_lib
@@ -36,10 +36,10 @@ def _small_model(trajs, setting="lpomdp"):
 
 def _phase1(trajs, workdir, steps=6, stop_after=None):
   keys, wm = _small_model(trajs)
-  data = TrajectoryDataset(trajs, keys, 8, seed=0)
+  data = formats.from_episodes(trajs, keys).windows(8)
   cfg = dict(steps=steps, batch_size=4, window=8, optim=optim_config(lr=1e-3, clip=100.0))
   import ml_collections
-  task = phases.phase1_task("p1", wm, data, ml_collections.ConfigDict(cfg))
+  task = phases.phase1_task("p1", wm, data, ml_collections.ConfigDict(cfg), seed=0)
   loop = loop_config(log_every=2, checkpoint_every=2, progress=False)
   state, _ = run(task, loop, workdir, MetricWriter(workdir), seed=0, stop_after=stop_after)
   return wm, data, state
@@ -51,7 +51,7 @@ def test_phase2_moves_only_the_policy(pendulum_trajs, tmp_path):
                                 optim=optim_config(lr=1e-2, clip=100.0))
   for use_idm in (False, True):
     cfg.use_idm = use_idm
-    task = phases.phase2_task(f"p2_{use_idm}", wm, p1.params, data, cfg)
+    task = phases.phase2_task(f"p2_{use_idm}", wm, p1.params, data, cfg, seed=0)
     state = task.init(jax.random.PRNGKey(0))
     before = jax.device_get(state)
     for step in range(3):
@@ -131,8 +131,8 @@ def test_phase2_ablation_weights_select_terms(pendulum_trajs):
   """kl-only and rec-only (paper Fig. 5) keep one side of the ELBO; the default is their sum."""
   keys, wm = _small_model(pendulum_trajs, "mdp")
   params = wm.init(jax.random.PRNGKey(0))
-  data = TrajectoryDataset(pendulum_trajs, keys, 8, seed=0)
-  batch = phases.batch_fn(data, 4)(0)
+  data = formats.from_episodes(pendulum_trajs, keys).windows(8)
+  batch = phases.batch_fn(data, 4, seed=0)(0)
   policy = model_lib.policy_module(1, model_lib.phase2_config(hidden=(16, 16)))
   pp = policy.init(jax.random.PRNGKey(1), np.zeros((1, wm.feature_dim)))
   totals = {}

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from vidrl_jax.data import formats
 from vidrl_jax.errors import VidrlError
 from vidrl_jax.methods.aime import bco
 from vidrl_jax.train import MetricWriter, loop_config, run
@@ -47,40 +48,52 @@ def _linear_trajs(num, steps, rng, B, W=None):
   return trajs
 
 
+def _frames(trajs, keys=KEYS, stack=5):
+  return bco.stacked_frames(formats.from_episodes(trajs, keys), stack)
+
+
 def _loop():
   return loop_config(log_every=50, checkpoint_every=0, progress=False)
 
 
 def test_stacked_frames_never_cross_trajectories_and_clip_at_starts():
   trajs = _marker_trajs()
-  data = bco.StackedFrames(trajs, ("x", "y"), stack=5, val_fraction=0.0)
-  assert data.num_samples == sum(len(t["x"]) - 1 for t in trajs)
-  x = data.frames["x"][:, 0]
-  for n in range(data.num_samples):
-    i = int(data.traj[n])
-    frames = x[data.index[n]]
-    assert np.all(frames // 1000 == i)                       # never another trajectory
-    t = int(frames[-2] % 1000)
-    np.testing.assert_array_equal(frames % 1000, [max(t + j, 0) for j in range(-4, 1)] + [t + 1])
-    np.testing.assert_array_equal(data.actions[n], trajs[i]["pre_action"][t + 1])   # a_t = pre_action[t + 1]
-  b = data.batch(3, 16, seed=0, part="all")
+  data = _frames(trajs, ("x", "y"), stack=5)
+  assert data.num_windows == sum(len(t["x"]) - 1 for t in trajs)
+  b = bco.gather_stacks(data, np.arange(data.num_windows))
+  x = b["obs"]["x"][..., 0]
+  np.testing.assert_array_equal(b["action"], bco.true_actions(data))
+  n = 0
+  for i, traj in enumerate(trajs):                   # ids run trajectory by trajectory, t ascending
+    for t in range(len(traj["x"]) - 1):
+      assert np.all(x[n] // 1000 == i)               # never another trajectory
+      np.testing.assert_array_equal(x[n] % 1000, [max(t + j, 0) for j in range(-4, 1)] + [t + 1])
+      np.testing.assert_array_equal(b["action"][n], traj["pre_action"][t + 1])   # a_t = pre_action[t + 1]
+      np.testing.assert_array_equal(b["obs"]["y"][n, :, 0], np.maximum(np.arange(t - 4, t + 2), 0))
+      n += 1
+  b = bco.gather_stacks(data, data.draw(0, 3, 16))
   assert b["obs"]["x"].shape == (16, 6, 1) and b["obs"]["y"].shape == (16, 6, 2) and b["action"].shape == (16, 2)
-  assert data.gather(np.arange(4), with_next=False)["obs"]["x"].shape == (4, 5, 1)
+  assert bco.gather_stacks(data, np.arange(4), with_next=False)["obs"]["x"].shape == (4, 5, 1)
+  labels = np.arange(2 * data.num_windows, dtype=np.float32).reshape(-1, 2)
+  train, _ = data.split(0.3, seed=0)
+  ids = np.arange(train.num_windows)
+  np.testing.assert_array_equal(bco.gather_stacks(train, ids, labels)["action"], labels[train.parent_ids(ids)])
 
 
 def test_split_is_by_trajectory_seeded_and_batches_are_deterministic():
   trajs = _marker_trajs(lengths=(4,) * 10)
-  data = bco.StackedFrames(trajs, KEYS, val_fraction=0.3, seed=1)
-  train, val = set(data.traj[data.indices("train")]), set(data.traj[data.indices("val")])
-  assert len(val) == 3 and not train & val and train | val == set(range(10))
-  again = bco.StackedFrames(trajs, KEYS, val_fraction=0.3, seed=1)
-  np.testing.assert_array_equal(again.indices("val"), data.indices("val"))
-  b1, b2, b3 = (data.batch(s, 32, seed=0, part="val") for s in (5, 5, 6))
+  data = _frames(trajs)
+  train, val = data.split(0.3, seed=1)
+  traj_of = lambda w: set((bco.gather_stacks(w, np.arange(w.num_windows))["obs"]["x"][:, -1, 0] // 1000).tolist())
+  assert len(traj_of(val)) == 3 and not traj_of(train) & traj_of(val) and traj_of(train) | traj_of(val) == set(range(10))
+  again = _frames(trajs).split(0.3, seed=1)[1]
+  np.testing.assert_array_equal(again.parent_ids(np.arange(again.num_windows)), val.parent_ids(np.arange(val.num_windows)))
+  b1, b2, b3 = (bco.gather_stacks(val, val.draw(0, s, 32)) for s in (5, 5, 6))
   np.testing.assert_array_equal(b1["obs"]["x"], b2["obs"]["x"])
   assert not np.array_equal(b1["obs"]["x"], b3["obs"]["x"])
-  assert set(b1["obs"]["x"][:, -1, 0] // 1000) <= val
+  assert set(b1["obs"]["x"][:, -1, 0] // 1000) <= traj_of(val)
   with pytest.raises(VidrlError, match="lacks the key"):
-    bco.StackedFrames(trajs, ("image",))
+    _frames(trajs, ("image",))
 
 
 def test_idm_labels_demos_and_bc_on_labels_matches_oracle(tmp_path):
@@ -88,21 +101,23 @@ def test_idm_labels_demos_and_bc_on_labels_matches_oracle(tmp_path):
   B = 3.0 * rng.normal(size=(4, 2)).astype(np.float32)
   W = -B.T / 3.0
   config = bco.bco_config(batch_size=128, idm_steps=500, bc_steps=300, val_every=50, val_size=256)
-  embodiment = bco.StackedFrames(_linear_trajs(40, 30, rng, B), KEYS, val_fraction=0.3, seed=0)
-  demos = bco.StackedFrames(_linear_trajs(20, 30, rng, B, W), KEYS, val_fraction=0.3, seed=0)
-  var = float(np.var(embodiment.actions))
+  embodiment = _frames(_linear_trajs(40, 30, rng, B))
+  demos = _frames(_linear_trajs(20, 30, rng, B, W))
+  demo_actions = bco.true_actions(demos)
+  var = float(np.var(bco.true_actions(embodiment)))
   writer = MetricWriter(str(tmp_path))
 
   idm, ev = run(bco.make_idm_task("idm", embodiment, KEYS, 2, config, seed=0), _loop(), str(tmp_path), writer, 0)
   vals = [r["val_nll"] for r in writer.rows("idm") if "val_nll" in r]
   assert float(idm["best_val"]) == pytest.approx(min(vals)) == pytest.approx(ev["eval/best_val_nll"])
   labels = bco.label_demos(idm["best_params"], demos, KEYS, 2, config)
-  assert labels.shape == demos.actions.shape
-  label_mse = float(np.mean((labels - demos.actions) ** 2))
+  assert labels.shape == demo_actions.shape
+  label_mse = float(np.mean((labels - demo_actions) ** 2))
   assert label_mse < 0.05 * var, (label_mse, var)
 
   bc_config = bco.bco_config(**{**config.to_dict(), "val_every": 1})   # one compiled step (each validates)
-  val = demos.gather(demos.indices("val"), with_next=False)
+  val_part = demos.split(bc_config.val_fraction, 0)[1]
+  val = bco.gather_stacks(val_part, np.arange(val_part.num_windows), with_next=False)
   mse = {}
   for name, lab in (("bco", labels), ("oracle", None)):
     state, _ = run(bco.make_bc_task(name, demos, lab, KEYS, 2, bc_config, seed=0), _loop(), str(tmp_path), writer, 0)
@@ -110,15 +125,15 @@ def test_idm_labels_demos_and_bc_on_labels_matches_oracle(tmp_path):
     net = bco.StackNet(2, config.hidden, with_next=False)
     pred = np.asarray(net.apply({"params": policy.params}, val["obs"]).mode())
     mse[name] = float(np.mean((pred - val["action"]) ** 2))
-  demo_var = float(np.var(demos.actions))
+  demo_var = float(np.var(demo_actions))
   assert mse["oracle"] < 0.3 * demo_var and mse["bco"] < 0.3 * demo_var, (mse, demo_var)
   assert mse["bco"] < mse["oracle"] + 0.2 * demo_var, mse
 
 
 def test_best_params_keep_the_earlier_model_when_validation_rises(tmp_path):
   trajs = _linear_trajs(6, 8, np.random.default_rng(1), np.eye(4, 2, dtype=np.float32))
-  data = bco.StackedFrames(trajs, KEYS, val_fraction=0.5, seed=0)
-  config = bco.bco_config(batch_size=8, val_every=2, val_size=16)
+  data = _frames(trajs)
+  config = bco.bco_config(batch_size=8, val_every=2, val_size=16, val_fraction=0.5)
   task = bco.make_idm_task("idm", data, KEYS, 2, config, seed=0)
   step = jax.jit(task.step)
   state = jax.jit(task.init)(jax.random.PRNGKey(0))
@@ -147,12 +162,13 @@ def test_stack_policy_matches_the_data_stacks_and_is_deterministic():
   trajs = _marker_trajs(lengths=(9, 9))
   for t in trajs:
     t["x"] = t["x"] / 1000.0
-  data = bco.StackedFrames(trajs, ("x", "y"), val_fraction=0.0)
+  data = _frames(trajs, ("x", "y"))
   config = bco.bco_config(hidden=(16,))
   net = bco.StackNet(2, config.hidden, with_next=False)
-  params = net.init(jax.random.PRNGKey(0), data.gather(np.arange(1), with_next=False)["obs"])["params"]
+  params = net.init(jax.random.PRNGKey(0), bco.gather_stacks(data, np.arange(1), with_next=False)["obs"])["params"]
   policy = bco.StackPolicy(params, ("x", "y"), 2, config)
-  want = np.asarray(net.apply({"params": params}, data.gather(data.indices("all"), with_next=False)["obs"]).mode())
+  want = np.asarray(net.apply({"params": params},
+                              bco.gather_stacks(data, np.arange(data.num_windows), with_next=False)["obs"]).mode())
   def replay():
     carry, actions = policy.init(2), []
     for t in range(9):                 # both envs replay their trajectory
@@ -179,8 +195,8 @@ def test_image_smoke(tmp_path):
     trajs.append({"image": rng.integers(0, 256, (9, 64, 64, 3), dtype=np.uint8),
                   "pre_action": rng.uniform(-1, 1, (9, 2)).astype(np.float32)})
   keys = ("image",)
-  data = bco.StackedFrames(trajs, keys, seed=0)
-  assert data.frames["image"].dtype == np.uint8
+  data = _frames(trajs, keys)
+  assert bco.gather_stacks(data, np.arange(2))["obs"]["image"].dtype == np.uint8
   config = bco.bco_config(cnn_width=4, hidden=(16,), batch_size=8, idm_steps=3, bc_steps=3, val_every=1,
                           val_size=8)            # every step validates: one compiled step per task
   writer = MetricWriter(str(tmp_path))

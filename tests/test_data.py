@@ -1,92 +1,299 @@
-"""Frame datasets: the window sampler never crosses an episode or a shard; bad shards give one clear error."""
+"""The sequence dataset: official formats, both `done` conventions, memory, sampling, mixing, foreign directories."""
 
+import hashlib
 import os
+import tracemalloc
 
 import numpy as np
 import pytest
 
 from vidrl_jax import io
-from vidrl_jax.data.collect import returns_per_frame
-from vidrl_jax.data.frames import FrameDataset, valid_starts
+from vidrl_jax.data import collect, formats, ownership, store
+from vidrl_jax.data.sequence import MixedSampler
 from vidrl_jax.errors import VidrlError
 
 
-def _shard(path, n, done_at=(), h=4, c=2, seed=0):
+def _chunk(path, episode_of, h=4, c=2, seed=0, compress=True, done_convention="last"):
+  """A LAPO chunk whose frames remember their episode and index; `done` written in the given convention."""
   rng = np.random.default_rng(seed)
-  done = np.zeros(n, bool)
-  done[list(done_at)] = True
-  episode = np.cumsum(np.concatenate([[0], done[:-1]]))        # episode id of every frame
+  episode_of = np.asarray(episode_of)
+  n = len(episode_of)
+  new = np.concatenate([[False], episode_of[1:] != episode_of[:-1]])       # frame t starts an episode
+  done = new if done_convention == "first" else np.concatenate([new[1:], [False]])
   obs = np.zeros((n, h, h, c), np.uint8)
-  obs[:, 0, 0, 0] = episode                                    # frames remember their episode ...
-  obs[:, 0, 1, 0] = np.arange(n)                               # ... and their index
-  io.write_npz(path, {"obs": obs, "ta": rng.integers(0, 3, n), "done": done,
-                      "rewards": np.ones(n, np.float32), "ep_returns": np.zeros(n, np.float32)})
-  return obs
+  obs[:, 0, 0, 0] = episode_of
+  obs[:, 0, 1, 0] = np.arange(n)
+  arrays = {"obs": obs, "ta": rng.integers(0, 15, n), "done": done, "rewards": rng.normal(size=n).astype(np.float32),
+            "ep_returns": np.zeros(n, np.float32), "values": rng.normal(size=n).astype(np.float32)}
+  (np.savez_compressed if compress else np.savez)(path, **arrays)
+  return arrays
 
 
-def test_valid_starts_by_hand():
-  done = np.array([0, 0, 1, 0, 0, 0, 1, 0], bool)
-  # window 3: frames t..t+2 need done[t], done[t+1] False; one shard of 8 frames.
-  # t=0 ok (frame 2 is the episode's last); t=1, 2 cross the end at 2; t=5 crosses the end at 6; t=6, 7 too short.
-  assert valid_starts(done, np.array([8]), 3).tolist() == [0, 3, 4]
-  # two shards [0, 4) and [4, 8): start 3 would also cross the shard boundary.
-  assert valid_starts(done, np.array([4, 8]), 3).tolist() == [0, 4]
-  assert valid_starts(np.zeros(5, bool), np.array([5]), 2).tolist() == [0, 1, 2, 3]
+def _tree_digest(directory) -> dict:
+  return {name: hashlib.sha256(open(os.path.join(directory, name), "rb").read()).hexdigest()
+          for name in sorted(os.listdir(directory))}
 
 
-def test_sampled_windows_stay_in_one_episode(tmp_path):
-  _shard(tmp_path / "a.npz", 200, done_at=range(7, 200, 13), seed=1)
-  _shard(tmp_path / "b.npz", 150, done_at=range(3, 150, 5), seed=2)
-  data = FrameDataset(str(tmp_path), window=3, obs_shape=(4, 4, 2))
+@pytest.mark.parametrize("convention", ["last", "first"])
+def test_windows_never_straddle_episodes_in_either_done_convention(tmp_path, convention):
+  d = tmp_path / convention
+  d.mkdir()
+  _chunk(d / "a.npz", [0, 0, 0, 1, 1, 1, 1, 2], done_convention=convention)
+  _chunk(d / "b.npz", [5] * 6 + [6] * 9, done_convention=convention, seed=1)
+  data = formats.lapo_chunks(str(d), done=convention, cache_dir=str(tmp_path / "cache"))
+  # by hand: runs are the episodes inside each file
+  assert data.run_begin.tolist() == [0, 3, 7, 0, 6] and data.run_length.tolist() == [3, 4, 1, 6, 9]
+  w = data.windows(3)
+  assert w.num_windows == 1 + 2 + 0 + 4 + 7
+  b = w.gather(np.arange(w.num_windows))
+  episode, index = b["obs"]["image"][:, :, 0, 0, 0], b["obs"]["image"][:, :, 0, 1, 0].astype(int)
+  assert (episode == episode[:, :1]).all() and (np.diff(index, axis=1) == 1).all()
+  assert index[:, 0].tolist() == [0, 3, 4, 0, 1, 2, 3, 6, 7, 8, 9, 10, 11, 12]
+  # read in the other convention, the same file's windows do cross episodes: the convention matters
+  other = formats.lapo_chunks(str(d), done="first" if convention == "last" else "last",
+                              cache_dir=str(tmp_path / "cache")).windows(3)
+  e = other.gather(np.arange(other.num_windows))["obs"]["image"][:, :, 0, 0, 0]
+  assert not (e == e[:, :1]).all()
+
+
+def test_official_lapo_chunks_load_unchanged_and_stay_untouched(tmp_path):
+  """Official keys, np.savez_compressed, 64x64x3, done = first frame of a new episode (lapo/ppo.py)."""
+  root = tmp_path / "bigfish"
+  (root / "test").mkdir(parents=True)
+  arrays = _chunk(root / "test" / "chunk_0.npz", [0] * 5 + [1] * 7 + [2] * 4, h=64, c=3, done_convention="first")
+  before = _tree_digest(root / "test")
+  cache = tmp_path / "cache"
+  assert ownership.state(str(root / "test")) == "foreign" and formats.detect_done(str(root / "test")) == "first"
+  data = formats.lapo_chunks(str(root / "test"), obs_shape=(64, 64, 3), cache_dir=str(cache))
+  assert data.run_begin.tolist() == [0, 5, 12] and data.run_first.tolist() == [False, True, True]
+  assert set(data.extras) == {"ep_returns", "values"} and data.spec("image") == ((64, 64, 3), np.uint8)
+  w = data.windows(3)
+  b = w.gather(np.arange(w.num_windows))
+  start = b["obs"]["image"][:, 0, 0, 1, 0].astype(int)
+  # action[t] = ta[t-1] (the action that led to row t), zero on an episode's (and the chunk's) first row
+  for i, s in enumerate(start):
+    for r in range(3):
+      t = s + r
+      first = t == 0 or t in (5, 12)
+      assert b["action"][i, r] == (0 if first else arrays["ta"][t - 1])
+      np.testing.assert_allclose(b["reward"][i, r], 0 if first else arrays["rewards"][t - 1])
+    np.testing.assert_allclose(b["values"][i], arrays["values"][s:s + 3])
+  assert b["action"].dtype == np.int32 and b["reward"].dtype == np.float32
+  assert data.resident_keys == {"obs", "ta", "rewards", "ep_returns", "values"}
+  mapped = formats.lapo_chunks(str(root / "test"), cache_dir=str(cache), resident_bytes=0)   # read through maps
+  assert mapped.resident_keys == set()
+  for k, v in mapped.windows(3).gather(np.arange(w.num_windows)).items():  # the same values either way
+    for got, want in zip(*(list(x.values()) if k == "obs" else [x] for x in (v, b[k]))):
+      np.testing.assert_array_equal(got, want)
+  assert len(os.listdir(cache)) == len(["obs", "ta", "rewards", "ep_returns", "values"])   # cache: ours only
+  assert _tree_digest(root / "test") == before                         # the user's files: byte for byte
+  with pytest.raises(VidrlError, match="never written into"):          # a collector pointed at it stops
+    collect.collect(lambda: iter(()), str(root / "test"))
+  with pytest.raises(VidrlError, match="never written into"):
+    ownership.claim(str(root), {})
+  assert _tree_digest(root / "test") == before and sorted(os.listdir(root)) == ["test"]
+
+
+def test_lapo_pipeline_reads_a_foreign_root_without_writing(tmp_path):
+  import sys
+  sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs"))
+  import lapo as lapo_config
+  from vidrl_jax.methods.lapo.pipeline import Lapo
+  config = lapo_config.get_config("smoke")
+  root = tmp_path / "official"
+  config.unlock()
+  config.data.dir, config.data.cache_dir = str(root), str(tmp_path / "cache")
+  lapo = Lapo(config, str(tmp_path / "work"))
+  h, _, c = lapo.env.obs_shape
+  for split in ("train", "test"):
+    (root / split).mkdir(parents=True)
+    _chunk(root / split / "c.npz", [0] * 20 + [1] * 12, h=h, c=c, done_convention="first")
+  before = {s: _tree_digest(root / s) for s in ("train", "test")}
+  with pytest.raises(VidrlError, match="has no split 'labelled'"):
+    lapo.datasets(None, None)
+  config.data.labelled_split = "test"
+  train, labelled, info = lapo.datasets(None, None)
+  assert train.num_windows == labelled.num_windows == (20 - 2) + (12 - 2)
+  assert info["labelled"] == {"source": str(root / "test"), "frames": 32}
+  assert sorted(os.listdir(root)) == ["test", "train"]
+  assert {s: _tree_digest(root / s) for s in ("train", "test")} == before
+
+
+def test_collector_claims_first_marks_last_and_redoes_only_its_own(tmp_path):
+  rng = np.random.default_rng(0)
+
+  def chunks():
+    for _ in range(2):
+      done = np.zeros((6, 2), bool)
+      done[2, 0] = True
+      yield {"obs": rng.integers(0, 255, (6, 2, 3, 3, 1)).astype(np.uint8), "action": np.ones((6, 2), np.int32),
+             "reward": np.ones((6, 2), np.float32), "done": done, "episode_return": np.full((6, 2), 3.0)}
+
+  d = str(tmp_path / "data")
+  summary = collect.collect(chunks, d, {"env": "x"})
+  assert summary["frames"] == 24 and summary["episodes"] == 2 and summary["mean_return"] == 3.0
+  assert ownership.owner(d)["done"] == "last" and ownership.state(d) == "complete"
+  data = formats.lapo_chunks(d, cache_dir=str(tmp_path / "cache"))        # 'last' from the owner marker
+  assert data.run_length.tolist() == [3, 3, 6] * 2
+  assert not os.path.exists(tmp_path / "cache")                          # uncompressed shards: mapped in place
+  assert collect.collect(lambda: pytest.fail("collected again"), d) == summary
+  os.remove(os.path.join(d, ownership.MARKER))                           # ours, interrupted: redone
+  io.write_npz(os.path.join(d, "shard_9999_0000.npz"), {"obs": np.zeros((1, 3, 3, 1), np.uint8)})
+  collect.collect(chunks, d)
+  assert "shard_9999_0000.npz" not in os.listdir(d) and ownership.state(d) == "complete"
+
+
+def test_dreamerv2_and_apv_episodes(tmp_path):
+  """DreamerV2 (driver.py): action[t] led to obs t, row 0 zeros; APV videos: no actions or rewards."""
+  d = tmp_path / "episodes"
+  d.mkdir()
+  rng = np.random.default_rng(0)
+  eps = []
+  for i, n in enumerate([7, 5]):
+    action = rng.normal(size=(n, 2)).astype(np.float32)
+    action[0] = 0
+    ep = {"image": rng.integers(0, 255, (n, 8, 8, 3), dtype=np.uint8), "action": action,
+          "reward": np.arange(n, dtype=np.float32), "is_first": np.arange(n) == 0,
+          "is_last": np.arange(n) == n - 1, "is_terminal": np.zeros(n, bool), "discount": np.ones(n, np.float32)}
+    np.savez_compressed(d / f"20220101T000000-{i:032x}-{n - 1}.npz", **ep)
+    eps.append(ep)
+  data = formats.episodes(str(d), cache_dir=str(tmp_path / "cache"))
+  assert data.obs_keys == ("image",) and data.action_dim == 2 and set(data.extras) == {"is_last", "is_terminal"}
+  b = data.windows(5).gather(np.array([0, 3]))
+  np.testing.assert_array_equal(b["obs"]["image"][1], eps[1]["image"])
+  np.testing.assert_array_equal(b["action"][0], eps[0]["action"][:5])
+  np.testing.assert_array_equal(b["is_last"][1], eps[1]["is_last"])
+
+  video = tmp_path / "video"
+  video.mkdir()
+  for i, ep in enumerate(eps):
+    np.savez_compressed(video / f"{i}.npz", **{k: ep[k] for k in ("image", "is_first", "is_last", "is_terminal")})
+  free = formats.episodes(str(video), cache_dir=str(tmp_path / "cache"))
+  assert not free.has_actions and free.reward is None
+  b = free.windows(3).sample(0, 0, 4)
+  assert set(b) == {"obs", "is_first", "episode", "is_last", "is_terminal"} and b["obs"]["image"].shape == (4, 3, 8, 8, 3)
+  with pytest.raises(VidrlError, match="has no actions"):
+    free.action_dim
+  from vidrl_jax.methods.aime import bco
+  with pytest.raises(VidrlError, match="BCO needs the actions"):
+    bco.stacked_frames(free, 5)
+  np.savez_compressed(video / "2.npz", **eps[0])                         # mixing labelled into action-free
+  with pytest.raises(VidrlError, match="keep action-labelled and action-free episodes in separate datasets"):
+    formats.episodes(str(video), cache_dir=str(tmp_path / "cache"))
+
+
+def test_mixed_sampler_shares_and_determinism(tmp_path):
+  labelled = formats.from_episodes([{"x": np.full((9, 1), 1.0), "pre_action": np.ones((9, 2), np.float32)}]
+                                   * 3).windows(4)
+  free = formats.from_episodes([{"x": np.full((12, 1), 2.0)}] * 2).windows(4)
+  mix = MixedSampler({"labelled": (labelled, 9), "video": (free, 3)})                 # POI: 9 + 3
+  assert mix.batch_size == 12
+  b = mix.sample(seed=1, step=5)
+  assert b["labelled"]["obs"]["x"].shape == (9, 4, 1) and (b["labelled"]["obs"]["x"] == 1).all()
+  assert b["video"]["obs"]["x"].shape == (3, 4, 1) and (b["video"]["obs"]["x"] == 2).all()
+  assert "action" in b["labelled"] and "action" not in b["video"]
+  again = mix.sample(seed=1, step=5)
+  for part in ("labelled", "video"):
+    np.testing.assert_array_equal(b[part]["episode"], again[part]["episode"])
+  np.testing.assert_array_equal(labelled.draw(1, 5, 9), np.random.default_rng([1, 5, 0]).integers(0, 18, 9))
+  np.testing.assert_array_equal(free.draw(1, 5, 3, stream=1), np.random.default_rng([1, 5, 1]).integers(0, 18, 3))
+  rlv = MixedSampler({"interaction": (labelled, 256), "observation": (free, 256)})    # RLV: 256 + 256
+  halves = [rlv.sample(0, 3, process_index=p, process_count=2) for p in range(2)]
+  whole = rlv.sample(0, 3)
+  for part in ("interaction", "observation"):
+    assert halves[0][part]["obs"]["x"].shape == (128, 4, 1)
+    np.testing.assert_array_equal(np.concatenate([h[part]["episode"] for h in halves]), whole[part]["episode"])
+  with pytest.raises(VidrlError, match="share >= 1"):
+    MixedSampler({"a": (labelled, 0)})
+
+
+def test_a_dataset_larger_than_the_memory_budget(tmp_path):
+  """60 MB of frames (stored and compressed files), a 4 MB budget: opening and sampling allocate a fraction."""
+  d = tmp_path / "big"
+  d.mkdir()
+  n, frame = 1600, (64, 64, 3)                                   # 1600 * 12 KiB = 19.7 MB per file
+  rng = np.random.default_rng(0)
+  for i in range(3):
+    obs = rng.integers(0, 255, (n, *frame), dtype=np.uint8)
+    done = np.zeros(n, bool)
+    done[::100] = True
+    (np.savez if i < 2 else np.savez_compressed)(d / f"c{i}.npz", obs=obs, done=done, ta=np.zeros(n, np.int32))
+    del obs
+  size = sum(os.path.getsize(d / f) for f in os.listdir(d))
+  assert size > 55e6
+  tracemalloc.start()
+  budget = 4 << 20                                               # a memory budget far below the data
+  data = formats.lapo_chunks(str(d), done="first", cache_dir=str(tmp_path / "cache"), max_open=2,
+                             resident_bytes=budget)
+  assert data.resident_keys == {"ta"}                            # 19 KB of actions fit, 59 MB of frames do not
+  w = data.windows(8)
   for step in range(20):
-    w = data.sample(seed=0, step=step, batch_size=64)["frames"]
-    episode, index = w[:, :, 0, 0, 0], w[:, :, 0, 1, 0].astype(int)
-    assert (episode == episode[:, :1]).all()                   # one episode per window
-    assert (np.diff(index, axis=1) == 1).all()                 # consecutive frames of one shard
+    b = w.sample(0, step, 16)
+    assert (b["action"] == 0).all()
+  _, peak = tracemalloc.get_traced_memory()
+  tracemalloc.stop()
+  assert b["obs"]["image"].shape == (16, 8, *frame)
+  assert peak < 0.2 * size, (peak, size)
+  assert len(data.files) <= 2                                    # the LRU of open maps
+  row = w.locate(w.draw(0, 19, 16)[:1])
+  assert b["obs"]["image"][0, 0, 0, 0, 0] == np.asarray(data.array(int(data.run_source[row[0][0]]), "obs"))[row[1][0], 0, 0, 0]
 
 
-def test_sampling_is_a_function_of_step(tmp_path):
-  _shard(tmp_path / "a.npz", 100, done_at=[50])
-  data = FrameDataset(str(tmp_path), window=3)
-  a = data.sample_starts(seed=3, step=17, batch_size=32)
-  np.testing.assert_array_equal(a, data.sample_starts(seed=3, step=17, batch_size=32))
-  assert not np.array_equal(a, data.sample_starts(seed=3, step=18, batch_size=32))
-
-
-def test_missing_and_empty_directory(tmp_path):
+def test_bad_input_is_one_sentence(tmp_path):
   with pytest.raises(VidrlError, match="does not exist"):
-    FrameDataset(str(tmp_path / "nope"), window=3)
+    formats.lapo_chunks(str(tmp_path / "nope"))
+  (tmp_path / "empty").mkdir()
   with pytest.raises(VidrlError, match="holds no .npz shards"):
-    FrameDataset(str(tmp_path), window=3)
-
-
-def test_truncated_shard(tmp_path):
-  _shard(tmp_path / "a.npz", 64)
-  blob = open(tmp_path / "a.npz", "rb").read()
-  with open(tmp_path / "a.npz", "wb") as f:
-    f.write(blob[: len(blob) // 2])
+    formats.lapo_chunks(str(tmp_path / "empty"))
+  d = tmp_path / "d"
+  d.mkdir()
+  _chunk(d / "a.npz", [0] * 64)
+  blob = open(d / "a.npz", "rb").read()
+  (d / "a.npz").write_bytes(blob[: len(blob) // 2])
   with pytest.raises(VidrlError, match="truncated or corrupt"):
-    FrameDataset(str(tmp_path), window=3)
-
-
-def test_missing_key_length_mismatch_and_shape(tmp_path):
-  io.write_npz(str(tmp_path / "a.npz"), {"obs": np.zeros((8, 4, 4, 2), np.uint8)})
-  with pytest.raises(VidrlError, match="lacks the key"):
-    FrameDataset(str(tmp_path), window=3)
-  io.write_npz(str(tmp_path / "a.npz"), {"obs": np.zeros((8, 4, 4, 2), np.uint8), "done": np.zeros(7, bool)})
+    formats.lapo_chunks(str(d), cache_dir=str(tmp_path / "cache"))
+  np.savez(d / "a.npz", obs=np.zeros((8, 4, 4, 2), np.uint8))
+  with pytest.raises(VidrlError, match=r"lacks the key\(s\) \['done'\]"):
+    formats.lapo_chunks(str(d))
+  np.savez(d / "a.npz", obs=np.zeros((8, 4, 4, 2), np.uint8), done=np.zeros(7, bool))
   with pytest.raises(VidrlError, match="different lengths"):
-    FrameDataset(str(tmp_path), window=3)
-  _shard(tmp_path / "a.npz", 16)
+    formats.lapo_chunks(str(d))
+  np.savez(d / "a.npz", obs=np.zeros((8, 4, 4, 2), np.float32), done=np.zeros(8, bool))
+  with pytest.raises(VidrlError, match="frames must be uint8"):
+    formats.lapo_chunks(str(d))
+  _chunk(d / "a.npz", [0] * 16)
   with pytest.raises(VidrlError, match="config expects"):
-    FrameDataset(str(tmp_path), window=3, obs_shape=(64, 64, 3))
+    formats.lapo_chunks(str(d), obs_shape=(64, 64, 3), cache_dir=str(tmp_path / "cache"))
+  _chunk(d / "b.npz", [0] * 16, h=5)
+  with pytest.raises(VidrlError, match="all files of a dataset must come from one environment"):
+    formats.lapo_chunks(str(d), cache_dir=str(tmp_path / "cache"))
+  with pytest.raises(VidrlError, match="unknown done convention"):
+    formats.lapo_chunks(str(d), done="end")
+  np.savez(d / "b.npz", obs=np.zeros((4, 4, 4, 2), np.uint8), done=np.array([object()] * 4, dtype=object))
+  with pytest.raises(VidrlError, match="Python objects"):
+    formats.lapo_chunks(str(d), cache_dir=str(tmp_path / "cache"))
 
 
 def test_returns_per_frame():
   done = np.array([0, 0, 1, 0, 1, 0], bool)
   ep = np.array([0, 0, 5.0, 0, 2.0, 0], np.float32)
-  out = returns_per_frame(done, ep)
+  out = collect.returns_per_frame(done, ep)
   np.testing.assert_array_equal(out[:5], [5, 5, 5, 2, 2])
   assert np.isnan(out[5])
+
+
+def test_cache_is_reused_and_keyed_by_the_file(tmp_path):
+  np.savez_compressed(tmp_path / "a.npz", x=np.arange(10))
+  m = store.members(str(tmp_path / "a.npz"))["x"]
+  assert m.compressed and m.shape == (10,)
+  p = store.ensure_cached(m, str(tmp_path / "cache"))
+  assert store.ensure_cached(m, str(tmp_path / "cache")) == p
+  np.testing.assert_array_equal(store.open_member(m, str(tmp_path / "cache")), np.arange(10))
+  np.savez(tmp_path / "b.npz", x=np.arange(10, 20))
+  stored = store.members(str(tmp_path / "b.npz"))["x"]
+  assert not stored.compressed
+  np.testing.assert_array_equal(store.open_member(stored, str(tmp_path / "nocache")), np.arange(10, 20))
+  assert not os.path.exists(tmp_path / "nocache")
 
 
 def test_atomic_write_leaves_no_partial_file(tmp_path):

@@ -17,7 +17,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(sys.argv[2], "configs"))
 import lapo
 from vidrl_jax import io
-from vidrl_jax.data.frames import FrameDataset
+from vidrl_jax.data import formats
 from vidrl_jax.methods.lapo import stages
 from vidrl_jax.train import MetricWriter, loop_config, run
 
@@ -26,7 +26,7 @@ with tempfile.TemporaryDirectory() as d:
   rng = np.random.default_rng(0)
   io.write_npz(os.path.join(d, "data", "a.npz"), {
       "obs": (rng.random((64, 10, 10, 4)) < 0.1).astype(np.uint8) * 255, "done": np.zeros(64, bool)})
-  data = FrameDataset(os.path.join(d, "data"), window=3)
+  data = formats.lapo_chunks(os.path.join(d, "data"), done="last").windows(3)
   task = stages.stage1_task(config, data, "stage1", seed=0, use_vq=True)
   loop = loop_config(log_every=1, checkpoint_every=0, progress=False)
   writer = MetricWriter(d)

@@ -1,4 +1,4 @@
-"""AIME trajectory datasets: round trip on disk, clear errors, and a window sampler that never crosses a trajectory."""
+"""AIME trajectories as sequence datasets: round trip on disk, clear errors, windows that never cross a trajectory."""
 
 import os
 
@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from vidrl_jax.data import formats, ownership
 from vidrl_jax.data import trajectories as tr
 from vidrl_jax.errors import VidrlError
 
@@ -27,30 +28,38 @@ def _traj(n: int, marker: float = 0.0, a: int = 3, image: bool = False, seed: in
 KEYS = ("marker", "tstep", "height")
 
 
-def _dataset(lengths=(12, 5, 30, 9), window=4, seed=0) -> tr.TrajectoryDataset:
-  return tr.TrajectoryDataset([_traj(n, i, seed=i) for i, n in enumerate(lengths)], KEYS, window, seed=seed)
+def _dataset(lengths=(12, 5, 30, 9), window=4):
+  return formats.from_episodes([_traj(n, i, seed=i) for i, n in enumerate(lengths)], KEYS).windows(window)
 
 
 def test_round_trip_and_marker(tmp_path):
   d = str(tmp_path / "data")
   trajs = [_traj(n, i, image=True, seed=i) for i, n in enumerate([6, 9, 4])]
+  ownership.claim(d, {"format": "aime_episodes"})
   paths = [tr.write_trajectory(d, i, t) for i, t in enumerate(trajs)]
   assert [os.path.basename(p) for p in paths] == ["000000.npz", "000001.npz", "000002.npz"]
-  assert tr.list_trajectories(d) == paths
-  assert tr.read_complete(d) is None
-  tr.mark_complete(d, {"episodes": 3})
-  assert tr.read_complete(d) == {"episodes": 3}
-  loaded = tr.load_trajectories(d, ("image", "height"))
-  assert len(loaded) == 3
-  for t, l in zip(trajs, loaded):
-    assert set(l) == {"image", "height", *tr.REQUIRED}                   # only the asked keys
-    np.testing.assert_array_equal(l["image"], t["image"])
-    assert l["image"].dtype == np.uint8
-    assert l["height"].shape == (len(t["reward"]), 1)                   # official (T+1,) scalar -> (T+1, 1)
-    np.testing.assert_array_equal(l["height"][:, 0], t["height"])
-    np.testing.assert_array_equal(l["pre_action"], t["pre_action"])
-    assert l["is_first"].dtype == bool and l["reward"].dtype == np.float32
-  assert len(tr.load_trajectories([d, d], ("height",), limit=2)) == 4
+  assert ownership.read_complete(d) is None and ownership.state(d) == "partial"
+  ownership.mark_complete(d, {"episodes": 3})
+  assert ownership.read_complete(d) == {"episodes": 3} and ownership.state(d) == "complete"
+  data = formats.episodes(d, ("image", "height"), cache_dir=str(tmp_path / "cache"))
+  assert data.num_runs == 3 and data.obs_keys == ("image", "height") and data.action_dim == 3
+  assert not os.path.exists(tmp_path / "cache")                       # our files are mapped in place
+  assert data.spec("height") == ((1,), np.float32) and data.spec("image") == ((8, 8, 3), np.uint8)
+  for i, t in enumerate(trajs):                                        # each whole trajectory as one window
+    n = len(t["reward"])
+    windows = data.windows(n)
+    ids = np.arange(windows.num_windows)
+    run, start = windows.locate(ids)
+    b = windows.gather(ids[(run == i) & (start == 0)])
+    np.testing.assert_array_equal(b["obs"]["image"][0], t["image"])
+    assert b["obs"]["image"].dtype == np.uint8
+    assert b["obs"]["height"].shape == (1, n, 1)                       # official (T+1,) scalar -> (T+1, 1)
+    np.testing.assert_array_equal(b["obs"]["height"][0, :, 0], t["height"])
+    np.testing.assert_array_equal(b["action"][0], t["pre_action"])
+    np.testing.assert_array_equal(b["reward"][0], t["reward"])
+    np.testing.assert_array_equal(b["is_first"][0], np.arange(n) == 0)
+    assert b["action"].dtype == np.float32 and b["reward"].dtype == np.float32 and b["is_first"].dtype == bool
+  assert formats.episodes([d, d], ("height",), limit=2).num_runs == 4
   assert tr.episode_return(trajs[0]) == pytest.approx(float(trajs[0]["reward"].sum()), rel=1e-5)
 
 
@@ -80,77 +89,89 @@ def test_corrupt_missing_and_empty(tmp_path):
   tr.write_trajectory(str(d), 0, _traj(5))
   bad = d / "000001.npz"
   bad.write_bytes(b"this is not a zip file" * 10)
-  with pytest.raises(VidrlError, match=r"000001\.npz is truncated or corrupt.*delete it and re-collect"):
-    tr.load_trajectories(str(d), KEYS)
+  with pytest.raises(VidrlError, match=r"000001\.npz is truncated or corrupt"):
+    formats.episodes(str(d), KEYS)
   blob = (d / "000000.npz").read_bytes()
   bad.write_bytes(blob[:len(blob) // 2])                                # a truncated write
   with pytest.raises(VidrlError, match=r"000001\.npz is truncated or corrupt"):
-    tr.load_trajectories(str(d), KEYS)
+    formats.episodes(str(d), KEYS)
   with pytest.raises(VidrlError, match="does not exist"):
-    tr.list_trajectories(str(tmp_path / "nope"))
+    formats.episodes(str(tmp_path / "nope"), KEYS)
   (tmp_path / "empty").mkdir()
-  with pytest.raises(VidrlError, match="holds no .npz trajectories"):
-    tr.load_trajectories(str(tmp_path / "empty"), KEYS)
+  with pytest.raises(VidrlError, match="holds no .npz episodes"):
+    formats.episodes(str(tmp_path / "empty"), KEYS)
   with pytest.raises(VidrlError, match=r"000000\.npz lacks the key\(s\) \['velocity'\]"):
-    tr.load_trajectories(str(d), ["velocity"], limit=1)
+    formats.episodes(str(d), ["velocity"], limit=1)
 
 
 def test_windows_stay_in_one_trajectory():
   data = _dataset()
-  assert data.num_trajectories == 4 and data.num_steps == 56 and data.action_dim == 3
+  assert data.data.num_runs == 4 and data.data.num_steps == 56 and data.data.action_dim == 3
   assert data.num_windows == 9 + 2 + 27 + 6                               # trajectory 1 (5 rows) has 2 starts
   seen = set()
   for step in range(20):
-    b = data.sample(step, 32)
+    b = data.sample(0, step, 32)
     assert b["obs"]["marker"].shape == (32, 4, 1) and b["action"].shape == (32, 4, 3)
-    assert b["reward"].shape == (32, 4) and b["is_first"].shape == (32, 4) and b["index"].shape == (32,)
-    assert b["action"].dtype == np.float32 and b["is_first"].dtype == bool and b["index"].dtype == np.int64
+    assert b["reward"].shape == (32, 4) and b["is_first"].shape == (32, 4) and b["episode"].shape == (32,)
+    assert b["action"].dtype == np.float32 and b["is_first"].dtype == bool and b["episode"].dtype == np.int64
     marker, tstep = b["obs"]["marker"][..., 0], b["obs"]["tstep"][..., 0]
     assert (marker == marker[:, :1]).all()                                # one trajectory per window
-    np.testing.assert_array_equal(marker[:, 0], b["index"])
+    np.testing.assert_array_equal(marker[:, 0], b["episode"])
     assert (np.diff(tstep, axis=1) == 1).all()                            # consecutive rows
-    assert (tstep[:, -1] < data.lengths[b["index"]]).all()
+    assert (tstep[:, -1] < data.data.run_length[b["episode"]]).all()
     np.testing.assert_array_equal(b["is_first"], tstep == 0)              # is_first only where a trajectory starts
-    seen.update(zip(b["index"].tolist(), tstep[:, 0].astype(int).tolist()))
+    seen.update(zip(b["episode"].tolist(), tstep[:, 0].astype(int).tolist()))
   assert len(seen) > 30                                                   # covers most of the 44 starts
 
 
 def test_sampling_is_a_function_of_seed_and_step():
   data = _dataset()
-  a = data.sample(17, 16)
-  for k in ("action", "reward", "index"):
-    np.testing.assert_array_equal(a[k], _dataset().sample(17, 16)[k])
-  assert not np.array_equal(a["action"], data.sample(18, 16)["action"])
-  assert not np.array_equal(a["action"], _dataset(seed=1).sample(17, 16)["action"])
-  shards = [data.sample(17, 16, process_index=p, process_count=2) for p in range(2)]
+  a = data.sample(0, 17, 16)
+  for k in ("action", "reward", "episode"):
+    np.testing.assert_array_equal(a[k], _dataset().sample(0, 17, 16)[k])
+  assert not np.array_equal(a["action"], data.sample(0, 18, 16)["action"])
+  assert not np.array_equal(a["action"], data.sample(1, 17, 16)["action"])
+  # the global draw of (seed, step): default_rng([seed, step]).integers(0, num_windows, batch)
+  np.testing.assert_array_equal(data.draw(0, 17, 16), np.random.default_rng([0, 17]).integers(0, 44, 16))
+  shards = [data.sample(0, 17, 16, process_index=p, process_count=2) for p in range(2)]
   for s in shards:
     assert s["obs"]["marker"].shape == (8, 4, 1) and s["action"].shape == (8, 4, 3)
   np.testing.assert_array_equal(np.concatenate([s["action"] for s in shards]), a["action"])
   with pytest.raises(VidrlError, match="multiple of the process count"):
-    data.sample(0, 15, process_index=0, process_count=2)
+    data.sample(0, 0, 15, process_index=0, process_count=2)
+  with pytest.raises(VidrlError, match=r"process index 2 is not in \[0, 2\)"):
+    data.sample(0, 0, 16, process_index=2, process_count=2)
 
 
 def test_images_stay_uint8_and_window_too_long():
-  data = tr.TrajectoryDataset([_traj(7, image=True), _traj(9, image=True, seed=1)], ("image",), window=5)
-  b = data.sample(0, 4)
+  data = formats.from_episodes([_traj(7, image=True), _traj(9, image=True, seed=1)], ("image",)).windows(5)
+  b = data.sample(0, 0, 4)
   assert b["obs"]["image"].shape == (4, 5, 8, 8, 3) and b["obs"]["image"].dtype == np.uint8
-  with pytest.raises(VidrlError, match=r"no trajectory has at least 10 steps \(the longest has 9\).*window"):
-    tr.TrajectoryDataset([_traj(7), _traj(9)], KEYS, window=10)
-  w = tr.first_window(_traj(7), KEYS, 3)
-  assert w["obs"]["tstep"].shape == (1, 3, 1) and w["action"].shape == (1, 3, 3) and w["is_first"][0, 0]
-  assert sum(1 for _ in data.windows()) == 1 + 1
+  with pytest.raises(VidrlError, match=r"no window of 10 rows fits inside one episode.*longest run has 9 rows"):
+    formats.from_episodes([_traj(7), _traj(9)], KEYS).windows(10)
+  assert data.num_windows == 3 + 5
 
 
 def test_split():
   data = _dataset(lengths=(6,) * 10)
-  train, val = data.split(0.7, seed=0)
-  assert (train.num_trajectories, val.num_trajectories) == (7, 3)
-  ids = lambda d: {float(t["marker"][0, 0]) for t in d.trajectories}
+  train, val = data.split(0.3, seed=0)
+  assert (len(train.runs), len(val.runs)) == (7, 3)
+  ids = lambda w: set(w.gather(np.arange(w.num_windows))["obs"]["marker"][:, 0, 0].tolist())
   assert ids(train) | ids(val) == set(range(10)) and not ids(train) & ids(val)
-  assert ids(train) == ids(data.split(0.7, seed=0)[0])
-  assert [d.num_trajectories for d in _dataset(lengths=(6, 6)).split(0.99, seed=0)] == [1, 1]
+  assert ids(val) == set(np.random.default_rng([0, 7]).permutation(10)[:3].tolist())
+  assert ids(val) == ids(data.split(0.3, seed=0)[1])
+  assert [len(w.runs) for w in _dataset(lengths=(6, 6)).split(0.01, seed=0)] == [1, 1]
+  lone_train, lone_val = _dataset(lengths=(14,)).split(0.3, seed=0)       # one trajectory: split in time
+  assert (lone_train.num_windows, lone_val.num_windows) == (8, 3)
+  np.testing.assert_array_equal(lone_val.parent_ids(np.arange(3)), [8, 9, 10])
   with pytest.raises(VidrlError, match="strictly between 0 and 1"):
     data.split(1.0, seed=0)
+  short = formats.from_episodes([_traj(3), _traj(9, 1)], KEYS).windows(4)   # a part may hold no window ...
+  parts = short.split(0.5, seed=0)
+  empty = [p for p in parts if p.num_windows == 0]
+  assert len(empty) == 1 and sum(p.num_windows for p in parts) == 6
+  with pytest.raises(VidrlError, match="holds no window of 4 rows"):    # ... but cannot be sampled
+    empty[0].draw(0, 0, 2)
 
 
 def test_concat_obs():
@@ -163,3 +184,32 @@ def test_concat_obs():
     tr.concat_obs(obs, ["a", "image"])
   with pytest.raises(VidrlError, match=r"lacks the key\(s\) \['c'\]"):
     tr.concat_obs(obs, ["c"])
+
+
+def test_official_aime_data_serves_as_a_dataset_and_stays_untouched(tmp_path):
+  """Released AIME files (np.savez_compressed, official keys, no markers) named by `data.demos`: read, not written."""
+  import sys
+  sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs"))
+  import aime as aime_config
+  from vidrl_jax.methods.aime.pipeline import Aime
+  official = tmp_path / "released" / "swingup"
+  official.mkdir(parents=True)
+  trajs = [_traj(n, i, seed=i) for i, n in enumerate([6, 9, 4])]
+  for i, t in enumerate(trajs):
+    np.savez_compressed(official / f"{i:06d}.npz", **t)
+  before = {p.name: p.read_bytes() for p in official.iterdir()}
+  config = aime_config.get_config("smoke")
+  config.unlock()
+  config.data.demos = str(tmp_path / "released" / "{task}")
+  config.data.cache_dir = str(tmp_path / "cache")
+  a = Aime(config, str(tmp_path / "work"))
+  assert a.dataset_dir("demos", "swingup") == str(official)
+  assert not a.writable(str(official))
+  summary = a.demos("swingup", actor_params=None)                     # no expert needed: nothing is collected
+  assert summary["episodes"] == 3
+  assert summary["mean_return"] == pytest.approx(np.mean([t["reward"].sum() for t in trajs]), rel=1e-5)
+  data = a.load([str(official)], KEYS)
+  assert data.num_runs == 3 and data.windows(4).sample(0, 0, 8)["obs"]["marker"].shape == (8, 4, 1)
+  assert {p.name: p.read_bytes() for p in official.iterdir()} == before
+  own = str(tmp_path / "work" / "data" / "random")                    # our own directories are claimed first
+  assert a.writable(own) and ownership.owner(own)["format"] == "aime_episodes"

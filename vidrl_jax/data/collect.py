@@ -1,25 +1,22 @@
-"""Roll a policy out in a vectorised environment and write its frames as dataset shards (format: `frames.py`).
+"""Write rolled-out chunks of a vectorised environment as LAPO-chunk shards (format: `formats.py`).
 
-Each chunk of `shard_len` steps of each environment copy becomes one shard, so a shard is one contiguous stream.
-A `_COMPLETE.json` marker with the dataset's summary is written last: a directory without it is a partial
-collection, which is deleted and redone on the next run, never read as a dataset.
+The caller rolls the environment out (this module does not import `envs/`) and hands over chunks of `T` steps of
+`N` environment copies; each chunk of each copy becomes one shard, a contiguous stream. `done[t]` follows the
+'last' convention (the episode ended with the step taken in obs[t]), recorded in the owner marker. The directory
+is claimed first (`ownership.py`: a directory the project did not create is never written) and the completion
+marker with the dataset's summary is written last; an interrupted collection of ours is redone from scratch.
+Shards are stored uncompressed so that readers memory-map them in place.
 """
 
 from __future__ import annotations
 
-import glob
 import os
-from functools import partial
-from typing import Callable
+from typing import Callable, Iterator
 
-import jax
 import numpy as np
 
 from vidrl_jax import io
-from vidrl_jax.envs import rollout
-from vidrl_jax.envs.base import VecEnv
-
-MARKER = "_COMPLETE.json"
+from vidrl_jax.data import ownership
 
 
 def returns_per_frame(done: np.ndarray, episode_return: np.ndarray) -> np.ndarray:
@@ -33,43 +30,35 @@ def returns_per_frame(done: np.ndarray, episode_return: np.ndarray) -> np.ndarra
   return out
 
 
-def collect(env: VecEnv, policy_fn: Callable, params, rng: jax.Array, steps_per_env: int, directory: str,
-            shard_len: int, meta: dict | None = None) -> dict:
-  """Writes `steps_per_env * env.num_envs` frames to `directory` (skipped if already complete).
+def collect(chunks: Callable[[], Iterator[dict]], directory: str, meta: dict | None = None) -> dict:
+  """Writes every chunk of `chunks()` to `directory` as shards, unless a finished collection is already there.
 
-  `policy_fn(params, obs, rng) -> action`. Returns the summary stored in the marker (frames, episodes, mean
-  and std of completed episode returns).
+  A chunk holds (T, N, ...) arrays `obs`, `action`, `reward`, `done`, `episode_return` (the running return,
+  final at `done`). `chunks` is only called when there is something to collect. Returns the summary stored in
+  the completion marker (frames, episodes, mean and std of completed episode returns).
   """
-  marker = os.path.join(directory, MARKER)
-  if os.path.exists(marker):
-    return io.read_json(marker)
-  os.makedirs(directory, exist_ok=True)
-  for stale in glob.glob(os.path.join(directory, "*.npz")):
-    os.remove(stale)
-
-  rng, r_reset = jax.random.split(rng)
-  env_state, obs = env.reset(r_reset)
-  run_chunk = jax.jit(partial(rollout, env, policy_fn, num_steps=shard_len))
-  returns = []
-  num_chunks = -(-steps_per_env // shard_len)
-  for c in range(num_chunks):
-    rng, r = jax.random.split(rng)
-    env_state, obs, traj = run_chunk(params, env_state, obs, r)
-    traj = jax.device_get(traj)
-    for e in range(env.num_envs):
+  done_before = ownership.read_complete(directory) if ownership.owner(directory) is not None else None
+  if done_before is not None:
+    return done_before
+  ownership.claim(directory, {"format": "lapo_chunks", "done": "last"})
+  returns, frames = [], 0
+  for c, traj in enumerate(chunks()):
+    num_envs = np.shape(traj["done"])[1]
+    for e in range(num_envs):
       done = np.asarray(traj["done"][:, e], bool)
       ep_ret = np.asarray(traj["episode_return"][:, e], np.float32)
       returns.extend(ep_ret[done].tolist())
+      frames += len(done)
       io.write_npz(os.path.join(directory, f"shard_{c:04d}_{e:04d}.npz"), {
           "obs": np.asarray(traj["obs"][:, e], np.uint8),
           "ta": np.asarray(traj["action"][:, e], np.int32),
           "done": done,
           "rewards": np.asarray(traj["reward"][:, e], np.float32),
           "ep_returns": returns_per_frame(done, ep_ret),
-      })
+      }, compress=False)
   summary = dict(meta or {})
-  summary.update(frames=int(num_chunks * shard_len * env.num_envs), episodes=len(returns),
+  summary.update(frames=int(frames), episodes=len(returns),
                  mean_return=float(np.mean(returns)) if returns else float("nan"),
                  std_return=float(np.std(returns)) if returns else float("nan"))
-  io.write_json(marker, summary)
+  ownership.mark_complete(directory, summary)
   return summary

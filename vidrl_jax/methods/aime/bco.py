@@ -28,6 +28,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from vidrl_jax.data.sequence import SequenceDataset, Windows
 from vidrl_jax.distributions import TanhNormal
 from vidrl_jax.errors import VidrlError
 from vidrl_jax.losses import weighted_sum
@@ -55,92 +56,34 @@ def bco_config(**overrides) -> ml_collections.ConfigDict:
 # ----------------------------------------------------------------------------------------------------- data
 
 
-class StackedFrames:
-  """Every transition (trajectory i, t in [0, T_i - 1]) as frame indices into one concatenated frame store.
+def stacked_frames(data: SequenceDataset, stack: int = 5) -> Windows:
+  """Every transition (episode i, t in [0, T_i - 1]) as a window of o_{t-stack+1..t} and o_{t+1}.
 
-  `index[n]` holds the global frame indices of o_{t-stack+1..t} (indices before the trajectory's start clipped to
-  its first frame) and of o_{t+1}; `actions[n]` is the true a_t = pre_action[t + 1]. Trajectories are split
-  `1 - val_fraction : val_fraction` by a seeded permutation (a lone trajectory is split in time instead).
+  Rows before the episode's start repeat its first frame (the window's `pad`); the true a_t is the window's last
+  action (a_t = pre_action[t + 1]). Window ids run episode by episode, t ascending.
   """
+  if stack < 1:
+    raise VidrlError(f"the frame stack needs stack >= 1, got {stack}")
+  if not data.has_actions:
+    raise VidrlError(f"BCO needs the actions of {data.name} (for the IDM, or for the oracle's true actions); "
+                     f"use an action-labelled dataset")
+  return data.windows(stack + 1, pad=stack - 1)
 
-  def __init__(self, trajectories: Sequence[Mapping[str, np.ndarray]], obs_keys: Sequence[str], stack: int = 5,
-               val_fraction: float = 0.3, seed: int = 0):
-    if stack < 1:
-      raise VidrlError(f"StackedFrames needs stack >= 1, got {stack}")
-    if not 0.0 <= val_fraction < 1.0:
-      raise VidrlError(f"val_fraction must lie in [0, 1), got {val_fraction}")
-    if not trajectories:
-      raise VidrlError("StackedFrames got no trajectories; pass a non-empty list of trajectory dicts")
-    self.obs_keys = tuple(obs_keys)
-    self.stack = stack
-    frames: dict[str, list[np.ndarray]] = {k: [] for k in self.obs_keys}
-    index, actions, traj_of, time_of = [], [], [], []
-    offset = 0
-    for i, traj in enumerate(trajectories):
-      missing = [k for k in (*self.obs_keys, "pre_action") if k not in traj]
-      if missing:
-        raise VidrlError(f"trajectory {i} lacks the key(s) {missing} (it has {sorted(traj)}); "
-                         f"choose obs_keys among its observation keys")
-      length = len(traj["pre_action"])
-      for k in self.obs_keys:
-        if len(traj[k]) != length:
-          raise VidrlError(f"trajectory {i} has {len(traj[k])} {k!r} frames but {length} pre_actions; "
-                           f"every key needs T+1 entries")
-        frames[k].append(np.asarray(traj[k]))
-      t = np.arange(length - 1)
-      past = np.maximum(t[:, None] + np.arange(-stack + 1, 1)[None], 0)
-      index.append(offset + np.concatenate([past, t[:, None] + 1], axis=1))
-      actions.append(np.asarray(traj["pre_action"][1:], np.float32))
-      traj_of.append(np.full(length - 1, i))
-      time_of.append(t)
-      offset += length
-    self.frames = {k: np.concatenate(v) if k == IMAGE else np.concatenate(v).astype(np.float32)
-                   for k, v in frames.items()}
-    self.index = np.concatenate(index).astype(np.int64)               # (N, stack + 1)
-    self.actions = np.concatenate(actions)                             # (N, A)
-    self.traj = np.concatenate(traj_of)                                # (N,)
-    if len(self.index) == 0:
-      raise VidrlError("the trajectories hold no transitions; each needs at least 2 frames")
-    self.num_trajectories = len(trajectories)
-    self.action_dim = self.actions.shape[-1]
 
-    n_traj = len(trajectories)
-    if val_fraction == 0.0:
-      val_mask = np.zeros(len(self.index), bool)
-    elif n_traj == 1:
-      t_all = np.concatenate(time_of)
-      val_mask = t_all >= int(round((1 - val_fraction) * len(t_all)))
-    else:
-      n_val = min(max(int(round(val_fraction * n_traj)), 1), n_traj - 1)
-      val_trajs = np.random.default_rng([seed, 7]).permutation(n_traj)[:n_val]
-      val_mask = np.isin(self.traj, val_trajs)
-    self._parts = {"train": np.flatnonzero(~val_mask), "val": np.flatnonzero(val_mask),
-                   "all": np.arange(len(self.index))}
+def gather_stacks(frames: Windows, ids: np.ndarray, labels: np.ndarray | None = None,
+                  with_next: bool = True) -> dict:
+  """{'obs': {key: (B, stack [+1], ...)}, 'action': (B, A)} for window ids (labels, indexed by the ids of the
+  full window set, replace the true actions)."""
+  b = frames.gather(ids, labels=("action",) if labels is None else False)
+  obs = b["obs"] if with_next else {k: v[:, :-1] for k, v in b["obs"].items()}
+  action = b["action"][:, -1] if labels is None else labels[frames.parent_ids(ids)]
+  return {"obs": obs, "action": np.asarray(action, np.float32)}
 
-  @property
-  def num_samples(self) -> int:
-    return len(self.index)
 
-  def indices(self, part: str = "train") -> np.ndarray:
-    """Sample ids of a part: 'train', 'val' or 'all'."""
-    if part not in self._parts:
-      raise VidrlError(f"unknown part {part!r}; use 'train', 'val' or 'all'")
-    return self._parts[part]
-
-  def gather(self, ids: np.ndarray, labels: np.ndarray | None = None, with_next: bool = True) -> dict:
-    """{'obs': {key: (B, stack [+1], ...)}, 'action': (B, A)} for sample ids (labels replace the true actions)."""
-    idx = self.index[ids] if with_next else self.index[ids, :self.stack]
-    action = self.actions if labels is None else labels
-    return {"obs": {k: v[idx] for k, v in self.frames.items()}, "action": np.asarray(action[ids], np.float32)}
-
-  def batch(self, step: int, batch_size: int, seed: int, part: str = "train", labels: np.ndarray | None = None,
-            with_next: bool = True) -> dict:
-    """A uniform batch of a part, deterministic in (seed, step)."""
-    ids = self.indices(part)
-    if len(ids) == 0:
-      raise VidrlError(f"the {part!r} part holds no transitions; use more trajectories or another val_fraction")
-    pick = np.random.default_rng([seed, step]).integers(0, len(ids), batch_size)
-    return self.gather(ids[pick], labels, with_next)
+def true_actions(frames: Windows) -> np.ndarray:
+  """a_t of every window of `frames`, (N, A) float32."""
+  return np.asarray(frames.gather(np.arange(frames.num_windows), keys=(), labels=("action",))["action"][:, -1],
+                    np.float32)
 
 
 # ---------------------------------------------------------------------------------------------------- model
@@ -195,26 +138,26 @@ def _select(obs: Mapping[str, Any], obs_keys: Sequence[str]) -> dict:
   return {k: obs[k] for k in obs_keys}
 
 
-def _check(data: StackedFrames, obs_keys: Sequence[str], action_dim: int, config: ml_collections.ConfigDict,
+def _check(data: Windows, obs_keys: Sequence[str], action_dim: int, config: ml_collections.ConfigDict,
            labels: np.ndarray | None = None) -> None:
-  missing = [k for k in obs_keys if k not in data.frames]
+  missing = [k for k in obs_keys if k not in data.data.obs]
   if missing:
-    raise VidrlError(f"obs key(s) {missing} are not in the StackedFrames (it has {list(data.obs_keys)}); "
-                     f"build it with the same obs_keys")
-  if data.stack != config.stack:
-    raise VidrlError(f"the StackedFrames stack {data.stack} differs from config.stack {config.stack}; "
-                     f"build them with the same value")
-  if data.action_dim != action_dim:
-    raise VidrlError(f"the data's actions have {data.action_dim} dimensions but action_dim is {action_dim}")
-  if labels is not None and labels.shape != (data.num_samples, action_dim):
-    raise VidrlError(f"labels of shape {labels.shape} do not fit the data's {data.num_samples} transitions "
-                     f"with {action_dim}-d actions; label them with label_demos on the same StackedFrames")
+    raise VidrlError(f"obs key(s) {missing} are not in the dataset (it has {list(data.data.obs_keys)}); "
+                     f"open it with the same obs_keys")
+  if data.length - 1 != config.stack or data.pad != config.stack - 1:
+    raise VidrlError(f"the frame stack of the windows ({data.length - 1}) differs from config.stack "
+                     f"{config.stack}; build them with stacked_frames(data, config.stack)")
+  if data.data.action_dim != action_dim:
+    raise VidrlError(f"the data's actions have {data.data.action_dim} dimensions but action_dim is {action_dim}")
+  if labels is not None and labels.shape != (data.num_windows, action_dim):
+    raise VidrlError(f"labels of shape {labels.shape} do not fit the data's {data.num_windows} transitions "
+                     f"with {action_dim}-d actions; label them with label_demos on the same windows")
 
 
 # ---------------------------------------------------------------------------------------------------- tasks
 
 
-def _task(name: str, data: StackedFrames, labels: np.ndarray | None, obs_keys: Sequence[str], action_dim: int,
+def _task(name: str, data: Windows, labels: np.ndarray | None, obs_keys: Sequence[str], action_dim: int,
           config: ml_collections.ConfigDict, seed: int, with_next: bool, num_steps: int) -> Task:
   """The NLL task shared by the IDM and BC, with best-validation selection kept in the state."""
   _check(data, obs_keys, action_dim, config, labels)
@@ -222,10 +165,11 @@ def _task(name: str, data: StackedFrames, labels: np.ndarray | None, obs_keys: S
     raise VidrlError(f"val_every must be >= 1, got {config.val_every}")
   net = _net(obs_keys, action_dim, config, with_next)
   tx = make_optimizer(config.optim, num_steps)
-  val_ids = data.indices("val")
+  train, val = data.split(config.val_fraction, seed)
+  val_ids = np.arange(val.num_windows)
   if len(val_ids) == 0:
-    raise VidrlError(f"{name}: the data has no validation transitions; build the StackedFrames with "
-                     f"val_fraction > 0 (AIME App. B splits 7:3)")
+    raise VidrlError(f"{name}: the data has no validation transitions; use more episodes or a larger "
+                     f"val_fraction (AIME App. B splits 7:3)")
   n_val = min(config.val_size, len(val_ids))
   chunk = min(config.batch_size, n_val)
   chunk -= chunk % jax.device_count()        # every chunk splits over the devices
@@ -243,16 +187,16 @@ def _task(name: str, data: StackedFrames, labels: np.ndarray | None, obs_keys: S
     return {"obs": _select(b["obs"], obs_keys), "action": b["action"]}
 
   def batch(step: int) -> dict:
-    train = data.batch(step, config.batch_size, seed * 1_000_003 + stream, "train", labels, with_next)
-    out = {"train": prepare(jax.tree.map(lambda x: x[proc * local:(proc + 1) * local], train))}
+    ids = train.draw(seed * 1_000_003 + stream, step, config.batch_size, proc, nproc)
+    out = {"train": prepare(gather_stacks(train, ids, labels, with_next))}
     if step % config.val_every == 0:
       if not val_cache:
-        val = data.gather(val_ids[proc * local_val:(proc + 1) * local_val], labels, with_next)
-        val_cache.append(prepare(val))
+        val_cache.append(prepare(gather_stacks(val, val_ids[proc * local_val:(proc + 1) * local_val], labels,
+                                               with_next)))
       out["val"] = val_cache[0]
     return out
 
-  sample = prepare(data.gather(data.indices("all")[:1], labels, with_next))
+  sample = prepare(gather_stacks(data, np.arange(1), labels, with_next))
 
   def init(rng: jax.Array) -> dict:
     params = net.init(_init_key(rng), jax.tree.map(jnp.asarray, sample["obs"]))["params"]
@@ -299,31 +243,31 @@ def _task(name: str, data: StackedFrames, labels: np.ndarray | None, obs_keys: S
   return Task(name=name, init=init, step=step, num_steps=num_steps, batch=batch, evaluate=evaluate)
 
 
-def make_idm_task(name: str, data: StackedFrames, obs_keys: Sequence[str], action_dim: int,
+def make_idm_task(name: str, data: Windows, obs_keys: Sequence[str], action_dim: int,
                   config: ml_collections.ConfigDict, seed: int) -> Task:
   """BCO(0)'s IDM p(a_t | o_{t-4..t}, o_{t+1}) by NLL on the embodiment data; use `state['best_params']`."""
   return _task(name, data, None, obs_keys, action_dim, config, seed, True, config.idm_steps)
 
 
-def make_bc_task(name: str, data: StackedFrames, labels: np.ndarray | None, obs_keys: Sequence[str],
+def make_bc_task(name: str, data: Windows, labels: np.ndarray | None, obs_keys: Sequence[str],
                  action_dim: int, config: ml_collections.ConfigDict, seed: int) -> Task:
   """BC pi(a_t | o_{t-4..t}) by NLL on IDM labels (BCO(0)) or, with labels None, the true actions (oracle BC)."""
   return _task(name, data, labels, obs_keys, action_dim, config, seed, False, config.bc_steps)
 
 
-def label_demos(idm_params, data: StackedFrames, obs_keys: Sequence[str], action_dim: int,
+def label_demos(idm_params, data: Windows, obs_keys: Sequence[str], action_dim: int,
                 config: ml_collections.ConfigDict) -> np.ndarray:
   """The IDM's mode tanh(mean) for every transition of `data` (BCO(0)'s labelling step), (N, A) float32."""
   _check(data, obs_keys, action_dim, config)
   net = _net(obs_keys, action_dim, config, with_next=True)
   apply = jax.jit(lambda p, obs: net.apply({"params": p}, obs).mode())
-  ids = data.indices("all")
+  ids = np.arange(data.num_windows)
   size = min(config.batch_size, len(ids))
   out = []
   for start in range(0, len(ids), size):
     chunk = ids[start:start + size]
     padded = np.concatenate([chunk, np.full(size - len(chunk), chunk[-1])])  # one compiled shape
-    obs = _select(data.gather(padded)["obs"], obs_keys)
+    obs = _select(gather_stacks(data, padded)["obs"], obs_keys)
     out.append(np.asarray(apply(idm_params, obs))[:len(chunk)])
   return np.concatenate(out).astype(np.float32)
 
@@ -335,7 +279,7 @@ class StackPolicy:
   """The BC policy as a host policy (`vidrl_jax.envs.host.Policy`): deterministic tanh(mean) on the last frames.
 
   The carry holds each env's last `stack` frames; on `is_first` the stack is filled with the current frame (as
-  the clipped indices of `StackedFrames` do at a trajectory's start). One jitted call per `act`.
+  the padded windows of `stacked_frames` do at an episode's start). One jitted call per `act`.
   """
 
   def __init__(self, params, obs_keys: Sequence[str], action_dim: int, config: ml_collections.ConfigDict):

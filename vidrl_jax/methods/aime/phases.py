@@ -17,7 +17,7 @@ import optax
 from flax import struct
 from flax.training.train_state import TrainState
 
-from vidrl_jax.data.trajectories import TrajectoryDataset
+from vidrl_jax.data.sequence import Windows
 from vidrl_jax.methods.aime import model as model_lib
 from vidrl_jax.nets.heads import TanhGaussianPolicy
 from vidrl_jax.nets.rssm import RSSM, RSSMState, features
@@ -25,19 +25,19 @@ from vidrl_jax.train import Task
 from vidrl_jax.train.optim import make_optimizer
 
 
-def batch_fn(data: TrajectoryDataset, batch_size: int) -> Callable[[int], dict]:
+def batch_fn(data: Windows, batch_size: int, seed: int) -> Callable[[int], dict]:
   """Deterministic (B, T) windows for step `step` (exact resumption); only what the steps read."""
   proc, count = jax.process_index(), jax.process_count()
 
   def batch(step: int) -> dict:
-    b = data.sample(step, batch_size, proc, count)
+    b = data.sample(seed, step, batch_size, proc, count)
     return {"obs": b["obs"], "action": b["action"]}
 
   return batch
 
 
-def phase1_task(name: str, wm: model_lib.WorldModel, data: TrajectoryDataset,
-                config: ml_collections.ConfigDict) -> Task:
+def phase1_task(name: str, wm: model_lib.WorldModel, data: Windows, config: ml_collections.ConfigDict,
+                seed: int) -> Task:
   """Phase 1: maximise the ELBO of embodiment windows (Eq. 4)."""
   tx = make_optimizer(config.optim, config.steps)
 
@@ -51,7 +51,7 @@ def phase1_task(name: str, wm: model_lib.WorldModel, data: TrajectoryDataset,
     return state.apply_gradients(grads=grads), metrics
 
   return Task(name=name, init=init, step=step, num_steps=config.steps,
-              batch=batch_fn(data, config.batch_size))
+              batch=batch_fn(data, config.batch_size, seed))
 
 
 @struct.dataclass
@@ -60,8 +60,8 @@ class Phase2State:
   world_model: Any         # frozen phase-1 parameters
 
 
-def phase2_task(name: str, wm: model_lib.WorldModel, wm_params, data: TrajectoryDataset,
-                config: ml_collections.ConfigDict, evaluate: Callable | None = None) -> Task:
+def phase2_task(name: str, wm: model_lib.WorldModel, wm_params, data: Windows, config: ml_collections.ConfigDict,
+                seed: int, evaluate: Callable | None = None) -> Task:
   """Phase 2: maximise the ELBO of observation-only demonstrations w.r.t. the policy only (Eq. 8)."""
   policy = model_lib.policy_module(wm.action_dim, config)
   tx = make_optimizer(config.optim, config.steps)
@@ -78,7 +78,7 @@ def phase2_task(name: str, wm: model_lib.WorldModel, wm_params, data: Trajectory
     return state.replace(policy=state.policy.apply_gradients(grads=grads)), metrics
 
   return Task(name=name, init=init, step=step, num_steps=config.steps,
-              batch=batch_fn(data, config.batch_size), evaluate=evaluate, log_every=None)
+              batch=batch_fn(data, config.batch_size, seed), evaluate=evaluate, log_every=None)
 
 
 def true_action_elbo(wm: model_lib.WorldModel, wm_params, batch: dict, rng: jax.Array) -> float:

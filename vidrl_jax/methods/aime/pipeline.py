@@ -7,6 +7,10 @@ Layout of the workdir:
   data/<task>/embodiment/   the SAC expert's replay buffer, one .npz per episode (official AIME keys)
   data/<task>/demos/        observation-only demonstrations of the expert (true actions kept for metrics only)
   data/random/              uniform-random trajectories;  `mix` = the union of `config.mix`
+`config.data.embodiment`/`demos`/`random` may name other directories (a `{task}` in the path is replaced), e.g.
+the official AIME datasets. A dataset directory the project did not create (no owner marker, see
+`data/ownership.py`) is read as it is and never written; its stage (recording the expert's episodes, the demos, the
+random data) is skipped.
   expert/<task>/            SAC checkpoints
   <setting>/<row>/phase1    the world model on embodiment dataset <row>
   <setting>/<row>/aime_<col>, bco_idm_<row>, bco_<row>_<col>, bc_<col>   phase 2 and the baselines
@@ -21,7 +25,9 @@ import ml_collections
 import numpy as np
 
 from vidrl_jax import io
+from vidrl_jax.data import formats, ownership
 from vidrl_jax.data import trajectories as traj_lib
+from vidrl_jax.data.sequence import SequenceDataset
 from vidrl_jax.envs.dmc import make_host_env, observation_keys
 from vidrl_jax.envs.host import BatchEnv, RandomPolicy, run_episodes
 from vidrl_jax.errors import VidrlError
@@ -65,59 +71,85 @@ class Aime:
     return BatchEnv([self.host_env(task, image) for _ in range(n)])
 
   # ---- stage 0: experts and datasets ----------------------------------------------------------------
+  def dataset_dir(self, kind: str, task: str = "") -> str:
+    """Where dataset `kind` ('embodiment', 'demos', 'random') of `task` lives."""
+    template = self.config.data[kind]
+    if template:
+      return template.replace("{task}", task)
+    return os.path.join(self.data_dir, "random") if kind == "random" else os.path.join(self.data_dir, task, kind)
+
+  def writable(self, out: str) -> bool:
+    """Claims `out` for collection; False when it holds a finished dataset or one the project did not write
+    (read as it is)."""
+    if ownership.state(out) in ("complete", "foreign"):
+      return False
+    ownership.claim(out, {"format": "aime_episodes"}, restart=False)
+    return True
+
+  def summary(self, out: str) -> dict:
+    """The completion summary of a dataset, or for one the project did not write its episodes' returns."""
+    done = ownership.read_complete(out)
+    if done is not None:
+      return done
+    data = self.load([out], [])
+    if data.reward is None:
+      raise VidrlError(f"the dataset {out} has no rewards, so its expert return (the normaliser) is unknown; "
+                       f"use demonstrations with a 'reward' key")
+    returns = [float(np.sum(data.array(i, "reward"), dtype=np.float64)) for i in range(len(data.sources))]
+    return {"episodes": len(returns), "mean_return": float(np.mean(returns)), "std_return": float(np.std(returns))}
+
   def expert(self, task: str):
     """SAC on the full state; every training episode is written to the task's embodiment dataset."""
-    out = os.path.join(self.data_dir, task, "embodiment")
+    out = self.dataset_dir("embodiment", task)
     env = self.host_env(task, image=self.record_images)
+    record = self.writable(out)
 
     def write(e: int, trajectory: dict) -> None:
       traj_lib.write_trajectory(out, e, trajectory)
 
     expert = self.config.expert
     stage = offpolicy.sac_task(f"expert/{task}", env, self.mdp_keys, expert, self.config.seed,
-                               on_episode=None if traj_lib.read_complete(out) else write,
+                               on_episode=write if record else None,
                                eval_env=self.host_env(task, image=False) if expert.eval_every_episodes else None)
     state, summary = run(stage, self.config.loop, self.workdir, self.writer, self.config.seed)
-    if traj_lib.read_complete(out) is None:
-      traj_lib.mark_complete(out, {k: summary[k] for k in ("episodes", "mean_return", "last10_return")})
+    if record:
+      ownership.mark_complete(out, {k: summary[k] for k in ("episodes", "mean_return", "last10_return")})
     return state.actor_params
 
   def demos(self, task: str, actor_params) -> dict:
-    out = os.path.join(self.data_dir, task, "demos")
-    done = traj_lib.read_complete(out)
-    if done is not None:
-      return done
+    out = self.dataset_dir("demos", task)
+    if not self.writable(out):
+      return self.summary(out)
     c = self.config
     returns = run_episodes(self.env(task, c.env.eval_envs, self.record_images), offpolicy.GreedyPolicy(actor_params, self.mdp_keys),
                            c.data.demo_episodes, seed=c.seed + 1,
                            on_episode=lambda i, t: traj_lib.write_trajectory(out, i, t))
     summary = {"episodes": len(returns), "mean_return": float(np.mean(returns)), "std_return": float(np.std(returns))}
-    traj_lib.mark_complete(out, summary)
+    ownership.mark_complete(out, summary)
     return summary
 
   def random_data(self) -> dict:
-    out = os.path.join(self.data_dir, "random")
-    done = traj_lib.read_complete(out)
-    if done is not None:
-      return done
+    out = self.dataset_dir("random")
+    if not self.writable(out):
+      return self.summary(out)
     c = self.config
     task = c.env.tasks[0]
     returns = run_episodes(self.env(task, c.env.eval_envs, self.record_images), RandomPolicy(self.action_dim, c.seed),
                            c.data.random_episodes, seed=c.seed + 2,
                            on_episode=lambda i, t: traj_lib.write_trajectory(out, i, t))
     summary = {"episodes": len(returns), "mean_return": float(np.mean(returns)), "task": task}
-    traj_lib.mark_complete(out, summary)
+    ownership.mark_complete(out, summary)
     return summary
 
   def dataset_dirs(self, row: str) -> list[str]:
     if row == "mix":
       return [d for r in self.config.mix for d in self.dataset_dirs(r)]
     if row == "random":
-      return [os.path.join(self.data_dir, "random")]
-    return [os.path.join(self.data_dir, row, "embodiment")]
+      return [self.dataset_dir("random")]
+    return [self.dataset_dir("embodiment", row)]
 
-  def load(self, dirs: list[str], keys, limit: int = 0) -> list[dict]:
-    return traj_lib.load_trajectories(dirs, keys, limit=limit or None)
+  def load(self, dirs: list[str], keys, limit: int = 0) -> SequenceDataset:
+    return formats.episodes(dirs, keys, limit=limit or None, cache_dir=self.config.data.cache_dir or None)
 
   # ---- AIME ------------------------------------------------------------------------------------------
   def keys(self, setting: str) -> list[str]:
@@ -126,12 +158,11 @@ class Aime:
   def world_model(self, setting: str, row: str):
     c = self.config
     keys = self.keys(setting)
-    trajs = self.load(self.dataset_dirs(row), keys, c.data.embodiment_limit)
-    data = traj_lib.TrajectoryDataset(trajs, keys, c.phase1.window, seed=c.seed)
-    spec = {k: (trajs[0][k].shape[1:], trajs[0][k].dtype) for k in keys}
+    dataset = self.load(self.dataset_dirs(row), keys, c.data.embodiment_limit)
+    spec = {k: dataset.spec(k) for k in keys}
     wm = model_lib.make_world_model(spec, keys, self.action_dim, c.model)
-    state, _ = run(phases.phase1_task(f"{setting}/{row}/phase1", wm, data, c.phase1), c.loop, self.workdir,
-                   self.writer, c.seed)
+    task = phases.phase1_task(f"{setting}/{row}/phase1", wm, dataset.windows(c.phase1.window), c.phase1, c.seed)
+    state, _ = run(task, c.loop, self.workdir, self.writer, c.seed)
     return wm, state.params
 
   def evaluate(self, policy, setting: str, task: str, episodes: int, expert_return: float) -> dict:
@@ -141,8 +172,8 @@ class Aime:
     return {"return_mean": float(np.mean(returns)), "return_std": float(np.std(returns)),
             "normalised": float(np.mean(returns) / expert_return), "episodes": int(episodes)}
 
-  def demo_trajs(self, setting: str, task: str) -> list[dict]:
-    return self.load([os.path.join(self.data_dir, task, "demos")], self.keys(setting), self.config.data.num_demos)
+  def demo_data(self, setting: str, task: str) -> SequenceDataset:
+    return self.load([self.dataset_dir("demos", task)], self.keys(setting), self.config.data.num_demos)
 
   def aime_cell(self, setting: str, row: str, col: str, wm, wm_params, expert_return: float,
                 variant: str = "") -> dict:
@@ -161,8 +192,7 @@ class Aime:
       p2.use_idm = True
     elif variant:
       raise VidrlError(f"unknown AIME variant {variant!r}; use kl_only, rec_only or idm")
-    demos = self.demo_trajs(setting, col)
-    data = traj_lib.TrajectoryDataset(demos, wm.obs_keys, p2.window, seed=c.seed)
+    data = self.demo_data(setting, col).windows(p2.window)
     policy = model_lib.policy_module(self.action_dim, p2)
 
     def evaluate(state, step):
@@ -170,12 +200,12 @@ class Aime:
       pol = phases.ModelPolicy(wm, state.world_model, policy, state.policy.params, seed=c.seed)
       return self.evaluate(pol, setting, col, episodes, expert_return)
 
-    task = phases.phase2_task(name, wm, wm_params, data, p2, evaluate=evaluate)
+    task = phases.phase2_task(name, wm, wm_params, data, p2, c.seed, evaluate=evaluate)
     loop = ml_collections.ConfigDict(c.loop.to_dict())
     loop.eval_every = p2.eval_every
     _, metrics = run(task, loop, self.workdir, self.writer, c.seed)
     result = {k.removeprefix("eval/"): v for k, v in metrics.items()}
-    batch = phases.batch_fn(data, min(p2.batch_size, 16))(0)
+    batch = phases.batch_fn(data, min(p2.batch_size, 16), c.seed)(0)
     result["elbo_true_actions"] = phases.true_action_elbo(wm, wm_params, batch, stage_rng(c.seed, name))
     io.write_json(result_path, result)
     return result
@@ -184,8 +214,7 @@ class Aime:
   def bco_idm(self, setting: str, row: str):
     c = self.config
     keys = self.keys(setting)
-    frames = bco_lib.StackedFrames(self.load(self.dataset_dirs(row), keys, c.data.embodiment_limit), keys,
-                                   stack=c.bco.stack, val_fraction=c.bco.val_fraction, seed=c.seed)
+    frames = bco_lib.stacked_frames(self.load(self.dataset_dirs(row), keys, c.data.embodiment_limit), c.bco.stack)
     task = bco_lib.make_idm_task(f"{setting}/bco_idm_{row}", frames, keys, self.action_dim, c.bco, c.seed)
     state, _ = run(task, c.loop, self.workdir, self.writer, c.seed)
     return state["best_params"]
@@ -197,8 +226,7 @@ class Aime:
     if os.path.exists(result_path):
       return io.read_json(result_path)
     keys = self.keys(setting)
-    frames = bco_lib.StackedFrames(self.demo_trajs(setting, col), keys, stack=c.bco.stack,
-                                   val_fraction=c.bco.val_fraction, seed=c.seed)
+    frames = bco_lib.stacked_frames(self.demo_data(setting, col), c.bco.stack)
     labels = None
     if idm_params is not None:
       labels = bco_lib.label_demos(idm_params, frames, keys, self.action_dim, c.bco)
@@ -207,7 +235,7 @@ class Aime:
     policy = bco_lib.StackPolicy(state["best_params"], keys, self.action_dim, c.bco)
     result = self.evaluate(policy, setting, col, c.phase2.final_episodes, expert_return)
     if labels is not None:
-      result["label_mse"] = float(np.mean(np.square(labels - frames.actions)))
+      result["label_mse"] = float(np.mean(np.square(labels - bco_lib.true_actions(frames))))
     io.write_json(result_path, result)
     return result
 

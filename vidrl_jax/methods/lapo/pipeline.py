@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from functools import partial
 from typing import Callable
 
 import jax
@@ -18,8 +19,10 @@ import numpy as np
 
 from vidrl_jax import io
 from vidrl_jax.data import collect as collect_lib
-from vidrl_jax.data.frames import FrameDataset
-from vidrl_jax.envs import make_env
+from vidrl_jax.data import formats, ownership
+from vidrl_jax.data.sequence import Windows
+from vidrl_jax.envs import make_env, rollout
+from vidrl_jax.errors import VidrlError
 from vidrl_jax.methods.lapo import decode, models, report, stages
 from vidrl_jax.nets.impala import impala_channels
 from vidrl_jax.rl import ppo
@@ -89,11 +92,36 @@ class Lapo:
               "episodes": self.config.eval_episodes}
     return cached(self.path("references.json"), compute)
 
-  def datasets(self, expert_apply, expert_params) -> tuple[FrameDataset, FrameDataset, dict]:
-    """The observation-only training set and a disjoint action-labelled set, rolled out by the expert
-    (or by a uniform-random policy with `data.policy='random'`)."""
+  def datasets(self, expert_apply, expert_params) -> tuple[Windows, Windows, dict]:
+    """Windows of k+2 frames of the observation-only training set and of a disjoint action-labelled set.
+
+    `data.dir` ('' = <workdir>/data) holds the splits `data.train_split` and `data.labelled_split` as LAPO
+    chunks. A directory the project created is filled by rolling out the expert (or a uniform-random policy with
+    `data.policy='random'`); any other directory (e.g. the official chunks, labelled split 'test') is only read.
+    """
     c = self.config
     root = c.data.dir or self.path("data")
+    splits = {"train": c.data.train_split, "labelled": c.data.labelled_split}
+    if ownership.state(root) == "foreign":
+      for split in splits.values():
+        if not os.path.isdir(os.path.join(root, split)):
+          raise VidrlError(f"the dataset directory {root} has no split {split!r} and was not created by the "
+                           f"project, so nothing is collected into it; name its splits with "
+                           f"--config.data.train_split/labelled_split or point data.dir elsewhere")
+      info = {name: ownership.read_complete(os.path.join(root, split)) or {"source": os.path.join(root, split)}
+              for name, split in splits.items()}         # older versions of the project left their summary
+    else:
+      ownership.claim(root, {"format": "lapo_splits"}, restart=False)
+      info = self.collect(root, splits, expert_apply, expert_params)
+    data = {name: formats.lapo_chunks(os.path.join(root, split), c.data.done or None, self.env.obs_shape,
+                                      c.data.cache_dir or None) for name, split in splits.items()}
+    for name, d in data.items():
+      info[name].setdefault("frames", d.num_steps)
+    return data["train"].windows(self.k + 2), data["labelled"].windows(self.k + 2), info
+
+  def collect(self, root: str, splits: dict, expert_apply, expert_params) -> dict:
+    """Rolls the data policy out into the project's own split directories (skipped where already complete)."""
+    c = self.config
     env = make_env(ml_collections.ConfigDict({**c.env.to_dict(), "num_envs": c.data.num_envs}))
 
     def policy(params, obs, rng):
@@ -102,17 +130,23 @@ class Lapo:
       logits, _ = expert_apply(params, obs)
       return jax.random.categorical(rng, logits)
 
+    def chunks(rng, steps_per_env):
+      rng, r_reset = jax.random.split(rng)
+      env_state, obs = env.reset(r_reset)
+      run_chunk = jax.jit(partial(rollout, env, policy, num_steps=c.data.shard_len))
+      for _ in range(-(-steps_per_env // c.data.shard_len)):
+        rng, r = jax.random.split(rng)
+        env_state, obs, traj = run_chunk(expert_params, env_state, obs, r)
+        yield jax.device_get(traj)
+
     meta = {"env": c.env.name, "policy": "ppo expert" if c.data.policy == "expert" else "uniform random"}
-    info = {}
-    for split, steps in (("train", c.data.steps_per_env), ("labelled", c.data.labelled_steps_per_env)):
-      info[split] = collect_lib.collect(env, policy, expert_params, stage_rng(c.seed, f"data/{split}"), steps,
-                                        os.path.join(root, split), c.data.shard_len, meta)
-    window = self.k + 2
-    return (FrameDataset(os.path.join(root, "train"), window, self.env.obs_shape),
-            FrameDataset(os.path.join(root, "labelled"), window, self.env.obs_shape), info)
+    steps = {"train": c.data.steps_per_env, "labelled": c.data.labelled_steps_per_env}
+    return {name: collect_lib.collect(partial(chunks, stage_rng(c.seed, f"data/{name}"), steps[name]),
+                                      os.path.join(root, split), meta)
+            for name, split in splits.items()}
 
   # ---- stages 1-3 for one seed -----------------------------------------------------------------------------
-  def run_seed(self, seed: int, train: FrameDataset, labelled: FrameDataset, refs: dict) -> dict:
+  def run_seed(self, seed: int, train: Windows, labelled: Windows, refs: dict) -> dict:
     c = self.config
     out = {"seed": seed}
     if c.until == "probe":      # stage-1 latent quality only (e.g. the reduced Procgen run)
@@ -137,7 +171,7 @@ class Lapo:
       out.update(self.online(seed, novq, refs, sl=False, tag="online_rl_no_sl_no_vq"))
     return out
 
-  def stage1(self, seed: int, train: FrameDataset, use_vq: bool, tag: str, labelled: FrameDataset | None = None):
+  def stage1(self, seed: int, train: Windows, use_vq: bool, tag: str, labelled: Windows | None = None):
     """Stage 1; with `labelled`, the latent probe's held-out accuracy is logged every `loop.eval_every` steps."""
     c = self.config
     task = stages.stage1_task(c, train, f"seed{seed}/stage1{tag}", seed, use_vq)
@@ -149,8 +183,8 @@ class Lapo:
     s1, _ = run(task, c.loop, self.workdir, self.writer, seed)
     return s1
 
-  def latent_stages(self, seed: int, train: FrameDataset, use_vq: bool, tag: str,
-                    labelled: FrameDataset | None = None) -> dict:
+  def latent_stages(self, seed: int, train: Windows, use_vq: bool, tag: str,
+                    labelled: Windows | None = None) -> dict:
     c = self.config
     s1 = self.stage1(seed, train, use_vq, tag, labelled)
     idm_params = s1.train.params["idm"]
@@ -159,25 +193,26 @@ class Lapo:
     return {"idm": idm_params, "fdm": s1.train.params["fdm"], "vq": s1.vq, "policy": s2.train.params,
             "use_vq": use_vq, "tag": tag}
 
-  def labelled_split(self, seed: int, labelled: FrameDataset):
+  def labelled_split(self, seed: int, labelled: Windows):
     """Disjoint decoder-training and held-out windows of the action-labelled set, with their true actions."""
     c = self.config
     n_train = max(max(c.offline.sizes), c.probe.labels)
-    starts = np.random.default_rng([seed, 7]).permutation(labelled.starts)
-    if len(starts) < n_train + c.probe.test:
-      n_train = min(n_train, len(starts) // 2)
-    tr, te = starts[:n_train], starts[len(starts) - min(c.probe.test, len(starts) - n_train):]
-    return tr, te, labelled.actions_at(tr, self.k), labelled.actions_at(te, self.k)
+    ids = np.random.default_rng([seed, 7]).permutation(labelled.num_windows)
+    if len(ids) < n_train + c.probe.test:
+      n_train = min(n_train, len(ids) // 2)
+    tr, te = ids[:n_train], ids[len(ids) - min(c.probe.test, len(ids) - n_train):]
+    actions = lambda w: stages.true_actions(labelled.gather(w, keys=(), labels=("action",)), self.k)
+    return tr, te, actions(tr), actions(te)
 
-  def idm_latents(self, idm_params, data: FrameDataset, starts: np.ndarray) -> np.ndarray:
+  def idm_latents(self, idm_params, data: Windows, ids: np.ndarray) -> np.ndarray:
     idm = models.idm(self.config)
-    return decode.embed(lambda w: idm.apply(idm_params, w), data.windows(starts))
+    return decode.embed(lambda w: idm.apply(idm_params, w), data.obs(ids, "image"))
 
   def probe(self, seed: int, idm_params, train, labelled, sizes):
     """Held-out accuracy of decoders trained on the IDM's latents, one per labelled-set size."""
     c = self.config
     tr, te, y_tr, y_te = self.labelled_split(seed, labelled)
-    unlabelled = train.starts[np.random.default_rng([seed, 8]).integers(0, len(train.starts), 4096)]
+    unlabelled = np.random.default_rng([seed, 8]).integers(0, train.num_windows, 4096)
     mean, std = decode.standardiser(self.idm_latents(idm_params, train, unlabelled))
     x_tr = (self.idm_latents(idm_params, labelled, tr) - mean) / std
     x_te = (self.idm_latents(idm_params, labelled, te) - mean) / std
@@ -217,7 +252,7 @@ class Lapo:
       state, _ = run(task, self.config.loop, self.workdir, self.writer, seed)
       _, te, _, y_te = self.labelled_split(seed, labelled)
       net = models.idm(self.config, out=self.num_actions)
-      pred = decode.embed(lambda w: net.apply(state.params, w), labelled.windows(te)).argmax(-1)
+      pred = decode.embed(lambda w: net.apply(state.params, w), labelled.obs(te, "image")).argmax(-1)
       present = [a for a in range(self.num_actions) if np.any(y_te == a)]
       return {"accuracy": float(np.mean(pred == y_te)),
               "balanced_accuracy": float(np.mean([np.mean(pred[y_te == a] == a) for a in present]))}
@@ -227,7 +262,7 @@ class Lapo:
   def random_idm(self, seed, train, labelled) -> float:
     c = self.config
     def compute():
-      sample = jnp.asarray(train.windows(train.starts[:1]))
+      sample = jnp.asarray(train.obs(np.arange(1), "image"))
       params = models.idm(c).init(stage_rng(seed, "random_idm"), sample)
       _, acc, *_ = self.probe(seed, params, train, labelled, [c.probe.labels])
       return {"accuracy": float(acc[0]), "balanced_accuracy": float(self._balanced[0])}

@@ -121,10 +121,10 @@ def plots_for(lapo, train, labelled, per_seed: list[dict], refs: dict) -> dict:
   return out
 
 
-def fdm_predictions(lapo, stagesets: dict, data, starts: np.ndarray) -> str:
+def fdm_predictions(lapo, stagesets: dict, data, ids: np.ndarray) -> str:
   """The FDM's next-frame prediction beside the truth (and the last context frame) for a few windows."""
   c = lapo.config
-  windows = jnp.asarray(data.windows(starts))
+  windows = jnp.asarray(data.obs(ids, "image"))
   idm, fdm = models.idm(c), models.fdm(c, windows.shape[-1])
   z = idm.apply(stagesets["idm"], windows)
   if stagesets["use_vq"]:

@@ -14,11 +14,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 from flax import struct
 from flax.training.train_state import TrainState
 
-from vidrl_jax.data.frames import FrameDataset
+from vidrl_jax.data.sequence import Windows
 from vidrl_jax.losses import weighted_sum
 from vidrl_jax.methods.lapo import models
 from vidrl_jax.nets import vq as vq_lib
@@ -38,29 +39,35 @@ class FrozenTeacherState:
   teacher: Any                # frozen parameters it learns from (the IDM, for stage 2)
 
 
-def _batch_fn(data: FrameDataset, seed: int, batch_size: int, with_actions_at: int | None = None):
+def true_actions(batch: dict, offset: int) -> np.ndarray:
+  """The true action a_t taken in frame `offset` of each window (evaluation and the supervised baseline only):
+  the dataset's action of row offset + 1, the action that led to the next frame."""
+  return batch["action"][:, offset + 1]
+
+
+def _batch_fn(data: Windows, seed: int, batch_size: int, with_actions_at: int | None = None):
   """Deterministic batch for step `step` (exact resumption); true actions only for supervised baselines."""
-  proc = jax.process_index()
-  local = batch_size // jax.process_count()
+  proc, count = jax.process_index(), jax.process_count()
 
   def batch(step: int) -> dict:
-    starts = data.sample_starts(seed, step, local, proc)
-    out = {"frames": data.windows(starts)}
+    b = data.gather(data.draw(seed, step, batch_size, proc, count), keys=("image",),
+                    labels=("action",) if with_actions_at is not None else False)
+    out = {"frames": b["obs"]["image"]}
     if with_actions_at is not None:
-      out["actions"] = data.actions_at(starts, with_actions_at)
+      out["actions"] = true_actions(b, with_actions_at)
     return out
 
   return batch
 
 
-def stage1_task(config: ml_collections.ConfigDict, data: FrameDataset, name: str, seed: int,
+def stage1_task(config: ml_collections.ConfigDict, data: Windows, name: str, seed: int,
                 use_vq: bool) -> Task:
   """Latent IDM + FDM + VQ on windows of k+2 frames; the loss is next-frame MSE plus VQ commitment."""
   c, v = config.stage1, config.vq
-  channels = data.obs.shape[-1]
+  channels = data.data.spec("image")[0][-1]
   idm, fdm = models.idm(config), models.fdm(config, channels)
   tx = make_optimizer(c.optim, c.steps)
-  sample = jnp.asarray(data.windows(data.starts[:1]))
+  sample = jnp.asarray(data.obs(np.arange(1), "image"))
   weights = dict(c.loss_weights)
 
   def init(rng):
@@ -102,14 +109,14 @@ def stage1_task(config: ml_collections.ConfigDict, data: FrameDataset, name: str
               batch=_batch_fn(data, seed, c.batch_size))
 
 
-def stage2_task(config: ml_collections.ConfigDict, data: FrameDataset, idm_params, name: str,
+def stage2_task(config: ml_collections.ConfigDict, data: Windows, idm_params, name: str,
                 seed: int) -> Task:
   """Latent BC: pi(o_t) regresses the frozen IDM's pre-quantisation latent z_t (MSE)."""
   c = config.stage2
   k = config.model.context
   idm, pol = models.idm(config), models.policy(config)
   tx = make_optimizer(c.optim, c.steps)
-  sample = jnp.asarray(data.windows(data.starts[:1]))[:, k]
+  sample = jnp.asarray(data.obs(np.arange(1), "image"))[:, k]
   weights = dict(c.loss_weights)
 
   def init(rng):
@@ -131,14 +138,14 @@ def stage2_task(config: ml_collections.ConfigDict, data: FrameDataset, idm_param
   return Task(name=name, init=init, step=step, num_steps=c.steps, batch=_batch_fn(data, seed, c.batch_size))
 
 
-def supervised_idm_task(config: ml_collections.ConfigDict, data: FrameDataset, num_actions: int, name: str,
+def supervised_idm_task(config: ml_collections.ConfigDict, data: Windows, num_actions: int, name: str,
                         seed: int) -> Task:
   """The upper bound: the IDM architecture trained with cross-entropy on every true action a_t."""
   c = config.oracle
   k = config.model.context
   net = models.idm(config, out=num_actions)
   tx = make_optimizer(c.optim, c.steps)
-  sample = jnp.asarray(data.windows(data.starts[:1]))
+  sample = jnp.asarray(data.obs(np.arange(1), "image"))
 
   def init(rng):
     return TrainState.create(apply_fn=None, params=net.init(rng, sample), tx=tx)
