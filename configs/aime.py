@@ -125,4 +125,4 @@ PRESETS = {
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  return config_lib.build(base, PRESETS, arg)
+  return config_lib.build(base, PRESETS, arg, __file__)

@@ -122,9 +122,21 @@ def test_smoke_visual_walker(tmp_path):
   assert np.isfinite(results["table"]["visual"]["aime"]["stand"]["stand"])
 
 
-def test_unknown_config_key_is_one_sentence(tmp_path):
-  out = _launch("smoke", str(tmp_path), "--config.phase1.stepz=3")
-  assert out.returncode != 0 and "stepz" in out.stderr
+def test_unknown_config_key_and_preset_are_one_sentence(tmp_path):
+  """A mistyped key or preset (or a missing config file) ends with one line on stderr and exit status 1."""
+  for preset, extra, expected in [
+      ("smoke", ("--config.phase1.stepz=3",), "no key 'phase1.stepz' (did you mean 'steps'?)"),
+      ("cpuu", (), "unknown config preset 'cpuu'"),
+  ]:
+    out = _launch(preset, str(tmp_path), *extra)
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert out.stderr.strip().count("\n") == 0 and expected in out.stderr, out.stderr
+  assert "configs/aime.py:cpu" in out.stderr and "lapo" not in out.stderr   # the preset error names its own file
+  cmd = [sys.executable, os.path.join(ROOT, "experiments", "aime.py"), "--config=configs/nope.py:smoke",
+         f"--workdir={tmp_path}"]
+  out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
+  assert out.returncode == 1 and out.stderr.strip() == (
+      "error: cannot load the config file 'configs/nope.py'; check the path (e.g. --config configs/<method>.py:cpu)")
 
 
 def test_phase2_ablation_weights_select_terms(pendulum_trajs):

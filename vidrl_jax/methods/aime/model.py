@@ -25,8 +25,9 @@ import ml_collections
 from vidrl_jax.data.trajectories import concat_obs
 from vidrl_jax.distributions import Normal, TanhNormal, kl_tanh_normal
 from vidrl_jax.losses import elbo_losses, weighted_sum
-from vidrl_jax.nets.conv import ConvDecoder, ConvEncoder, image_to_float
+from vidrl_jax.nets.conv import ConvDecoder, ConvEncoder
 from vidrl_jax.nets.heads import GaussianMLP, TanhGaussianPolicy
+from vidrl_jax.nets.pixels import image_to_float
 from vidrl_jax.nets.rssm import RSSM, RSSMState, features, observe
 
 

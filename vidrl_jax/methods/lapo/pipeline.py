@@ -22,7 +22,9 @@ from vidrl_jax.data.frames import FrameDataset
 from vidrl_jax.envs import make_env
 from vidrl_jax.methods.lapo import decode, models, report, stages
 from vidrl_jax.nets.impala import impala_channels
+from vidrl_jax.nets.actor_critic import make_actor_critic
 from vidrl_jax.rl import ppo
+from vidrl_jax.rl.evaluate import evaluate_policy
 from vidrl_jax.train import MetricWriter, run, stage_rng, write_results
 
 
@@ -60,19 +62,19 @@ class Lapo:
 
   def evaluate(self, apply_fn, params, seed: int, name: str) -> float:
     rng = stage_rng(seed, f"eval/{name}")
-    out = ppo.evaluate_policy(self.env, apply_fn, params, rng, self.config.eval_episodes)
+    out = evaluate_policy(self.env, apply_fn, params, rng, self.config.eval_episodes)
     return float(out["mean_return"])
 
   def actor_critic(self, which: str):
     """PPO networks: the expert's (`expert_net`) or one with LAPO's policy torso."""
     c = self.config
     if which == "expert" and c.expert_net.encoder == "mlp":
-      return ppo.make_actor_critic(self.num_actions, encoder="mlp", hidden=tuple(c.expert_net.hidden))
+      return make_actor_critic(self.num_actions, encoder="mlp", hidden=tuple(c.expert_net.hidden))
     if which == "expert":
-      return ppo.make_actor_critic(self.num_actions, encoder="impala", features=c.expert_net.fc,
-                                   channels=impala_channels(c.expert_net.impala_multiplier))
-    return ppo.make_actor_critic(self.num_actions, encoder="impala", channels=tuple(c.model.impala_channels),
-                                 num_blocks=c.model.impala_blocks, features=c.model.fc)
+      return make_actor_critic(self.num_actions, encoder="impala", features=c.expert_net.fc,
+                               channels=impala_channels(c.expert_net.impala_multiplier))
+    return make_actor_critic(self.num_actions, encoder="impala", channels=tuple(c.model.impala_channels),
+                             num_blocks=c.model.impala_blocks, features=c.model.fc)
 
   def expert(self):
     c = self.config
