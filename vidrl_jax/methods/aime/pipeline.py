@@ -22,10 +22,10 @@ import numpy as np
 
 from vidrl_jax import io
 from vidrl_jax.data import trajectories as traj_lib
-from vidrl_jax.envs.dmc import make_host_env, observation_keys
 from vidrl_jax.envs.host import BatchEnv, RandomPolicy, run_episodes
 from vidrl_jax.errors import VidrlError
 from vidrl_jax.methods.aime import bco as bco_lib
+from vidrl_jax.methods.aime import envs as envs_lib
 from vidrl_jax.methods.aime import model as model_lib
 from vidrl_jax.methods.aime import phases, report
 from vidrl_jax.rl import offpolicy
@@ -44,7 +44,7 @@ class Aime:
     self.record_images = "visual" in config.settings
     probe = self.host_env(config.env.tasks[0], image=False)
     self.action_dim = probe.action_dim
-    self.mdp_keys = observation_keys(self.env_name(config.env.tasks[0]), "mdp")
+    self.mdp_keys = envs_lib.observation_keys(self.env_name(config.env.tasks[0]), "mdp")
     for name in tuple(config.datasets) + tuple(config.demos) + tuple(config.mix):
       if name not in tuple(config.env.tasks) + ("random", "mix"):
         raise VidrlError(f"dataset or demo task {name!r} is not one of env.tasks {tuple(config.env.tasks)} "
@@ -58,24 +58,25 @@ class Aime:
 
   def host_env(self, task: str, image: bool):
     e = self.config.env
-    return make_host_env(self.env_name(task), action_repeat=e.action_repeat, max_steps=e.max_steps or None,
-                         image_size=e.image_size if image else 0)
+    return envs_lib.make_env(self.env_name(task), action_repeat=e.action_repeat, max_steps=e.max_steps or None,
+                             image_size=e.image_size if image else 0, render=e.render)
 
   def env(self, task: str, n: int, image: bool) -> BatchEnv:
     return BatchEnv([self.host_env(task, image) for _ in range(n)])
 
   # ---- stage 0: experts and datasets ----------------------------------------------------------------
+  @staticmethod
+  def writer_of(out: str):
+    """`on_episode(i, episode)` that writes recorded episode i into `out` as an AIME trajectory."""
+    return lambda i, episode: traj_lib.write_trajectory(out, i, envs_lib.aime_trajectory(episode))
+
   def expert(self, task: str):
     """SAC on the full state; every training episode is written to the task's embodiment dataset."""
     out = os.path.join(self.data_dir, task, "embodiment")
     env = self.host_env(task, image=self.record_images)
-
-    def write(e: int, trajectory: dict) -> None:
-      traj_lib.write_trajectory(out, e, trajectory)
-
     state, returns = offpolicy.train_sac(env, self.mdp_keys, self.config.expert, self.path("expert", task),
                                          self.writer, self.config.seed, stage=f"expert/{task}",
-                                         on_episode=None if traj_lib.read_complete(out) else write)
+                                         on_episode=None if traj_lib.read_complete(out) else self.writer_of(out))
     if traj_lib.read_complete(out) is None:
       traj_lib.mark_complete(out, {"episodes": len(returns), "mean_return": float(np.mean(returns)),
                                    "last10_return": float(np.mean(returns[-10:]))})
@@ -87,9 +88,9 @@ class Aime:
     if done is not None:
       return done
     c = self.config
-    returns = run_episodes(self.env(task, c.env.eval_envs, self.record_images), offpolicy.GreedyPolicy(actor_params, self.mdp_keys),
-                           c.data.demo_episodes, seed=c.seed + 1,
-                           on_episode=lambda i, t: traj_lib.write_trajectory(out, i, t))
+    returns = run_episodes(self.env(task, c.env.eval_envs, self.record_images),
+                           offpolicy.GreedyPolicy(actor_params, self.mdp_keys), c.data.demo_episodes, seed=c.seed + 1,
+                           on_episode=self.writer_of(out))
     summary = {"episodes": len(returns), "mean_return": float(np.mean(returns)), "std_return": float(np.std(returns))}
     traj_lib.mark_complete(out, summary)
     return summary
@@ -102,8 +103,7 @@ class Aime:
     c = self.config
     task = c.env.tasks[0]
     returns = run_episodes(self.env(task, c.env.eval_envs, self.record_images), RandomPolicy(self.action_dim, c.seed),
-                           c.data.random_episodes, seed=c.seed + 2,
-                           on_episode=lambda i, t: traj_lib.write_trajectory(out, i, t))
+                           c.data.random_episodes, seed=c.seed + 2, on_episode=self.writer_of(out))
     summary = {"episodes": len(returns), "mean_return": float(np.mean(returns)), "task": task}
     traj_lib.mark_complete(out, summary)
     return summary
@@ -120,7 +120,7 @@ class Aime:
 
   # ---- AIME ------------------------------------------------------------------------------------------
   def keys(self, setting: str) -> list[str]:
-    return observation_keys(self.env_name(self.config.env.tasks[0]), setting)
+    return envs_lib.observation_keys(self.env_name(self.config.env.tasks[0]), setting)
 
   def world_model(self, setting: str, row: str):
     c = self.config
