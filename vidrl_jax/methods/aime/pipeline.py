@@ -146,11 +146,13 @@ class Aime:
   def aime_cell(self, setting: str, row: str, col: str, wm, wm_params, expert_return: float,
                 variant: str = "") -> dict:
     """Phase 2 on the demos of `col` through the frozen model of `row`; a variant of paper Fig. 5."""
-    c = self.config
     name = f"{setting}/{row}/aime_{col}" + (f"_{variant}" if variant else "")
-    result_path = self.path(name, "result.json")
-    if os.path.exists(result_path):
-      return io.read_json(result_path)
+    return io.cached_json(self.path(name, "result.json"), lambda: self._aime_cell(
+        name, setting, col, wm, wm_params, expert_return, variant))
+
+  def _aime_cell(self, name: str, setting: str, col: str, wm, wm_params, expert_return: float,
+                 variant: str) -> dict:
+    c = self.config
     p2 = ml_collections.ConfigDict(c.phase2.to_dict())
     if variant == "kl_only":
       p2.loss_weights.rec = 0.0
@@ -176,7 +178,6 @@ class Aime:
     result = {k.removeprefix("eval/"): v for k, v in metrics.items()}
     batch = phases.batch_fn(data, min(p2.batch_size, 16))(0)
     result["elbo_true_actions"] = phases.true_action_elbo(wm, wm_params, batch, stage_rng(c.seed, name))
-    io.write_json(result_path, result)
     return result
 
   # ---- baselines -------------------------------------------------------------------------------------
@@ -191,10 +192,11 @@ class Aime:
 
   def bc_cell(self, setting: str, name: str, col: str, expert_return: float, idm_params=None) -> dict:
     """BC on the demos of `col`: labelled by the IDM (BCO(0)) or with the true actions (`idm_params=None`)."""
+    return io.cached_json(self.path(name, "result.json"), lambda: self._bc_cell(
+        setting, name, col, expert_return, idm_params))
+
+  def _bc_cell(self, setting: str, name: str, col: str, expert_return: float, idm_params) -> dict:
     c = self.config
-    result_path = self.path(name, "result.json")
-    if os.path.exists(result_path):
-      return io.read_json(result_path)
     keys = self.keys(setting)
     frames = bco_lib.StackedFrames(self.demo_trajs(setting, col), keys, stack=c.bco.stack,
                                    val_fraction=c.bco.val_fraction, seed=c.seed)
@@ -207,7 +209,6 @@ class Aime:
     result = self.evaluate(policy, setting, col, c.phase2.final_episodes, expert_return)
     if labels is not None:
       result["label_mse"] = float(np.mean(np.square(labels - frames.actions)))
-    io.write_json(result_path, result)
     return result
 
 
