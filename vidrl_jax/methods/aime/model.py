@@ -51,7 +51,7 @@ class WorldModel:
   obs_keys: tuple[str, ...]
   obs_dims: tuple[int, ...]          # per key: vector width (image: 0)
   action_dim: int
-  config: ml_collections.ConfigDict
+  config: ml_collections.FrozenConfigDict   # frozen: a WorldModel is hashable, equal when its settings are
 
   @property
   def image(self) -> bool:
@@ -130,7 +130,7 @@ def make_world_model(obs_spec: dict, obs_keys: Sequence[str], action_dim: int,
                      config: ml_collections.ConfigDict) -> WorldModel:
   """`obs_spec`: key -> (shape, dtype) of one observation (env.obs_spec or a dataset's first frame)."""
   dims = tuple(0 if k == "image" else math.prod(obs_spec[k][0]) for k in obs_keys)
-  return WorldModel(tuple(obs_keys), dims, action_dim, config)
+  return WorldModel(tuple(obs_keys), dims, action_dim, ml_collections.FrozenConfigDict(config))
 
 
 def time_major(x):
