@@ -139,7 +139,7 @@ class DMCEnv(EpisodeLimit):
     if self.image_size > 0:
       flags = FAST_RENDER_FLAGS if self.fast_render else None
       obs['image'] = np.array(self.physics.render(self.image_size, self.image_size, camera_id=self.camera,
-                                                  render_flag_overrides=flags), np.uint8)
+                                                  render_flag_overrides=dict(flags) if flags else None), np.uint8)
     return obs
 
   def reset(self, seed: int) -> dict[str, np.ndarray]:
