@@ -3,12 +3,13 @@
   MUJOCO_GL=egl JAX_PLATFORMS=cpu .venv/bin/python benchmarks/render_speed.py
   MUJOCO_GL=egl .venv/bin/python benchmarks/render_speed.py --tasks walker-walk,cheetah-run --size 64 --frames 200
 
-For each task, three ways of rendering `--frames` frames of `--size` x `--size` from camera 0, each on a freshly
-built env (the quality fields only act before the first render): `physics.render` alone, the env's `step` with
-its rendered 'image' observation (action repeat 2, random actions), both with
+For each task, `--frames` frames of `--size` x `--size` from camera 0, each way on a freshly built env (the
+quality fields only act before the first render), timed for `physics.render` alone and for the env's `step` with
+its rendered 'image' observation (action repeat 2, random actions), with
 - `default`: dm_control's settings (4x multisample anti-aliasing, shadows, reflections);
-- `fast`: `vidrl_jax.envs.dmc`'s fast rendering (`set_fast_render`: offsamples 0 and shadowsize 0;
-  `FAST_RENDER_FLAGS`: the shadow and reflection flags off), the default where JAX runs on the CPU.
+- `quality`: only `set_fast_render` (offsamples 0 and shadowsize 0: no anti-aliasing, no shadow map; render only);
+- `fast`: `vidrl_jax.envs.dmc`'s fast rendering (`set_fast_render` and `FAST_RENDER_FLAGS`: the shadow and
+  reflection flags off too), the default where JAX runs on the CPU.
 Under EGL without a GPU, MuJoCo renders with Mesa's llvmpipe (software), where the difference is largest.
 """
 
@@ -27,21 +28,23 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from vidrl_jax.envs.dmc import FAST_RENDER_FLAGS, make_host_env  # noqa: E402
 
 
-def render_fps(task: str, size: int, frames: int, fast: bool) -> float:
-  """Frames per second of `physics.render` alone, after one warm-up frame."""
-  env = make_host_env(task, image_size=0, fast_render=fast)
+def render_fps(task: str, size: int, frames: int, mode: str) -> float:
+  """Frames per second of `physics.render` alone in `mode` (default, quality or fast), after a warm-up frame."""
+  env = make_host_env(task, image_size=0, fast_render=mode != "default")
   env.reset(0)
-  flags = FAST_RENDER_FLAGS if fast else None
-  env.physics.render(size, size, camera_id=0, render_flag_overrides=flags)
+  flags = FAST_RENDER_FLAGS if mode == "fast" else None
+  env.physics.render(size, size, camera_id=0, render_flag_overrides=dict(flags or {}))
   t0 = time.perf_counter()
   for _ in range(frames):
-    env.physics.render(size, size, camera_id=0, render_flag_overrides=flags)
+    env.physics.render(size, size, camera_id=0, render_flag_overrides=dict(flags or {}))
   return frames / (time.perf_counter() - t0)
 
 
-def step_fps(task: str, size: int, frames: int, fast: bool) -> float:
+def step_fps(task: str, size: int, frames: int, mode: str) -> float:
   """Decisions per second of `env.step` with a rendered image observation (physics and rendering)."""
-  env = make_host_env(task, image_size=size, fast_render=fast)
+  if mode == "quality":
+    return float("nan")
+  env = make_host_env(task, image_size=size, fast_render=mode == "fast")
   env.reset(0)
   actions = np.random.default_rng(0).uniform(-1, 1, (frames, env.action_dim)).astype(np.float32)
   t0, done = time.perf_counter(), 0
@@ -62,13 +65,14 @@ def main() -> None:
   parser.add_argument("--json", default="", help="append one JSON line per task here")
   args = parser.parse_args()
   print(f"MUJOCO_GL={os.environ.get('MUJOCO_GL', '')}, {args.size}x{args.size}, {args.frames} frames")
-  print(f"{'task':<14}{'what':<16}{'default fps':>12}{'fast fps':>10}{'speed-up':>10}")
+  print(f"{'task':<14}{'what':<14}{'default fps':>12}{'quality fps':>12}{'fast fps':>10}{'fast speed-up':>14}")
   for task in args.tasks.split(","):
     row = {"task": task, "size": args.size, "frames": args.frames}
     for what, fn in (("render", render_fps), ("step+render", step_fps)):
-      slow, fast = fn(task, args.size, args.frames, False), fn(task, args.size, args.frames, True)
-      row[what] = {"default_fps": round(slow, 1), "fast_fps": round(fast, 1)}
-      print(f"{task:<14}{what:<16}{slow:>12.1f}{fast:>10.1f}{fast / slow:>9.1f}x")
+      fps = {mode: fn(task, args.size, args.frames, mode) for mode in ("default", "quality", "fast")}
+      row[what] = {f"{mode}_fps": round(v, 1) for mode, v in fps.items() if v == v}
+      print(f"{task:<14}{what:<14}{fps['default']:>12.1f}{fps['quality']:>12.1f}{fps['fast']:>10.1f}"
+            f"{fps['fast'] / fps['default']:>13.1f}x")
     if args.json:
       with open(args.json, "a") as f:
         f.write(json.dumps(row) + "\n")
