@@ -83,7 +83,7 @@ def test_aux_loss_terms_are_logged():
   def aux_loss(p, traj, rng):
     seen.update({k: v.shape for k, v in traj.items()})
     _, value = apply_fn(p, traj["obs"])
-    return {"probe": jnp.square(value - traj.get("target", 0.0))}
+    return {"probe": jnp.mean(jnp.square(value - traj.get("target", 0.0)))}   # a scalar: not the minibatch
 
   with pytest.raises(VidrlError, match="loss weights"):  # the aux term needs its weight in the config
     _one_update(ppo.make_ppo_task(env, apply_fn, params, _small_config(), aux_loss=aux_loss))

@@ -135,7 +135,8 @@ def make_ppo_task(env: VecEnv, apply_fn: ApplyFn, init_params: Params | Callable
     apply_fn: `(params, obs (B, ...)) -> (logits (B, A), value (B,))` on raw observations.
     init_params: the initial params, or `rng -> params`.
     trainable: bool pytree like the params (None: all trainable); frozen leaves never change.
-    aux_loss: `(params, traj, rng) -> {name: loss}` added to the PPO losses (weights from `config.loss_weights`).
+    aux_loss: `(params, traj, rng) -> {name: loss}` added to the PPO losses (weights from `config.loss_weights`);
+      each loss a scalar or of the minibatch's shape (`losses.weighted_sum` checks).
       `traj` is the whole time-major rollout: obs (T, N, ...), action, reward, done, terminated, value, logp
       (T, N), and next_obs (N, ...), the observation after the last step. It is called once per minibatch with
       that minibatch's rng, so a costly hook should subsample or use `aux_prepare`.
