@@ -47,7 +47,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from configs.aime import get_config  # noqa: E402
-from vidrl_jax.envs.dmc import observation_keys  # noqa: E402
+from vidrl_jax.methods.aime.envs import observation_keys  # noqa: E402
 from vidrl_jax.methods.aime import model as model_lib  # noqa: E402
 from vidrl_jax.methods.aime import phases  # noqa: E402
 from vidrl_jax.train import Task  # noqa: E402

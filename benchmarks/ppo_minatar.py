@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vidrl_jax.envs.gymnax_env import make_gymnax
+from vidrl_jax.nets.actor_critic import make_actor_critic
 from vidrl_jax.nets.impala import impala_channels
 from vidrl_jax.rl import ppo
 
@@ -30,12 +31,12 @@ from vidrl_jax.rl import ppo
 def network(encoder: str, num_actions: int, impala_multiplier: float):
   """(apply_fn, init_fn, description) of the benchmarked actor-critic."""
   if encoder == "mlp":
-    return (*ppo.make_actor_critic(num_actions, "mlp", hidden=(256, 256)),
+    return (*make_actor_critic(num_actions, "mlp", hidden=(256, 256)),
             "MLP 256-256 relu on the flattened 10x10xC frame")
   if encoder == "minatar":
-    return (*ppo.make_actor_critic(num_actions, "minatar"), "MinAtar CNN: conv16 3x3 + dense 128")
+    return (*make_actor_critic(num_actions, "minatar"), "MinAtar CNN: conv16 3x3 + dense 128")
   channels = impala_channels(impala_multiplier)
-  return (*ppo.make_actor_critic(num_actions, "impala", channels=channels, features=256),
+  return (*make_actor_critic(num_actions, "impala", channels=channels, features=256),
           f"IMPALA-CNN channels {channels}, fc 256")
 
 

@@ -42,7 +42,8 @@ def base() -> ml_collections.ConfigDict:
   c.env = ml_collections.ConfigDict(dict(
       embodiment="walker", tasks=("stand", "walk", "run"),   # SAC experts: their buffers and demos
       action_repeat=2, max_steps=0,                           # decisions per episode; 0 = the task's (500)
-      image_size=64, eval_envs=10))
+      image_size=64, eval_envs=10,
+      render="auto"))                                         # fast | full | auto: fast on a CPU (README)
   c.settings = ("mdp", "lpomdp", "visual")
   c.datasets = ("stand", "walk", "run", "random", "mix")     # rows of the table (embodiment datasets)
   c.demos = ("stand", "walk", "run")                         # columns (demonstration tasks)
@@ -129,4 +130,4 @@ PRESETS = {
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  return config_lib.build(base, PRESETS, arg)
+  return config_lib.build(base, PRESETS, arg, __file__)

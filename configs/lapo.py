@@ -152,5 +152,5 @@ PRESETS = {
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  config = config_lib.build(base, PRESETS, arg)
+  config = config_lib.build(base, PRESETS, arg, __file__)
   return config

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from vidrl_jax.data import formats
-from vidrl_jax.envs.dmc import make_host_env, observation_keys
 from vidrl_jax.envs.host import BatchEnv, RandomPolicy, run_episodes
 from vidrl_jax.methods.aime import model as model_lib
+from vidrl_jax.methods.aime.envs import aime_trajectory, make_env, observation_keys
 from vidrl_jax.methods.aime import phases
 from vidrl_jax.train import MetricWriter, loop_config, run
 from vidrl_jax.train.optim import optim_config
@@ -22,9 +22,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture(scope="module")
 def pendulum_trajs():
-  env = BatchEnv([make_host_env("pendulum-swingup", max_steps=24) for _ in range(2)])
+  env = BatchEnv([make_env("pendulum-swingup", max_steps=24) for _ in range(2)])
   out = []
-  run_episodes(env, RandomPolicy(1, 0), 6, seed=0, on_episode=lambda i, t: out.append(t))
+  run_episodes(env, RandomPolicy(1, 0), 6, seed=0, on_episode=lambda i, t: out.append(aime_trajectory(t)))
   return out
 
 
@@ -79,7 +79,7 @@ def test_model_policy_acts_in_range(pendulum_trajs):
   params = wm.init(jax.random.PRNGKey(0))
   policy = model_lib.policy_module(1, model_lib.phase2_config(hidden=(16, 16)))
   pp = policy.init(jax.random.PRNGKey(1), np.zeros((1, wm.feature_dim)))
-  env = BatchEnv([make_host_env("pendulum-swingup", max_steps=5) for _ in range(2)])
+  env = BatchEnv([make_env("pendulum-swingup", max_steps=5) for _ in range(2)])
   mp = phases.ModelPolicy(wm, params, policy, pp)
   returns = run_episodes(env, mp, 2, seed=3)
   assert returns.shape == (2,) and np.all(np.isfinite(returns))
@@ -122,9 +122,21 @@ def test_smoke_visual_walker(tmp_path):
   assert np.isfinite(results["table"]["visual"]["aime"]["stand"]["stand"])
 
 
-def test_unknown_config_key_is_one_sentence(tmp_path):
-  out = _launch("smoke", str(tmp_path), "--config.phase1.stepz=3")
-  assert out.returncode != 0 and "stepz" in out.stderr
+def test_unknown_config_key_and_preset_are_one_sentence(tmp_path):
+  """A mistyped key or preset (or a missing config file) ends with one line on stderr and exit status 1."""
+  for preset, extra, expected in [
+      ("smoke", ("--config.phase1.stepz=3",), "no key 'phase1.stepz' (did you mean 'steps'?)"),
+      ("cpuu", (), "unknown config preset 'cpuu'"),
+  ]:
+    out = _launch(preset, str(tmp_path), *extra)
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert out.stderr.strip().count("\n") == 0 and expected in out.stderr, out.stderr
+  assert "configs/aime.py:cpu" in out.stderr and "lapo" not in out.stderr   # the preset error names its own file
+  cmd = [sys.executable, os.path.join(ROOT, "experiments", "aime.py"), "--config=configs/nope.py:smoke",
+         f"--workdir={tmp_path}"]
+  out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
+  assert out.returncode == 1 and out.stderr.strip() == (
+      "error: cannot load the config file 'configs/nope.py'; check the path (e.g. --config configs/<method>.py:cpu)")
 
 
 def test_phase2_ablation_weights_select_terms(pendulum_trajs):

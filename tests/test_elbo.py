@@ -305,6 +305,17 @@ def test_weighted_sum_rejects_mismatched_names(weights):
     weighted_sum(losses, weights)
 
 
+def test_weighted_sum_checks_term_shapes():
+  b3 = _arr([1.0, 2.0, 3.0])
+  total, _ = weighted_sum({"a": b3, "b": _arr(2.0)}, {"a": 1.0, "b": 0.5})   # a scalar beside (B,) terms
+  np.testing.assert_allclose(total, 2.0 + 1.0, rtol=1e-6)
+  with pytest.raises(VidrlError, match=r"'kl' has shape \(3, 2\).*batch shape \(3,\)"):
+    weighted_sum({"rec/x": b3, "kl": jnp.ones((3, 2))}, {"rec/x": 1.0, "kl": 1.0})   # forgot a reduction
+  with pytest.raises(VidrlError, match=r"'rec/x' has shape \(3,\).*batch shape \(4,\)"):
+    weighted_sum({"rec/x": b3}, {"rec/x": 1.0}, batch_shape=(4,))                    # the caller's batch
+  weighted_sum({"rec/x": jnp.ones((2, 3)), "kl": _arr(0.0)}, {"rec/x": 1.0, "kl": 1.0}, batch_shape=(2, 3))
+
+
 # --- tanh-Gaussian -----------------------------------------------------------------------------------------------
 
 def test_tanh_normal_log_prob_change_of_variables():

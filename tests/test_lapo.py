@@ -77,7 +77,11 @@ def test_online_aux_loss_only_labels_in_episode_windows():
 
 def test_launcher_rejects_unknown_key_and_missing_data(tmp_path):
   out = _launch("--config", "configs/lapo.py:smoke", "--config.stage1.stepz=3", f"--workdir={tmp_path}/a")
-  assert out.returncode != 0 and "stepz" in out.stderr
+  assert out.returncode == 1 and out.stderr.strip() == (
+      "error: the config has no key 'stage1.stepz' (did you mean 'steps'?); fix the override --config.stage1.stepz")
+  out = _launch("--config", "configs/lapo.py:cpuu", f"--workdir={tmp_path}/a")
+  assert out.returncode == 1 and "Traceback" not in out.stderr and out.stderr.strip().count("\n") == 0
+  assert "unknown config preset 'cpuu'" in out.stderr and "configs/lapo.py:cpu" in out.stderr
   # A dataset marked complete whose shard is corrupt: one sentence on stderr, exit status 1, no traceback.
   data = tmp_path / "data"
   for split in ("train", "labelled"):

@@ -6,6 +6,7 @@ before they are returned, so a mistyped key (in code or as `--config.key=value`)
 
 from __future__ import annotations
 
+import os
 from typing import Callable
 
 import ml_collections
@@ -15,22 +16,24 @@ from vidrl_jax.errors import VidrlError
 PRESETS = ("smoke", "cpu", "paper")   # every method has these three; a method may add more
 
 
-def preset_name(arg: str | None, choices=PRESETS, default: str = "cpu") -> str:
-  """The preset chosen by `configs/x.py:arg`; one clear error for an unknown name."""
+def preset_name(arg: str | None, choices=PRESETS, default: str = "cpu", config_file: str = "") -> str:
+  """The preset chosen by `configs/x.py:arg`; one clear error, naming `config_file`, for an unknown name."""
   name = (arg or default).strip()
   if name not in choices:
+    example = f"configs/{os.path.basename(config_file)}" if config_file else "configs/<method>.py"
     raise VidrlError(f"unknown config preset {name!r}; choose one of {', '.join(choices)} "
-                     f"(e.g. --config configs/lapo.py:cpu)")
+                     f"(e.g. --config {example}:{default})")
   return name
 
 
 def build(base: Callable[[], ml_collections.ConfigDict], presets: dict[str, dict],
-          arg: str | None) -> ml_collections.ConfigDict:
-  """`base()` updated with the chosen preset's overrides (dotted keys allowed), then locked."""
+          arg: str | None, config_file: str = "") -> ml_collections.ConfigDict:
+  """`base()` updated with the chosen preset's overrides (dotted keys allowed), then locked. `config_file` (the
+  config's `__file__`) names the file in the unknown-preset error."""
   missing = set(PRESETS) - set(presets)
   if missing:
     raise VidrlError(f"the config defines no {sorted(missing)} preset(s); every method needs smoke, cpu, paper")
-  name = preset_name(arg, tuple(presets))
+  name = preset_name(arg, tuple(presets), config_file=config_file)
   config = base()
   config.preset = name
   for key, value in presets.get(name, {}).items():

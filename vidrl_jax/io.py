@@ -1,11 +1,11 @@
-"""Atomic file writes: a reader (or a resumed run) never sees half a file."""
+"""Atomic file writes (a reader, or a resumed run, never sees half a file) and cached JSON results."""
 
 from __future__ import annotations
 
 import json
 import os
 import tempfile
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -42,6 +42,16 @@ def write_json(path: str, data: Any) -> None:
 def read_json(path: str) -> Any:
   with open(path) as f:
     return json.load(f)
+
+
+def cached_json(path: str, compute: Callable[[], Any]) -> Any:
+  """The JSON result at `path`, or `compute()` written there atomically the first time: a rerun of the same
+  workdir reads a finished step's result instead of computing it again."""
+  if os.path.exists(path):
+    return read_json(path)
+  result = compute()
+  write_json(path, result)
+  return result
 
 
 def write_npz(path: str, arrays: dict[str, np.ndarray], compress: bool = True) -> None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
-from typing import Callable
+from typing import Callable, Sequence
 
 import jax
 from absl import flags, logging
@@ -32,6 +33,51 @@ def main(train_and_evaluate: Callable, config, workdir: str) -> None:
   except VidrlError as e:
     sys.exit(f"error: {e}")
   print(json.dumps({k: v for k, v in results.items() if k not in ("plots", "data")}, indent=1, default=str))
+
+
+def parse_flags(argv: Sequence[str]) -> list[str]:
+  """absl's flag parsing (pass as `app.run(main, flags_parser=launch.parse_flags)`) with one sentence and exit
+  status 1, instead of a traceback, for a bad `--config` file, preset or key and a bad flag value."""
+  try:
+    rest = flags.FLAGS(list(argv))
+    if "config" in flags.FLAGS:
+      getattr(flags.FLAGS["config"].value, "lock")   # a config file that failed to load reports it only now
+    return rest
+  except VidrlError as e:                       # raised by the config file's get_config (e.g. an unknown preset)
+    message = str(e)
+  except flags.Error as e:                      # a flag absl rejects (bad value, unknown flag)
+    message = str(e).splitlines()[0]
+  except (AttributeError, KeyError) as e:       # --config.<key>=... names a key the config does not have
+    message = _unknown_key_message(e, argv)
+    if message is None:
+      raise
+  except OSError as e:                          # the --config file cannot be loaded
+    if "config" not in str(e).lower():
+      raise
+    path = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+    if path is None and "--config" in argv[:-1]:
+      path = argv[list(argv).index("--config") + 1]
+    message = (f"cannot load the config file {(path or '?').split(':')[0]!r}; check the path "
+               f"(e.g. --config configs/<method>.py:cpu)")
+  sys.stderr.write(f"error: {message}\n")
+  sys.exit(1)
+
+
+def _unknown_key_message(error: Exception, argv: Sequence[str]) -> str | None:
+  """The sentence for an override of a missing config key; None if no `--config.` override matches `error`."""
+  while error.args and isinstance(error.args[0], Exception):   # AttributeError(KeyError("'key'\nDid you mean..."))
+    error = error.args[0]
+  text = str(error.args[0] if error.args else error)
+  names = re.findall(r"'([^'\\]+)'", text)
+  hint = re.search(r'Did you mean "([^"]+)"', text)
+  for arg in argv:
+    if not arg.startswith("--config."):
+      continue
+    dotted = arg[len("--config."):].split("=", 1)[0]
+    if names and names[0] in dotted.split("."):
+      suggestion = f" (did you mean {hint.group(1)!r}?)" if hint else ""
+      return f"the config has no key {dotted!r}{suggestion}; fix the override {arg.split('=', 1)[0]}"
+  return None
 
 
 def enable_compilation_cache() -> None:

@@ -11,17 +11,28 @@ from vidrl_jax.distributions import Normal, kl_balanced
 from vidrl_jax.errors import VidrlError
 
 
-def weighted_sum(losses: Mapping[str, jax.Array],
-                 weights: Mapping[str, float]) -> tuple[jax.Array, dict[str, jax.Array]]:
+def weighted_sum(losses: Mapping[str, jax.Array], weights: Mapping[str, float],
+                 batch_shape: tuple[int, ...] | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Total loss `sum_k w_k * mean(loss_k)` and the metrics `loss/<k>` (unweighted means) plus `loss/total`.
 
   The names of the losses and of the weights must be the same set, so a new term cannot be silently dropped
-  and a weight cannot silently refer to nothing (checked when the step is traced).
+  and a weight cannot silently refer to nothing. Every term is a scalar (already reduced) or has the shape
+  `batch_shape` (default: the shape of the first non-scalar term, in the order given), so a term that forgot a
+  reduction, or reduced over the wrong axis, is not silently averaged with a different weight per example.
+  Both are checked when the step is traced.
   """
   names, wnames = set(losses), set(weights)
   if names != wnames:
     raise VidrlError(f"loss terms {sorted(names)} and loss weights {sorted(wnames)} differ; "
                      f"add the missing weights to the config's loss_weights")
+  shapes = {name: tuple(jnp.shape(value)) for name, value in losses.items()}
+  if batch_shape is None:
+    batch_shape = next((shape for shape in shapes.values() if shape), ())
+  batch_shape = tuple(batch_shape)
+  for name, shape in shapes.items():
+    if shape and shape != batch_shape:
+      raise VidrlError(f"loss term {name!r} has shape {shape} but every term must be a scalar or have the batch "
+                       f"shape {batch_shape}; reduce it over its other axes before weighted_sum")
   total = jnp.zeros((), jnp.float32)
   metrics = {}
   for name in sorted(names):

@@ -1,11 +1,21 @@
-"""Tests for the host-side envs: DMC / pendulum `HostEnv`s, `BatchEnv`, `EpisodeRecorder` and `run_episodes`."""
+"""Tests for the host-side envs: DMC and gymnax `HostEnv`s, `BatchEnv`, `EpisodeRecorder` and `run_episodes`."""
 
 import numpy as np
 import pytest
 
-from vidrl_jax.envs.dmc import NAMES, make_host_env, observation_keys
+from vidrl_jax.envs.dmc import FAST_RENDER_FLAGS, NAMES, make_host_env, sensor_keys
+from vidrl_jax.envs.gymnax_host import GymnaxHostEnv
 from vidrl_jax.envs.host import BatchEnv, EpisodeRecorder, HostEnv, RandomPolicy, episode_seed, run_episodes
 from vidrl_jax.errors import VidrlError
+
+PENDULUM_KEYS = {'position': (0, 2), 'velocity': (2, 3)}
+
+
+def make_env(name, **kwargs):
+  """A DMC task, or 'pendulum' (gymnax Pendulum-v1 on the host, its obs split into position and velocity)."""
+  if name == 'pendulum':
+    return GymnaxHostEnv('Pendulum-v1', obs_keys=PENDULUM_KEYS, name='pendulum', **kwargs)
+  return make_host_env(name, **kwargs)
 
 
 def rollout(env, seed, actions):
@@ -27,13 +37,14 @@ def random_actions(n, dim, seed=0):
 @pytest.mark.parametrize('name, spec', [
     ('walker-walk', {'orientations': (14,), 'height': (1,), 'velocity': (9,)}),
     ('cheetah-run', {'position': (8,), 'velocity': (9,)}),
-    ('pendulum-swingup', {'position': (2,), 'velocity': (1,)}),
+    ('pendulum', {'position': (2,), 'velocity': (1,)}),
 ])
 def test_obs_shapes_and_dtypes(name, spec):
-  env = make_host_env(name)
+  env = make_env(name)
   assert isinstance(env, HostEnv)
   assert {k: s for k, (s, _) in env.obs_spec.items()} == spec
-  assert list(env.obs_spec) == observation_keys(name, 'mdp')
+  if name != 'pendulum':
+    assert list(env.obs_spec) == sensor_keys(name)
   obs = env.reset(0)
   obs2, reward, terminal = env.step(np.zeros(env.action_dim, np.float32))
   for o in (obs, obs2):
@@ -41,7 +52,7 @@ def test_obs_shapes_and_dtypes(name, spec):
     for k, shape in spec.items():
       assert o[k].shape == shape and o[k].dtype == np.float32
   assert isinstance(reward, float) and terminal is False
-  if name != 'pendulum-swingup':   # the hard-coded tables match dm_control's own specs
+  if name != 'pendulum':   # the hard-coded tables match dm_control's own specs
     dm = env.dm_env
     assert list(dm.observation_spec()) == list(spec)
     assert dm.action_spec().shape == (env.action_dim,)
@@ -54,17 +65,19 @@ def test_obs_shapes_and_dtypes(name, spec):
 def test_defaults():
   assert (make_host_env('walker-run').max_steps, make_host_env('walker-run').action_repeat) == (500, 2)
   assert make_host_env('cheetah-run', action_repeat=4).max_steps == 250
-  assert (make_host_env('pendulum-swingup').max_steps, make_host_env('pendulum-swingup').action_repeat) == (200, 1)
+  assert (make_env('pendulum').max_steps, make_env('pendulum').action_repeat) == (200, 1)   # gymnax's 200 steps
+  assert make_env('pendulum', action_repeat=2).max_steps == 100
+  assert list(GymnaxHostEnv('Pendulum-v1').obs_spec) == ['state']   # no obs_keys: one flat vector
 
 
-@pytest.mark.parametrize('name', ['walker-walk', 'pendulum-swingup'])
+@pytest.mark.parametrize('name', ['walker-walk', 'pendulum'])
 def test_reset_is_deterministic(name):
-  env = make_host_env(name)
+  env = make_env(name)
   actions = random_actions(10, env.action_dim)
   obs_a, rew_a = rollout(env, 7, actions)
   rollout(env, 8, actions)                        # a different episode in between
   obs_b, rew_b = rollout(env, 7, actions)         # same env, re-seeded
-  obs_c, rew_c = rollout(make_host_env(name), 7, actions)   # fresh env
+  obs_c, rew_c = rollout(make_env(name), 7, actions)   # fresh env
   for obs, rew in ((obs_b, rew_b), (obs_c, rew_c)):
     np.testing.assert_array_equal(rew, rew_a)
     for oa, ob in zip(obs_a, obs):
@@ -83,11 +96,11 @@ def test_dmc_seed_matches_suite_load():
   np.testing.assert_array_equal(obs['orientations'], ref['orientations'].astype(np.float32))
 
 
-@pytest.mark.parametrize('name', ['cheetah-run', 'pendulum-swingup'])
+@pytest.mark.parametrize('name', ['cheetah-run', 'pendulum'])
 def test_action_repeat_sums_rewards(name):
   actions = random_actions(4, 6 if name.startswith('cheetah') else 1)
-  env2 = make_host_env(name, action_repeat=2)
-  env1 = make_host_env(name, action_repeat=1)
+  env2 = make_env(name, action_repeat=2)
+  env1 = make_env(name, action_repeat=1)
   obs2, rew2 = rollout(env2, 1, actions)
   obs1, rew1 = rollout(env1, 1, np.repeat(actions, 2, axis=0))
   np.testing.assert_allclose(rew2, rew1.reshape(-1, 2).sum(1), rtol=1e-5, atol=1e-7)
@@ -146,11 +159,12 @@ def test_cheetah_custom_rewards():
 
 
 def test_batch_env_and_recorder_layout():
-  envs = BatchEnv([make_host_env('pendulum-swingup', max_steps=5) for _ in range(2)])
-  assert (envs.num_envs, envs.action_dim, envs.max_steps, envs.name) == (2, 1, 5, 'pendulum-swingup')
+  envs = BatchEnv([make_env('pendulum', max_steps=5) for _ in range(2)])
+  assert (envs.num_envs, envs.action_dim, envs.max_steps, envs.name) == (2, 1, 5, 'pendulum')
   rec = EpisodeRecorder(2, 1)
   obs = envs.reset([1, 2])
   assert obs['position'].shape == (2, 2) and obs['velocity'].shape == (2, 1)
+  first = obs
   rec.reset(obs)
   actions = random_actions(5, 2, seed=3).reshape(5, 2, 1) * 2   # some outside [-1, 1]: clipped
   rewards = []
@@ -164,21 +178,20 @@ def test_batch_env_and_recorder_layout():
   with pytest.raises(VidrlError, match='shape'):
     envs.reset([0, 1])
     envs.step(np.zeros((3, 1), np.float32))
-  trajs = rec.finish()
-  assert len(trajs) == 2
-  for i, traj in enumerate(trajs):
-    assert set(traj) == {'position', 'velocity', 'pre_action', 'reward', 'is_first', 'is_last', 'is_terminal'}
-    assert all(len(v) == 6 for v in traj.values())
-    assert traj['position'].dtype == np.float32 and traj['pre_action'].dtype == np.float32
-    np.testing.assert_array_equal(traj['pre_action'][0], 0.0)
-    np.testing.assert_array_equal(traj['pre_action'][1:], np.clip(actions[:, i], -1, 1))
-    assert traj['reward'][0] == 0.0
-    np.testing.assert_array_equal(traj['reward'][1:], np.asarray(rewards)[:, i])
-    np.testing.assert_array_equal(traj['is_first'], [True] + [False] * 5)
-    np.testing.assert_array_equal(traj['is_last'], [False] * 5 + [True])
-    assert not traj['is_terminal'].any()
+  episodes = rec.finish()
+  assert len(episodes) == 2
+  for i, episode in enumerate(episodes):   # plain episodes: T+1 observations, T actions and rewards
+    assert set(episode) == {'obs', 'action', 'reward', 'terminal'} and set(episode['obs']) == {'position', 'velocity'}
+    assert all(len(v) == 6 for v in episode['obs'].values()) and episode['obs']['position'].dtype == np.float32
+    np.testing.assert_array_equal(episode['obs']['velocity'][0], first['velocity'][i])
+    np.testing.assert_array_equal(episode['obs']['velocity'][-1], obs['velocity'][i])
+    assert episode['action'].shape == (5, 1) and episode['action'].dtype == np.float32
+    np.testing.assert_array_equal(episode['action'], np.clip(actions[:, i], -1, 1))
+    assert episode['reward'].dtype == np.float32
+    np.testing.assert_array_equal(episode['reward'], np.asarray(rewards)[:, i])
+    assert episode['terminal'] is False
   # Clipping: the env saw the clipped action (same result as passing it clipped).
-  single = make_host_env('pendulum-swingup')
+  single = make_env('pendulum')
   single.reset(1)
   _, r_clip, _ = single.step(np.clip(actions[0, 0], -1, 1))
   assert r_clip == pytest.approx(float(rewards[0][0]), rel=1e-6)
@@ -205,8 +218,8 @@ def test_terminal_copies_freeze_and_recorder_ignores_them():
   trajs = {}
   returns = run_episodes(env, RandomPolicy(1, 0), 2, 0, on_episode=lambda i, t: trajs.__setitem__(i, t))
   np.testing.assert_array_equal(returns, [2.0, 4.0])
-  assert len(trajs[0]['x']) == 3 and len(trajs[1]['x']) == 5
-  assert trajs[0]['is_terminal'].tolist() == [False, False, True]
+  assert len(trajs[0]['obs']['x']) == 3 and len(trajs[1]['obs']['x']) == 5 and len(trajs[1]['action']) == 4
+  assert trajs[0]['terminal'] is True and trajs[1]['terminal'] is True
   env.reset([0, 0])
   for _ in range(3):
     obs, reward, terminal = env.step(np.zeros((2, 1), np.float32))
@@ -217,7 +230,7 @@ def test_terminal_copies_freeze_and_recorder_ignores_them():
 
 def test_run_episodes_returns_and_determinism():
   def run(seed):
-    env = BatchEnv([make_host_env('pendulum-swingup', max_steps=8) for _ in range(2)])
+    env = BatchEnv([make_env('pendulum', max_steps=8) for _ in range(2)])
     trajs = {}
     returns = run_episodes(env, RandomPolicy(1, seed), 3, seed, on_episode=lambda i, t: trajs.__setitem__(i, t))
     return returns, trajs
@@ -225,14 +238,14 @@ def test_run_episodes_returns_and_determinism():
   returns, trajs = run(0)
   assert returns.shape == (3,) and returns.dtype == np.float64 and sorted(trajs) == [0, 1, 2]
   for i in range(3):
-    assert len(trajs[i]['reward']) == 9
+    assert len(trajs[i]['reward']) == 8 and len(trajs[i]['obs']['position']) == 9
     assert returns[i] == pytest.approx(float(trajs[i]['reward'].astype(np.float64).sum()), rel=1e-9)
   # Episode i starts from episode_seed(0, i).
-  first = make_host_env('pendulum-swingup').reset(episode_seed(0, 2))
-  np.testing.assert_array_equal(trajs[2]['position'][0], first['position'])
+  first = make_env('pendulum').reset(episode_seed(0, 2))
+  np.testing.assert_array_equal(trajs[2]['obs']['position'][0], first['position'])
   returns_again, trajs_again = run(0)
   np.testing.assert_array_equal(returns, returns_again)
-  np.testing.assert_array_equal(trajs[2]['pre_action'], trajs_again[2]['pre_action'])
+  np.testing.assert_array_equal(trajs[2]['action'], trajs_again[2]['action'])
   assert not np.array_equal(run(1)[0], returns)
 
 
@@ -257,19 +270,37 @@ def test_rendering():
   for im in images:
     assert im.shape == (64, 64, 3) and im.dtype == np.uint8
   assert images[0].std() > 0 and not np.array_equal(images[0], images[-1])
-  assert observation_keys('walker-walk', 'visual') == ['image']
 
 
-def test_errors_and_observation_keys():
+def test_fast_render_switch():
+  """Fast rendering sets the model's quality fields on a fresh env and still renders (H, W, 3) uint8 frames of the
+  same state; it is the default where JAX runs on the CPU."""
+  import jax
+  assert make_host_env('walker-walk', image_size=8).fast_render == (jax.default_backend() == 'cpu')
+  assert FAST_RENDER_FLAGS == {'shadow': False, 'reflection': False}
+  fast = make_host_env('walker-walk', image_size=48, fast_render=True)
+  full = make_host_env('walker-walk', image_size=48, fast_render=False)
+  try:
+    obs_fast, obs_full = fast.reset(0), full.reset(0)
+  except Exception as e:  # noqa: BLE001 -- no EGL / GL context on this machine
+    pytest.skip(f'MuJoCo rendering is unavailable here ({type(e).__name__}: {e}); run with MUJOCO_GL=egl.')
+  quality_fast, quality_full = fast.physics.model.vis.quality, full.physics.model.vis.quality
+  assert (quality_fast.offsamples, quality_fast.shadowsize) == (0, 0)
+  assert quality_full.offsamples > 0 and quality_full.shadowsize > 0
+  for obs in (obs_fast, obs_full, fast.step(np.zeros(6, np.float32))[0]):
+    assert obs['image'].shape == (48, 48, 3) and obs['image'].dtype == np.uint8 and obs['image'].std() > 0
+  np.testing.assert_array_equal(obs_fast['orientations'], obs_full['orientations'])   # same state ...
+  assert np.abs(obs_fast['image'].astype(int) - obs_full['image']).mean() > 0.5          # ... plainer frame
+
+
+def test_errors():
   with pytest.raises(VidrlError, match='walker-walk'):
     make_host_env('walker-jump')
-  with pytest.raises(VidrlError, match='mdp'):
-    observation_keys('walker-walk', 'pixels')
-  with pytest.raises(VidrlError, match='image'):
-    make_host_env('pendulum-swingup', image_size=64)
+  with pytest.raises(VidrlError, match='discrete'):
+    GymnaxHostEnv('CartPole-v1')
+  with pytest.raises(VidrlError, match='slice'):
+    GymnaxHostEnv('Pendulum-v1', obs_keys={'velocity': (2, 4)})
   with pytest.raises(VidrlError, match='identical'):
     BatchEnv([make_host_env('walker-walk'), make_host_env('cheetah-run')])
-  assert observation_keys('walker-run', 'lpomdp') == ['orientations', 'height']
-  assert observation_keys('cheetah-flip', 'lpomdp') == ['position']
-  assert observation_keys('pendulum-swingup', 'mdp') == ['position', 'velocity']
-  assert len(NAMES) == 8
+  assert sensor_keys('walker-run') == ['orientations', 'height', 'velocity']
+  assert len(NAMES) == 7

@@ -5,7 +5,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vidrl_jax.nets import MLP, ImpalaCNN, UNet, impala_channels, param_count
+from vidrl_jax.nets import MLP, ImpalaCNN, UNet, impala_channels
+
+
+def param_count(params) -> int:
+  """Number of scalars in a parameter pytree."""
+  return int(sum(p.size for p in jax.tree_util.tree_leaves(params)))
 
 KEY = jax.random.key(0)
 RNG = np.random.default_rng(0)  # Inputs from numpy: rank-4 threefry draws compile slowly on XLA:CPU.

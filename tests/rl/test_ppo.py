@@ -9,12 +9,15 @@ import pytest
 from vidrl_jax import train
 from vidrl_jax.envs.gymnax_env import make_gymnax
 from vidrl_jax.errors import VidrlError
+from vidrl_jax.nets.actor_critic import make_actor_critic
 from vidrl_jax.rl import ppo
+from vidrl_jax.rl.evaluate import evaluate_policy
+from vidrl_jax.train.optim import trainable_mask
 
 
 def _cartpole_agent(num_envs: int):
   env = make_gymnax("CartPole-v1", num_envs)
-  apply_fn, init_fn = ppo.make_actor_critic(env.num_actions, "mlp", hidden=(64, 64), activation=nn.tanh)
+  apply_fn, init_fn = make_actor_critic(env.num_actions, "mlp", hidden=(64, 64), activation=nn.tanh)
   params = init_fn(jax.random.PRNGKey(0), jnp.zeros((1,) + env.obs_shape, env.obs_dtype))
   return env, apply_fn, params
 
@@ -42,8 +45,8 @@ def test_ppo_learns_cartpole(tmp_path):
 
   rng = jax.random.PRNGKey(1)
   uniform = lambda p, obs: (jnp.zeros(obs.shape[:1] + (env.num_actions,)), jnp.zeros(obs.shape[:1]))
-  random_return = ppo.evaluate_policy(env, uniform, None, rng, 32)["mean_return"]
-  trained = ppo.evaluate_policy(make_gymnax("CartPole-v1", 32), apply_fn, state.train_state.params, rng, 32)
+  random_return = evaluate_policy(env, uniform, None, rng, 32)["mean_return"]
+  trained = evaluate_policy(make_gymnax("CartPole-v1", 32), apply_fn, state.train_state.params, rng, 32)
   assert 10 < random_return < 40
   assert trained["num_episodes"] == 32
   assert trained["mean_return"] > 80, (trained, random_return)  # 4x random; 130-350 over seeds 0-3
@@ -59,7 +62,7 @@ def test_ppo_learns_cartpole(tmp_path):
 
 def test_trainable_mask_freezes_torso():
   env, apply_fn, params = _cartpole_agent(4)
-  trainable = ppo.trainable_mask(params, lambda path: "torso" not in path)
+  trainable = trainable_mask(params, lambda path: "torso" not in path)
   assert not trainable["params"]["torso"]["dense0"]["kernel"] and trainable["params"]["policy"]["kernel"]
   task = ppo.make_ppo_task(env, apply_fn, params, _small_config(), trainable=trainable)
   before, after, _ = _one_update(task)
@@ -80,7 +83,7 @@ def test_aux_loss_terms_are_logged():
   def aux_loss(p, traj, rng):
     seen.update({k: v.shape for k, v in traj.items()})
     _, value = apply_fn(p, traj["obs"])
-    return {"probe": jnp.square(value - traj.get("target", 0.0))}
+    return {"probe": jnp.mean(jnp.square(value - traj.get("target", 0.0)))}   # a scalar: not the minibatch
 
   with pytest.raises(VidrlError, match="loss weights"):  # the aux term needs its weight in the config
     _one_update(ppo.make_ppo_task(env, apply_fn, params, _small_config(), aux_loss=aux_loss))
@@ -121,6 +124,6 @@ def test_minatar_image_networks():
   env = make_gymnax("Breakout-MinAtar", 2)
   _, obs = env.reset(jax.random.PRNGKey(0))
   for encoder, kwargs in (("minatar", {}), ("mlp", {}), ("impala", dict(channels=(4, 4), num_blocks=1, features=8))):
-    apply_fn, init_fn = ppo.make_actor_critic(env.num_actions, encoder, **kwargs)
+    apply_fn, init_fn = make_actor_critic(env.num_actions, encoder, **kwargs)
     logits, value = apply_fn(init_fn(jax.random.PRNGKey(0), obs), obs)
     assert logits.shape == (2, env.num_actions) and value.shape == (2,), encoder

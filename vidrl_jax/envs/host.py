@@ -1,15 +1,16 @@
 """Host-side (numpy, not jit-able) environments, stepped from Python one decision at a time.
 
-Used where the simulator itself is not JAX (DeepMind Control on MuJoCo, see `vidrl_jax.envs.dmc`):
+Used where the simulator itself is not JAX (DeepMind Control on MuJoCo, see `vidrl_jax.envs.dmc`; a gymnax env
+stepped from the host, see `vidrl_jax.envs.gymnax_host`):
 
   env = BatchEnv([make_host_env('walker-walk', image_size=64) for _ in range(4)])
-  returns = run_episodes(env, policy, num_episodes=10, seed=0, on_episode=lambda i, traj: buffer.add(traj))
+  returns = run_episodes(env, policy, num_episodes=10, seed=0, on_episode=lambda i, episode: buffer.add(episode))
 
 - Observations are dicts of numpy arrays: vectors float32 (d,), 'image' uint8 (H, W, 3).
 - Actions are float32 in [-1, 1]^action_dim.
 - An episode lasts `max_steps` decisions unless the env reports `terminal` earlier; a time-out is not terminal.
-- Trajectories use the official AIME keys: the obs keys, 'pre_action', 'reward', 'is_first', 'is_last',
-  'is_terminal', all of length T+1 (see `EpisodeRecorder`).
+- Recorded episodes are plain (see `EpisodeRecorder`): 'obs' (T+1 of each key), 'action' (T), 'reward' (T),
+  'terminal'. A method or the data layer turns them into its own file format (AIME's: `methods/aime/envs.py`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ ObsSpec = dict[str, tuple[tuple[int, ...], np.dtype]]
 
 @runtime_checkable
 class HostEnv(Protocol):
-  """One host-side environment copy (concrete classes in `vidrl_jax.envs.dmc`).
+  """One host-side environment copy (concrete classes in `vidrl_jax.envs.dmc` and `vidrl_jax.envs.gymnax_host`).
 
   `reset(seed)` starts a new episode and is deterministic: the same seed followed by the same actions gives the
   same observations and rewards. `step(action)` takes a float32 action in [-1, 1]^action_dim and returns
@@ -52,6 +53,30 @@ class Policy(Protocol):
 
   def act(self, carry: Any, obs: dict[str, np.ndarray], is_first: np.ndarray) -> tuple[np.ndarray, Any]:
     ...
+
+
+class EpisodeLimit:
+  """Decision counting for `HostEnv` classes: a step before `reset` or past `max_steps` is an error."""
+  name: str
+  max_steps: int
+  action_dim: int
+
+  def _start(self) -> None:
+    self._elapsed = 0
+
+  def _check_action(self, action: np.ndarray) -> np.ndarray:
+    """Counts one decision and returns `action` as float32 clipped to [-1, 1]."""
+    elapsed = getattr(self, '_elapsed', None)
+    if elapsed is None:
+      raise VidrlError(f'{self.name}: step was called before reset; call reset(seed) first.')
+    if elapsed >= self.max_steps:
+      raise VidrlError(f'{self.name}: step was called after the episode limit of {self.max_steps} decisions; '
+                       'call reset(seed) to start a new episode.')
+    action = np.asarray(action, np.float32)
+    if action.shape != (self.action_dim,):
+      raise VidrlError(f'{self.name}: expected an action of shape ({self.action_dim},), got {action.shape}.')
+    self._elapsed = elapsed + 1
+    return np.clip(action, -1.0, 1.0)
 
 
 def episode_seed(seed: int, index: int) -> int:
@@ -147,13 +172,12 @@ class BatchEnv:
 
 
 class EpisodeRecorder:
-  """Builds AIME-format trajectories (official AIME keys) for N parallel episodes.
+  """Records N parallel episodes as plain episode dicts, in no method's file format.
 
-  Each trajectory from `finish` holds, for a copy that took T steps: every obs key (T+1, ...) in its dtype;
-  'pre_action' (T+1, A) float32, where row t is the action (clipped to [-1, 1]) that led to obs t and row 0 is
-  zeros; 'reward' (T+1,) float32 with reward[t] received with obs t and reward[0] = 0; 'is_first' (T+1,) bool,
-  True only at 0; 'is_last' (T+1,) bool, True only at T; 'is_terminal' (T+1,) bool, True only at T and only if
-  the env reported terminal.
+  Each episode from `finish`, for a copy that took T steps: 'obs', a dict with every obs key (T+1, ...) in its
+  dtype (obs 0 from the reset, obs t+1 after action t); 'action' (T, A) float32, the actions clipped to [-1, 1];
+  'reward' (T,) float32, reward[t] received for action t; 'terminal', a bool: the episode ended in a terminal
+  state (False for a time-out).
   """
 
   def __init__(self, num_envs: int, action_dim: int):
@@ -186,24 +210,18 @@ class EpisodeRecorder:
       self._steps[i].append(({k: np.array(v[i]) for k, v in obs.items()}, action[i].copy(), float(reward[i])))
     self._terminal |= terminal
 
-  def finish(self) -> list[dict[str, np.ndarray]]:
-    """The N recorded trajectories (see class docstring)."""
+  def finish(self) -> list[dict]:
+    """The N recorded episodes (see class docstring)."""
     if self._steps is None:
       raise VidrlError('EpisodeRecorder.finish was called before reset; call reset(first_obs) first.')
-    trajs = []
+    episodes = []
     for i, steps in enumerate(self._steps):
-      length = len(steps)
-      traj = {k: np.stack([s[0][k] for s in steps]) for k in steps[0][0]}
-      traj['pre_action'] = np.stack([s[1] for s in steps]).astype(np.float32)
-      traj['reward'] = np.asarray([s[2] for s in steps], np.float32)
-      traj['is_first'] = np.zeros(length, bool)
-      traj['is_first'][0] = True
-      traj['is_last'] = np.zeros(length, bool)
-      traj['is_last'][-1] = True
-      traj['is_terminal'] = np.zeros(length, bool)
-      traj['is_terminal'][-1] = bool(self._terminal[i])
-      trajs.append(traj)
-    return trajs
+      action = np.stack([s[1] for s in steps[1:]]) if len(steps) > 1 else np.zeros((0, self.action_dim))
+      episodes.append({'obs': {k: np.stack([s[0][k] for s in steps]) for k in steps[0][0]},
+                       'action': action.astype(np.float32),
+                       'reward': np.asarray([s[2] for s in steps[1:]], np.float32),
+                       'terminal': bool(self._terminal[i])})
+    return episodes
 
   def _check_batch(self, obs: dict[str, np.ndarray]) -> None:
     for k, v in obs.items():
@@ -213,14 +231,14 @@ class EpisodeRecorder:
 
 
 def run_episodes(env: BatchEnv, policy: Policy, num_episodes: int, seed: int,
-                 on_episode: Callable[[int, dict[str, np.ndarray]], None] | None = None) -> np.ndarray:
+                 on_episode: Callable[[int, dict], None] | None = None) -> np.ndarray:
   """Runs `num_episodes` episodes and returns their undiscounted returns, (num_episodes,) float64.
 
   Episodes run in rounds of `env.num_envs`; surplus episodes of the last round are run and discarded. Episode i
   (0-based over all rounds) is reset with `episode_seed(seed, i)`. `policy.init(n)` starts each round and
   `policy.act(carry, obs, is_first)` gives (n, A) actions, with `is_first` True on an episode's first decision.
-  A round ends after `env.max_steps` decisions or when every copy is terminal. `on_episode(i, trajectory)` gets
-  each kept episode's `EpisodeRecorder` trajectory.
+  A round ends after `env.max_steps` decisions or when every copy is terminal. `on_episode(i, episode)` gets
+  each kept episode as recorded by `EpisodeRecorder`.
   """
   if num_episodes < 0:
     raise VidrlError(f'run_episodes needs num_episodes >= 0, got {num_episodes}.')
@@ -249,8 +267,8 @@ def run_episodes(env: BatchEnv, policy: Policy, num_episodes: int, seed: int,
     keep = min(n, num_episodes - start)
     returns[start:start + keep] = totals[:keep]
     if recorder is not None:
-      for j, traj in enumerate(recorder.finish()[:keep]):
-        on_episode(start + j, traj)
+      for j, episode in enumerate(recorder.finish()[:keep]):
+        on_episode(start + j, episode)
   return returns
 
 
@@ -271,4 +289,5 @@ class RandomPolicy:
     return self._rng.uniform(-1.0, 1.0, (n, self.action_dim)).astype(np.float32), carry
 
 
-__all__ = ['BatchEnv', 'EpisodeRecorder', 'HostEnv', 'Policy', 'RandomPolicy', 'episode_seed', 'run_episodes']
+__all__ = ['BatchEnv', 'EpisodeLimit', 'EpisodeRecorder', 'HostEnv', 'Policy', 'RandomPolicy', 'episode_seed',
+           'run_episodes']

@@ -2,7 +2,7 @@
 
 from vidrl_jax.nets.impala import ImpalaCNN, ImpalaResidualBlock, impala_channels, torch_default_init
 from vidrl_jax.nets.mlp import MLP
-from vidrl_jax.nets.unet import ResidualLayer, UNet, param_count
+from vidrl_jax.nets.unet import ResidualLayer, UNet
 from vidrl_jax.nets.vq import VQState, vq_ema_update, vq_init, vq_lookup, vq_quantize
 
 __all__ = [
@@ -13,7 +13,6 @@ __all__ = [
     "UNet",
     "VQState",
     "impala_channels",
-    "param_count",
     "torch_default_init",
     "vq_ema_update",
     "vq_init",

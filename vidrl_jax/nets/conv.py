@@ -31,16 +31,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vidrl_jax.nets.pixels import image_to_float
+
 IMPLS = ("matmul", "xla")
 # `_patches` gathers windows of at least this many contiguous values (measured faster on XLA:CPU than a
 # concatenation of slices); narrower ones (the 3-channel image: 12 values) are concatenated slices.
 _GATHER_MIN_DEPTH = 32
 _DN = ("NHWC", "HWIO", "NHWC")
-
-
-def image_to_float(image: jax.Array) -> jax.Array:
-  """uint8 pixels -> float32 in [0, 1] (the decoder's target space)."""
-  return image.astype(jnp.float32) / 255.0 if image.dtype == jnp.uint8 else image
 
 
 def _geometry(k: int, s: int) -> int:

@@ -21,7 +21,6 @@ size, so odd sizes work (MinAtar 10 -> 5 -> 3); for even sizes this is identical
 """
 
 import math
-from typing import Any
 
 import flax.linen as nn
 import jax
@@ -175,7 +174,3 @@ class UNet(nn.Module):
       y = jnp.tanh(y) / 2
     return y.reshape(batch_shape + y.shape[1:])
 
-
-def param_count(params: Any) -> int:
-  """Number of scalars in a parameter pytree."""
-  return int(sum(p.size for p in jax.tree_util.tree_leaves(params)))

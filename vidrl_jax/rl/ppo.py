@@ -6,36 +6,30 @@ minibatch updates as nested `lax.scan`s (Schulman et al., 2017, Alg. 1 and Eq. 7
 normalisation per minibatch, global gradient clipping and Adam with eps 1e-5 follow the reference `ppo2` code that
 Cobbe et al. (2020) trained Procgen with.
 
-The network is the caller's: `apply_fn(params, obs) -> (logits, value)` on the env's raw observations. A
-`trainable` mask freezes parameters (LAPO stage 3 trains only its heads), and an `aux_loss` hook adds named terms
-(LAPO's online decoder) to the PPO losses.
+The network is the caller's: `apply_fn(params, obs) -> (logits, value)` on the env's raw observations (e.g.
+`vidrl_jax.nets.actor_critic.make_actor_critic`). A `trainable` mask (`vidrl_jax.train.optim.trainable_mask`)
+freezes parameters (LAPO stage 3 trains only its heads), and an `aux_loss` hook adds named terms (LAPO's online
+decoder) to the PPO losses.
 """
 
 from __future__ import annotations
 
-import functools
-import math
 from typing import Any, Callable, Mapping
 
-import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
-import optax
 from flax.training.train_state import TrainState
 
 from vidrl_jax.envs.base import VecEnv
 from vidrl_jax.errors import VidrlError
 from vidrl_jax.losses import weighted_sum
-from vidrl_jax.nets.impala import IMPALA_BASE_CHANNELS, ImpalaCNN
-from vidrl_jax.nets.mlp import MLP
+from vidrl_jax.nets.actor_critic import ApplyFn, Params
+from vidrl_jax.rl.evaluate import evaluate_policy
 from vidrl_jax.rl.gae import gae
 from vidrl_jax.train.loop import Task
-
-Params = Any
-ApplyFn = Callable[[Params, jax.Array], tuple[jax.Array, jax.Array]]
+from vidrl_jax.train.optim import make_optimizer, optim_config
 AuxLoss = Callable[[Params, dict, jax.Array], Mapping[str, jax.Array]]
 AuxPrepare = Callable[[Params, dict, jax.Array], Mapping[str, jax.Array]]
 
@@ -72,14 +66,21 @@ def procgen_ppo_config(**overrides) -> ml_collections.ConfigDict:
   8 minibatches, lr 5e-4 (constant), clip .2, entropy .01, value .5, grad clip .5, reward normalisation, 25M
   steps (easy mode).
 
-  The network they used is IMPALA-CNN at channel multiplier 4 (`make_actor_critic(..., channels=
-  impala_channels(4))`).
+  The network they used is IMPALA-CNN at channel multiplier 4 (`nets.actor_critic.make_actor_critic(...,
+  channels=impala_channels(4))`).
   """
   c = ppo_config(num_envs=64, num_steps=256, total_env_steps=25_000_000, gamma=0.999, gae_lambda=0.95,
                  clip_eps=0.2, update_epochs=3, num_minibatches=8, lr=5e-4, max_grad_norm=0.5, anneal_lr=False,
                  norm_rewards=True, loss_weights=dict(pg=1.0, value=0.5, entropy=0.01))
   c.update(overrides)
   return c
+
+
+def ppo_optim_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The `train.optim` settings of a PPO config: global-norm clipping at `max_grad_norm`, then Adam (eps
+  `adam_eps`) at `lr`, decayed linearly to 0 over all minibatch updates when `anneal_lr`."""
+  return optim_config(lr=config.lr, clip=config.max_grad_norm, eps=config.adam_eps,
+                      decay="linear" if config.anneal_lr else "constant")
 
 
 @flax.struct.dataclass
@@ -123,30 +124,6 @@ class PPOState:
   reward_norm: RewardNorm
 
 
-def trainable_mask(params: Params, is_trainable: Callable[[str], bool]) -> Params:
-  """A bool pytree like `params`: `is_trainable('params/torso/fc/kernel')` for each leaf's '/'-joined path."""
-  def label(path, _):
-    return bool(is_trainable("/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)))
-  return jax.tree_util.tree_map_with_path(label, params)
-
-
-def make_optimizer(config: ml_collections.ConfigDict, num_updates: int,
-                   trainable: Params | None = None, params: Params | None = None) -> optax.GradientTransformation:
-  """Global-norm clipping then Adam; linear decay to 0 over training when `anneal_lr`; frozen leaves get zero
-  updates (and no Adam moments)."""
-  lr: Any = config.lr
-  if config.anneal_lr:
-    lr = optax.linear_schedule(config.lr, 0.0, max(1, num_updates * config.update_epochs * config.num_minibatches))
-  tx = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(lr, eps=config.adam_eps))
-  if trainable is None:
-    return tx
-  if params is not None and jax.tree.structure(trainable) != jax.tree.structure(params):
-    raise VidrlError("the trainable mask must have the same tree structure as the params; build it with "
-                     "vidrl_jax.rl.ppo.trainable_mask(params, fn)")
-  labels = jax.tree.map(lambda t: "train" if t else "frozen", trainable)
-  return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
-
-
 def make_ppo_task(env: VecEnv, apply_fn: ApplyFn, init_params: Params | Callable[[jax.Array], Params],
                   config: ml_collections.ConfigDict, name: str = "ppo", trainable: Params | None = None,
                   aux_loss: AuxLoss | None = None, eval_env: VecEnv | None = None,
@@ -158,7 +135,8 @@ def make_ppo_task(env: VecEnv, apply_fn: ApplyFn, init_params: Params | Callable
     apply_fn: `(params, obs (B, ...)) -> (logits (B, A), value (B,))` on raw observations.
     init_params: the initial params, or `rng -> params`.
     trainable: bool pytree like the params (None: all trainable); frozen leaves never change.
-    aux_loss: `(params, traj, rng) -> {name: loss}` added to the PPO losses (weights from `config.loss_weights`).
+    aux_loss: `(params, traj, rng) -> {name: loss}` added to the PPO losses (weights from `config.loss_weights`);
+      each loss a scalar or of the minibatch's shape (`losses.weighted_sum` checks).
       `traj` is the whole time-major rollout: obs (T, N, ...), action, reward, done, terminated, value, logp
       (T, N), and next_obs (N, ...), the observation after the last step. It is called once per minibatch with
       that minibatch's rng, so a costly hook should subsample or use `aux_prepare`.
@@ -180,7 +158,12 @@ def make_ppo_task(env: VecEnv, apply_fn: ApplyFn, init_params: Params | Callable
   if num_updates < 1:
     raise VidrlError(f"total_env_steps = {config.total_env_steps} is less than one rollout ({batch_size} steps)")
   weights = {k: float(v) for k, v in config.loss_weights.items()}
-  tx = make_optimizer(config, num_updates, trainable, None if callable(init_params) else init_params)
+  if trainable is not None and not callable(init_params) and (
+      jax.tree.structure(trainable) != jax.tree.structure(init_params)):
+    raise VidrlError("the trainable mask must have the same tree structure as the params; build it with "
+                     "vidrl_jax.train.optim.trainable_mask(params, fn)")
+  tx = make_optimizer(ppo_optim_config(config), num_updates * config.update_epochs * config.num_minibatches,
+                      trainable)
   T, M = config.num_steps, config.num_minibatches
   unroll = bool(config.unroll_updates)
 
@@ -294,133 +277,3 @@ def make_ppo_task(env: VecEnv, apply_fn: ApplyFn, init_params: Params | Callable
                              greedy=config.eval_greedy)
 
   return Task(name=name, init=init, step=step, num_steps=num_updates, evaluate=evaluate, log_every=1)
-
-
-class MinAtarCNN(nn.Module):
-  """The MinAtar network's torso (Young & Tian, 2019): conv 16 3x3 stride 1 (valid), relu, dense 128, relu.
-
-  The convolution is written as patches + dense: its input is the observation, so its only gradient is a
-  matmul, which XLA:CPU runs at full speed inside PPO's scanned updates (a conv's weight gradient does not).
-  """
-  features: int = 16
-  hidden: int = 128
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    h, w = x.shape[-3] - 2, x.shape[-2] - 2
-    patches = jnp.concatenate([x[..., i:i + h, j:j + w, :] for i in range(3) for j in range(3)], axis=-1)
-    x = nn.relu(nn.Dense(self.features, kernel_init=nn.initializers.orthogonal(math.sqrt(2.0)), name="conv")(
-        patches))
-    x = x.reshape(x.shape[:-3] + (-1,))
-    return nn.relu(nn.Dense(self.hidden, kernel_init=nn.initializers.orthogonal(math.sqrt(2.0)), name="fc")(x))
-
-
-class ActorCritic(nn.Module):
-  """Shared torso, linear policy and value heads (the Procgen agent of Cobbe et al. 2020 with `impala`).
-
-  Torsos: `impala`, ImpalaCNN on images scaled by 1/255; `minatar`, the MinAtar paper's one-conv network;
-  `mlp`, an MLP on the flattened observation (vectors, or images such as MinAtar's 10x10xC frames). Heads use
-  orthogonal init, scale 0.01 for the policy and 1 for the value, as in the PPO reference code.
-  """
-  num_actions: int
-  encoder: str = "impala"
-  channels: tuple[int, ...] = IMPALA_BASE_CHANNELS
-  num_blocks: int = 2
-  features: int = 256
-  hidden: tuple[int, ...] = (64, 64)
-  activation: Callable[[jax.Array], jax.Array] = nn.relu
-  obs_ndim: int | None = None  # event dims of one observation; None: 3 for uint8 images, else 1
-
-  @nn.compact
-  def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
-    event_ndim = self.obs_ndim or (3 if obs.dtype == jnp.uint8 else 1)
-    x = obs.astype(jnp.float32) / 255.0 if obs.dtype == jnp.uint8 else obs.astype(jnp.float32)
-    if self.encoder == "impala":
-      if event_ndim != 3:
-        raise VidrlError(f"the impala encoder needs (..., H, W, C) images, got obs of shape {obs.shape}; "
-                         f"use encoder='mlp' for vector observations")
-      h = ImpalaCNN(channels=self.channels, num_blocks=self.num_blocks, out_features=self.features,
-                    name="torso")(x)
-    elif self.encoder == "minatar":
-      if event_ndim != 3:
-        raise VidrlError(f"the minatar encoder needs (..., H, W, C) images, got obs of shape {obs.shape}")
-      h = MinAtarCNN(name="torso")(x)
-    elif self.encoder == "mlp":
-      x = x.reshape(x.shape[:x.ndim - event_ndim] + (-1,))
-      h = MLP(hidden=self.hidden, activation=self.activation,
-              kernel_init=nn.initializers.orthogonal(math.sqrt(2.0)), name="torso")(x)
-    else:
-      raise VidrlError(f"unknown encoder {self.encoder!r}; choose 'impala', 'minatar' or 'mlp'")
-    logits = nn.Dense(self.num_actions, kernel_init=nn.initializers.orthogonal(0.01), name="policy")(h)
-    value = nn.Dense(1, kernel_init=nn.initializers.orthogonal(1.0), name="value")(h)[..., 0]
-    return logits, value
-
-
-def make_actor_critic(num_actions: int, encoder: str = "impala",
-                      **kwargs) -> tuple[ApplyFn, Callable[[jax.Array, jax.Array], Params]]:
-  """`(apply_fn, init_fn)` of an `ActorCritic`; `init_fn(rng, obs)` takes a batch of example observations.
-
-  The torso's params live under `params/torso` and the heads under `params/policy` and `params/value`.
-  """
-  module = ActorCritic(num_actions=num_actions, encoder=encoder, **kwargs)
-
-  def apply_fn(params: Params, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
-    return module.apply(params, obs)
-
-  def init_fn(rng: jax.Array, obs: jax.Array) -> Params:
-    return module.init(rng, obs)
-
-  return apply_fn, init_fn
-
-
-def evaluate_policy(env: VecEnv, apply_fn: ApplyFn, params: Params, rng: jax.Array, num_episodes: int,
-                    greedy: bool = False, max_steps: int | None = None) -> dict[str, float]:
-  """Mean and std return of the first `num_episodes` episodes that end in the vectorised `env`.
-
-  Each copy contributes at most its first `ceil(num_episodes / num_envs)` episodes, so with `num_episodes <=
-  num_envs` this is one episode per copy and not biased towards short episodes (as the first episodes to end
-  over all copies would be). One jitted `lax.while_loop`, stopping once enough episodes ended or after
-  `max_steps` vectorised steps (default: time for every copy to finish its quota plus one full-length episode).
-  Actions are sampled from the policy unless `greedy` (argmax).
-  """
-  quota = math.ceil(num_episodes / env.num_envs)
-  if max_steps is None:
-    max_steps = (quota + 1) * (env.max_episode_steps or 27_000)
-  returns, count = _episode_returns(env, apply_fn, int(num_episodes), bool(greedy), int(max_steps))(params, rng)
-  count = int(count)
-  if count == 0:
-    raise VidrlError(f"no episode of {env.name} ended within {max_steps} steps; pass a larger max_steps")
-  returns = np.asarray(returns)[:count]
-  return dict(mean_return=float(returns.mean()), std_return=float(returns.std()), num_episodes=count)
-
-
-@functools.lru_cache(maxsize=16)
-def _episode_returns(env: VecEnv, apply_fn: ApplyFn, num_episodes: int, greedy: bool, max_steps: int):
-  """The jitted `(params, rng) -> (returns (num_episodes,), count)` of `evaluate_policy`, built once per setup."""
-  quota = math.ceil(num_episodes / env.num_envs)
-
-  def run(params, rng):
-    rng_reset, rng = jax.random.split(rng)
-    env_state, obs = env.reset(rng_reset)
-
-    def cond(carry):
-      *_, count, t, _ = carry
-      return (count < num_episodes) & (t < max_steps)
-
-    def body(carry):
-      env_state, obs, returns, taken, count, t, rng = carry
-      rng, rng_action, rng_env = jax.random.split(rng, 3)
-      logits, _ = apply_fn(params, obs)
-      action = jnp.argmax(logits, -1) if greedy else jax.random.categorical(rng_action, logits)
-      env_state, obs, _, done, info = env.step(env_state, action, rng_env)
-      keep = done & (taken < quota)
-      slot = jnp.where(keep, count + jnp.cumsum(keep) - 1, num_episodes)  # out of range: dropped
-      returns = returns.at[slot].set(info["episode_return"].astype(jnp.float32), mode="drop")
-      return (env_state, obs, returns, taken + keep, count + keep.sum(dtype=jnp.int32), t + 1, rng)
-
-    carry = (env_state, obs, jnp.zeros((num_episodes,), jnp.float32), jnp.zeros((env.num_envs,), jnp.int32),
-             jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32), rng)
-    _, _, returns, _, count, _, _ = jax.lax.while_loop(cond, body, carry)
-    return returns, jnp.minimum(count, num_episodes)
-
-  return jax.jit(run)

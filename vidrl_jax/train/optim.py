@@ -1,7 +1,11 @@
-"""Optimiser factory shared by every method: Adam(W), global-norm clipping, warm-up then constant/linear/cosine."""
+"""Optimiser factory shared by every method: Adam(W), global-norm clipping, warm-up then constant/linear/cosine,
+and an optional trainable mask whose frozen leaves get zero updates (and no Adam moments)."""
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
+import jax
 import ml_collections
 import optax
 
@@ -30,10 +34,27 @@ def schedule(config: ml_collections.ConfigDict, num_steps: int) -> optax.Schedul
   return optax.join_schedules([optax.linear_schedule(0.0, config.lr, warm), after], [warm])
 
 
-def make_optimizer(config: ml_collections.ConfigDict, num_steps: int) -> optax.GradientTransformation:
+def trainable_mask(params: Any, is_trainable: Callable[[str], bool]) -> Any:
+  """A bool pytree like `params`: `is_trainable('params/torso/fc/kernel')` for each leaf's '/'-joined path."""
+  def label(path, _):
+    return bool(is_trainable("/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)))
+  return jax.tree_util.tree_map_with_path(label, params)
+
+
+def make_optimizer(config: ml_collections.ConfigDict, num_steps: int,
+                   trainable: Any | None = None) -> optax.GradientTransformation:
+  """Global-norm clipping at `config.clip` (0: none), then Adam, or AdamW with `weight_decay`, on `schedule`.
+
+  `num_steps` is the number of optimiser updates the schedule spans. `trainable` (a bool pytree like the params,
+  see `trainable_mask`; None: all trainable) gives frozen leaves zero updates and no optimiser state.
+  """
   parts = []
   if config.clip:
     parts.append(optax.clip_by_global_norm(config.clip))
   parts.append(optax.adamw(schedule(config, num_steps), eps=config.eps, weight_decay=config.weight_decay)
                if config.weight_decay else optax.adam(schedule(config, num_steps), eps=config.eps))
-  return optax.chain(*parts)
+  tx = optax.chain(*parts)
+  if trainable is None:
+    return tx
+  labels = jax.tree.map(lambda t: "train" if t else "frozen", trainable)
+  return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)

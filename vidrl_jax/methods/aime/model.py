@@ -25,8 +25,9 @@ import ml_collections
 from vidrl_jax.data.trajectories import concat_obs
 from vidrl_jax.distributions import Normal, TanhNormal, kl_tanh_normal
 from vidrl_jax.losses import elbo_losses, weighted_sum
-from vidrl_jax.nets.conv import ConvDecoder, ConvEncoder, image_to_float
+from vidrl_jax.nets.conv import ConvDecoder, ConvEncoder
 from vidrl_jax.nets.heads import GaussianMLP, TanhGaussianPolicy
+from vidrl_jax.nets.pixels import image_to_float
 from vidrl_jax.nets.rssm import RSSM, RSSMState, features, observe
 
 
@@ -50,7 +51,7 @@ class WorldModel:
   obs_keys: tuple[str, ...]
   obs_dims: tuple[int, ...]          # per key: vector width (image: 0)
   action_dim: int
-  config: ml_collections.ConfigDict
+  config: ml_collections.FrozenConfigDict   # frozen: a WorldModel is hashable, equal when its settings are
 
   @property
   def image(self) -> bool:
@@ -129,7 +130,7 @@ def make_world_model(obs_spec: dict, obs_keys: Sequence[str], action_dim: int,
                      config: ml_collections.ConfigDict) -> WorldModel:
   """`obs_spec`: key -> (shape, dtype) of one observation (env.obs_spec or a dataset's first frame)."""
   dims = tuple(0 if k == "image" else math.prod(obs_spec[k][0]) for k in obs_keys)
-  return WorldModel(tuple(obs_keys), dims, action_dim, config)
+  return WorldModel(tuple(obs_keys), dims, action_dim, ml_collections.FrozenConfigDict(config))
 
 
 def time_major(x):

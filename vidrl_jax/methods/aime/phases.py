@@ -7,6 +7,7 @@ is self-contained) but no gradient or optimiser ever touches them.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import jax
@@ -87,28 +88,24 @@ def true_action_elbo(wm: model_lib.WorldModel, wm_params, batch: dict, rng: jax.
   return float(metrics["elbo"])
 
 
-_POLICY_STEPS: dict = {}
-
-
+@functools.lru_cache(maxsize=16)
 def _policy_step(wm: model_lib.WorldModel, policy: TanhGaussianPolicy):
-  """One jitted act step per (model shape, policy shape), shared by every evaluation (parameters are arguments)."""
-  key = (wm.obs_keys, wm.obs_dims, wm.action_dim, repr(sorted(wm.config.to_dict().items())), repr(policy))
-  if key not in _POLICY_STEPS:
-    rssm = wm.rssm
+  """One jitted act step per (world model, policy module), both hashable values: shared by every evaluation of
+  the same shapes (the parameters are arguments)."""
+  rssm = wm.rssm
 
-    def step(wm_params, policy_params, carry, obs, is_first):
-      state, prev_action, rng = carry
-      rng, r = jax.random.split(rng)
-      keep = (~is_first)[:, None].astype(jnp.float32)
-      state = jax.tree.map(lambda x: x * keep, state)          # s_0 = h_0 = 0 at an episode start
-      prev_action = prev_action * keep                          # pre_action is zero at t = 0
-      embed = wm.embed(wm_params, obs)
-      state, _, _ = rssm.apply(wm_params["rssm"], state, prev_action, embed, r, method=RSSM.obs_step)
-      action = policy.apply(policy_params, features(state)).mode()
-      return action, (state, action, rng)
+  def step(wm_params, policy_params, carry, obs, is_first):
+    state, prev_action, rng = carry
+    rng, r = jax.random.split(rng)
+    keep = (~is_first)[:, None].astype(jnp.float32)
+    state = jax.tree.map(lambda x: x * keep, state)          # s_0 = h_0 = 0 at an episode start
+    prev_action = prev_action * keep                          # pre_action is zero at t = 0
+    embed = wm.embed(wm_params, obs)
+    state, _, _ = rssm.apply(wm_params["rssm"], state, prev_action, embed, r, method=RSSM.obs_step)
+    action = policy.apply(policy_params, features(state)).mode()
+    return action, (state, action, rng)
 
-    _POLICY_STEPS[key] = jax.jit(step)
-  return _POLICY_STEPS[key]
+  return jax.jit(step)
 
 
 class ModelPolicy:

@@ -28,10 +28,10 @@ from vidrl_jax import io
 from vidrl_jax.data import formats, ownership
 from vidrl_jax.data import trajectories as traj_lib
 from vidrl_jax.data.sequence import SequenceDataset
-from vidrl_jax.envs.dmc import make_host_env, observation_keys
 from vidrl_jax.envs.host import BatchEnv, RandomPolicy, run_episodes
 from vidrl_jax.errors import VidrlError
 from vidrl_jax.methods.aime import bco as bco_lib
+from vidrl_jax.methods.aime import envs as envs_lib
 from vidrl_jax.methods.aime import model as model_lib
 from vidrl_jax.methods.aime import phases, report
 from vidrl_jax.rl import offpolicy
@@ -50,7 +50,7 @@ class Aime:
     self.record_images = "visual" in config.settings
     probe = self.host_env(config.env.tasks[0], image=False)
     self.action_dim = probe.action_dim
-    self.mdp_keys = observation_keys(self.env_name(config.env.tasks[0]), "mdp")
+    self.mdp_keys = envs_lib.observation_keys(self.env_name(config.env.tasks[0]), "mdp")
     for name in tuple(config.datasets) + tuple(config.demos) + tuple(config.mix):
       if name not in tuple(config.env.tasks) + ("random", "mix"):
         raise VidrlError(f"dataset or demo task {name!r} is not one of env.tasks {tuple(config.env.tasks)} "
@@ -64,8 +64,8 @@ class Aime:
 
   def host_env(self, task: str, image: bool):
     e = self.config.env
-    return make_host_env(self.env_name(task), action_repeat=e.action_repeat, max_steps=e.max_steps or None,
-                         image_size=e.image_size if image else 0)
+    return envs_lib.make_env(self.env_name(task), action_repeat=e.action_repeat, max_steps=e.max_steps or None,
+                             image_size=e.image_size if image else 0, render=e.render)
 
   def env(self, task: str, n: int, image: bool) -> BatchEnv:
     return BatchEnv([self.host_env(task, image) for _ in range(n)])
@@ -98,18 +98,19 @@ class Aime:
     returns = [float(np.sum(data.array(i, "reward"), dtype=np.float64)) for i in range(len(data.sources))]
     return {"episodes": len(returns), "mean_return": float(np.mean(returns)), "std_return": float(np.std(returns))}
 
+  @staticmethod
+  def writer_of(out: str):
+    """`on_episode(i, episode)` that writes recorded episode i into `out` as an AIME trajectory."""
+    return lambda i, episode: traj_lib.write_trajectory(out, i, envs_lib.aime_trajectory(episode))
+
   def expert(self, task: str):
     """SAC on the full state; every training episode is written to the task's embodiment dataset."""
     out = self.dataset_dir("embodiment", task)
     env = self.host_env(task, image=self.record_images)
     record = self.writable(out)
-
-    def write(e: int, trajectory: dict) -> None:
-      traj_lib.write_trajectory(out, e, trajectory)
-
     expert = self.config.expert
     stage = offpolicy.sac_task(f"expert/{task}", env, self.mdp_keys, expert, self.config.seed,
-                               on_episode=write if record else None,
+                               on_episode=self.writer_of(out) if record else None,
                                eval_env=self.host_env(task, image=False) if expert.eval_every_episodes else None)
     state, summary = run(stage, self.config.loop, self.workdir, self.writer, self.config.seed)
     if record:
@@ -121,9 +122,9 @@ class Aime:
     if not self.writable(out):
       return self.summary(out)
     c = self.config
-    returns = run_episodes(self.env(task, c.env.eval_envs, self.record_images), offpolicy.GreedyPolicy(actor_params, self.mdp_keys),
-                           c.data.demo_episodes, seed=c.seed + 1,
-                           on_episode=lambda i, t: traj_lib.write_trajectory(out, i, t))
+    returns = run_episodes(self.env(task, c.env.eval_envs, self.record_images),
+                           offpolicy.GreedyPolicy(actor_params, self.mdp_keys), c.data.demo_episodes, seed=c.seed + 1,
+                           on_episode=self.writer_of(out))
     summary = {"episodes": len(returns), "mean_return": float(np.mean(returns)), "std_return": float(np.std(returns))}
     ownership.mark_complete(out, summary)
     return summary
@@ -135,8 +136,7 @@ class Aime:
     c = self.config
     task = c.env.tasks[0]
     returns = run_episodes(self.env(task, c.env.eval_envs, self.record_images), RandomPolicy(self.action_dim, c.seed),
-                           c.data.random_episodes, seed=c.seed + 2,
-                           on_episode=lambda i, t: traj_lib.write_trajectory(out, i, t))
+                           c.data.random_episodes, seed=c.seed + 2, on_episode=self.writer_of(out))
     summary = {"episodes": len(returns), "mean_return": float(np.mean(returns)), "task": task}
     ownership.mark_complete(out, summary)
     return summary
@@ -153,7 +153,7 @@ class Aime:
 
   # ---- AIME ------------------------------------------------------------------------------------------
   def keys(self, setting: str) -> list[str]:
-    return observation_keys(self.env_name(self.config.env.tasks[0]), setting)
+    return envs_lib.observation_keys(self.env_name(self.config.env.tasks[0]), setting)
 
   def world_model(self, setting: str, row: str):
     c = self.config
@@ -178,11 +178,13 @@ class Aime:
   def aime_cell(self, setting: str, row: str, col: str, wm, wm_params, expert_return: float,
                 variant: str = "") -> dict:
     """Phase 2 on the demos of `col` through the frozen model of `row`; a variant of paper Fig. 5."""
-    c = self.config
     name = f"{setting}/{row}/aime_{col}" + (f"_{variant}" if variant else "")
-    result_path = self.path(name, "result.json")
-    if os.path.exists(result_path):
-      return io.read_json(result_path)
+    return io.cached_json(self.path(name, "result.json"), lambda: self._aime_cell(
+        name, setting, col, wm, wm_params, expert_return, variant))
+
+  def _aime_cell(self, name: str, setting: str, col: str, wm, wm_params, expert_return: float,
+                 variant: str) -> dict:
+    c = self.config
     p2 = ml_collections.ConfigDict(c.phase2.to_dict())
     if variant == "kl_only":
       p2.loss_weights.rec = 0.0
@@ -207,7 +209,6 @@ class Aime:
     result = {k.removeprefix("eval/"): v for k, v in metrics.items()}
     batch = phases.batch_fn(data, min(p2.batch_size, 16), c.seed)(0)
     result["elbo_true_actions"] = phases.true_action_elbo(wm, wm_params, batch, stage_rng(c.seed, name))
-    io.write_json(result_path, result)
     return result
 
   # ---- baselines -------------------------------------------------------------------------------------
@@ -221,10 +222,11 @@ class Aime:
 
   def bc_cell(self, setting: str, name: str, col: str, expert_return: float, idm_params=None) -> dict:
     """BC on the demos of `col`: labelled by the IDM (BCO(0)) or with the true actions (`idm_params=None`)."""
+    return io.cached_json(self.path(name, "result.json"), lambda: self._bc_cell(
+        setting, name, col, expert_return, idm_params))
+
+  def _bc_cell(self, setting: str, name: str, col: str, expert_return: float, idm_params) -> dict:
     c = self.config
-    result_path = self.path(name, "result.json")
-    if os.path.exists(result_path):
-      return io.read_json(result_path)
     keys = self.keys(setting)
     frames = bco_lib.stacked_frames(self.demo_data(setting, col), c.bco.stack)
     labels = None
@@ -236,7 +238,6 @@ class Aime:
     result = self.evaluate(policy, setting, col, c.phase2.final_episodes, expert_return)
     if labels is not None:
       result["label_mse"] = float(np.mean(np.square(labels - bco_lib.true_actions(frames))))
-    io.write_json(result_path, result)
     return result
 
 

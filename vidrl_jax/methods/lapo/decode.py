@@ -19,6 +19,7 @@ import numpy as np
 import optax
 
 from vidrl_jax.methods.lapo import models
+from vidrl_jax.train.optim import trainable_mask
 
 
 def embed(fn: Callable[[jax.Array], jax.Array], inputs: np.ndarray, chunk: int = 1024) -> np.ndarray:
@@ -122,8 +123,7 @@ def online_policy(config: ml_collections.ConfigDict, num_actions: int, obs_examp
   params["torso"] = policy_params["params"]["torso"]
   params["latent_head"] = policy_params["params"]["latent_head"]
   init_params = {"net": params, "idm": idm_params}
-  trainable = {"net": {name: jax.tree.map(lambda _: name != "torso", sub) for name, sub in params.items()},
-               "idm": jax.tree.map(lambda _: False, idm_params)}
+  trainable = trainable_mask(init_params, lambda path: path.startswith("net/") and not path.startswith("net/torso/"))
 
   def apply_fn(p, obs):
     return net.apply({"params": p["net"]}, obs)

@@ -14,10 +14,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from vidrl_jax.nets import MLP, ImpalaCNN, UNet
-
-
-def to_float(frames: jax.Array) -> jax.Array:
-  return frames.astype(jnp.float32) / 255.0
+from vidrl_jax.nets.pixels import image_to_float
 
 
 def stack_frames(frames: jax.Array) -> jax.Array:
@@ -39,7 +36,7 @@ class LatentIDM(nn.Module):
   @nn.compact
   def __call__(self, frames: jax.Array) -> jax.Array:
     h = ImpalaCNN(self.channels, self.blocks, out_features=self.fc, name="torso")(
-        stack_frames(to_float(frames)))
+        stack_frames(image_to_float(frames)))
     return nn.Dense(self.out, name="head")(h)
 
 
@@ -54,7 +51,7 @@ class LatentFDM(nn.Module):
   def __call__(self, context: jax.Array, latent: jax.Array) -> jax.Array:
     return UNet(out_channels=self.out_channels, base_channels=self.base_channels, num_levels=self.num_levels,
                 blocks_per_level=self.blocks_per_level, tanh_output=True, name="unet")(
-                    stack_frames(to_float(context)), latent)
+                    stack_frames(image_to_float(context)), latent)
 
 
 class LatentPolicy(nn.Module):
@@ -66,7 +63,7 @@ class LatentPolicy(nn.Module):
 
   @nn.compact
   def __call__(self, obs: jax.Array) -> jax.Array:
-    h = ImpalaCNN(self.channels, self.blocks, out_features=self.fc, name="torso")(to_float(obs))
+    h = ImpalaCNN(self.channels, self.blocks, out_features=self.fc, name="torso")(image_to_float(obs))
     return nn.Dense(self.latent_dim, name="latent_head")(h)
 
 
@@ -86,7 +83,7 @@ class DecodedPolicy(nn.Module):
 
   @nn.compact
   def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
-    h = ImpalaCNN(self.channels, self.blocks, out_features=self.fc, name="torso")(to_float(obs))
+    h = ImpalaCNN(self.channels, self.blocks, out_features=self.fc, name="torso")(image_to_float(obs))
     latent = nn.Dense(self.latent_dim, name="latent_head")(h)
     sl_logits = ActionDecoder(self.decoder_hidden, self.num_actions, name="decoder")(latent)
     rl_logits = nn.Dense(self.num_actions, kernel_init=nn.initializers.zeros, name="rl_head")(h)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import os
 from functools import partial
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -25,17 +24,10 @@ from vidrl_jax.envs import make_env, rollout
 from vidrl_jax.errors import VidrlError
 from vidrl_jax.methods.lapo import decode, models, report, stages
 from vidrl_jax.nets.impala import impala_channels
+from vidrl_jax.nets.actor_critic import make_actor_critic
 from vidrl_jax.rl import ppo
+from vidrl_jax.rl.evaluate import evaluate_policy
 from vidrl_jax.train import MetricWriter, run, stage_rng, write_results
-
-
-def cached(path: str, compute: Callable[[], dict]) -> dict:
-  """The json result at `path`, computed and written atomically the first time."""
-  if os.path.exists(path):
-    return io.read_json(path)
-  result = compute()
-  io.write_json(path, result)
-  return result
 
 
 class Lapo:
@@ -63,19 +55,19 @@ class Lapo:
 
   def evaluate(self, apply_fn, params, seed: int, name: str) -> float:
     rng = stage_rng(seed, f"eval/{name}")
-    out = ppo.evaluate_policy(self.env, apply_fn, params, rng, self.config.eval_episodes)
+    out = evaluate_policy(self.env, apply_fn, params, rng, self.config.eval_episodes)
     return float(out["mean_return"])
 
   def actor_critic(self, which: str):
     """PPO networks: the expert's (`expert_net`) or one with LAPO's policy torso."""
     c = self.config
     if which == "expert" and c.expert_net.encoder == "mlp":
-      return ppo.make_actor_critic(self.num_actions, encoder="mlp", hidden=tuple(c.expert_net.hidden))
+      return make_actor_critic(self.num_actions, encoder="mlp", hidden=tuple(c.expert_net.hidden))
     if which == "expert":
-      return ppo.make_actor_critic(self.num_actions, encoder="impala", features=c.expert_net.fc,
-                                   channels=impala_channels(c.expert_net.impala_multiplier))
-    return ppo.make_actor_critic(self.num_actions, encoder="impala", channels=tuple(c.model.impala_channels),
-                                 num_blocks=c.model.impala_blocks, features=c.model.fc)
+      return make_actor_critic(self.num_actions, encoder="impala", features=c.expert_net.fc,
+                               channels=impala_channels(c.expert_net.impala_multiplier))
+    return make_actor_critic(self.num_actions, encoder="impala", channels=tuple(c.model.impala_channels),
+                             num_blocks=c.model.impala_blocks, features=c.model.fc)
 
   def expert(self):
     c = self.config
@@ -90,7 +82,7 @@ class Lapo:
       return {"expert_return": self.evaluate(expert_apply, expert_params, self.config.seed, "expert"),
               "random_return": self.evaluate(uniform, None, self.config.seed, "random"),
               "episodes": self.config.eval_episodes}
-    return cached(self.path("references.json"), compute)
+    return io.cached_json(self.path("references.json"), compute)
 
   def datasets(self, expert_apply, expert_params) -> tuple[Windows, Windows, dict]:
     """Windows of k+2 frames of the observation-only training set and of a disjoint action-labelled set.
@@ -146,17 +138,20 @@ class Lapo:
             for name, split in splits.items()}
 
   # ---- stages 1-3 for one seed -----------------------------------------------------------------------------
-  def run_seed(self, seed: int, train: Windows, labelled: Windows, refs: dict) -> dict:
+  def run_seed(self, seed: int, train: Windows, labelled: Windows, refs: dict) -> tuple[dict, dict]:
+    """This seed's results, and its latent models by variant tag ('' and, with the ablation, '_novq'): dicts
+    with the stage-1 'idm', 'fdm', 'vq' and 'use_vq' (and the stage-2 'policy'), for the report's plots."""
     c = self.config
     out = {"seed": seed}
     if c.until == "probe":      # stage-1 latent quality only (e.g. the reduced Procgen run)
       s1 = self.stage1(seed, train, use_vq=c.vq.enabled, tag="", labelled=labelled)
-      out.update(self.probe_and_offline(seed, train, labelled, {"idm": s1.train.params["idm"]}, refs, tag="",
-                                        offline=False))
+      lapo = {"idm": s1.train.params["idm"], "fdm": s1.train.params["fdm"], "vq": s1.vq, "use_vq": c.vq.enabled}
+      out.update(self.probe_and_offline(seed, train, labelled, lapo, refs, tag="", offline=False))
       out["oracle_accuracy"], out["oracle_balanced_accuracy"] = self.oracle(seed, train, labelled)
       out["random_idm_accuracy"], out["random_idm_balanced_accuracy"] = self.random_idm(seed, train, labelled)
-      return out
-    lapo = self.latent_stages(seed, train, use_vq=c.vq.enabled, tag="", labelled=labelled)
+      return out, {"": lapo}
+    latents = {}
+    lapo = latents[""] = self.latent_stages(seed, train, use_vq=c.vq.enabled, tag="", labelled=labelled)
     out.update(self.probe_and_offline(seed, train, labelled, lapo, refs, tag=""))
     out.update(self.online(seed, lapo, refs, sl=True, tag="online"))
     out.update(self.scratch(seed, refs))
@@ -166,10 +161,10 @@ class Lapo:
     if c.ablations.rl_no_sl and ablate:
       out.update(self.online(seed, lapo, refs, sl=False, tag="online_rl_no_sl"))
     if c.ablations.no_vq and ablate:
-      novq = self.latent_stages(seed, train, use_vq=False, tag="_novq", labelled=labelled)
+      novq = latents["_novq"] = self.latent_stages(seed, train, use_vq=False, tag="_novq", labelled=labelled)
       out.update(self.probe_and_offline(seed, train, labelled, novq, refs, tag="_novq", offline=False))
       out.update(self.online(seed, novq, refs, sl=False, tag="online_rl_no_sl_no_vq"))
-    return out
+    return out, latents
 
   def stage1(self, seed: int, train: Windows, use_vq: bool, tag: str, labelled: Windows | None = None):
     """Stage 1; with `labelled`, the latent probe's held-out accuracy is logged every `loop.eval_every` steps."""
@@ -177,7 +172,7 @@ class Lapo:
     task = stages.stage1_task(c, train, f"seed{seed}/stage1{tag}", seed, use_vq)
     if labelled is not None:
       def evaluate(state, step):
-        *_, acc, _, _, _ = self.probe(seed, state.train.params["idm"], train, labelled, [c.probe.labels])
+        _, acc, *_ = self.probe(seed, state.train.params["idm"], train, labelled, [c.probe.labels])
         return {"probe_accuracy": float(acc[0])}
       task = dataclasses.replace(task, evaluate=evaluate)
     s1, _ = run(task, c.loop, self.workdir, self.writer, seed)
@@ -209,7 +204,8 @@ class Lapo:
     return decode.embed(lambda w: idm.apply(idm_params, w), data.obs(ids, "image"))
 
   def probe(self, seed: int, idm_params, train, labelled, sizes):
-    """Held-out accuracy of decoders trained on the IDM's latents, one per labelled-set size."""
+    """Decoders trained on the IDM's latents, one per labelled-set size, with their held-out accuracy and
+    balanced accuracy: `(decoders, accuracy, balanced_accuracy, mean, std, n_test)`."""
     c = self.config
     tr, te, y_tr, y_te = self.labelled_split(seed, labelled)
     unlabelled = np.random.default_rng([seed, 8]).integers(0, train.num_windows, 4096)
@@ -219,17 +215,17 @@ class Lapo:
     decoders = decode.fit_decoders(stage_rng(seed, "probe"), x_tr, y_tr, sizes, self.num_actions,
                                    c.model.decoder_hidden, c.probe.steps, c.probe.lr, c.probe.batch_size)
     acc = decode.decoder_accuracy(decoders, x_te, y_te, c.model.decoder_hidden, self.num_actions)
-    self._balanced = decode.balanced_accuracy(decoders, x_te, y_te, c.model.decoder_hidden, self.num_actions)
-    return decoders, acc, mean, std, len(te)
+    balanced = decode.balanced_accuracy(decoders, x_te, y_te, c.model.decoder_hidden, self.num_actions)
+    return decoders, acc, balanced, mean, std, len(te)
 
   def probe_and_offline(self, seed, train, labelled, lapo, refs, tag, offline=True) -> dict:
     c = self.config
     sizes = sorted(set(c.offline.sizes) | {c.probe.labels}) if offline else [c.probe.labels]
 
     def compute():
-      decoders, acc, mean, std, n_test = self.probe(seed, lapo["idm"], train, labelled, sizes)
+      decoders, acc, balanced, mean, std, n_test = self.probe(seed, lapo["idm"], train, labelled, sizes)
       i = sizes.index(c.probe.labels)
-      res = {f"probe_accuracy{tag}": float(acc[i]), f"probe_balanced_accuracy{tag}": float(self._balanced[i]),
+      res = {f"probe_accuracy{tag}": float(acc[i]), f"probe_balanced_accuracy{tag}": float(balanced[i]),
              "probe_labels": c.probe.labels, "probe_test_transitions": n_test}
       if offline:
         apply_fn = decode.offline_policy(c, self.num_actions)
@@ -244,7 +240,7 @@ class Lapo:
         res["offline_sweep"] = sweep
       return res
 
-    return cached(self.path(f"seed{seed}", f"probe{tag}.json"), compute)
+    return io.cached_json(self.path(f"seed{seed}", f"probe{tag}.json"), compute)
 
   def oracle(self, seed, train, labelled) -> float:
     def compute():
@@ -256,7 +252,7 @@ class Lapo:
       present = [a for a in range(self.num_actions) if np.any(y_te == a)]
       return {"accuracy": float(np.mean(pred == y_te)),
               "balanced_accuracy": float(np.mean([np.mean(pred[y_te == a] == a) for a in present]))}
-    res = cached(self.path(f"seed{seed}", "oracle.json"), compute)
+    res = io.cached_json(self.path(f"seed{seed}", "oracle.json"), compute)
     return res["accuracy"], res["balanced_accuracy"]
 
   def random_idm(self, seed, train, labelled) -> float:
@@ -264,9 +260,9 @@ class Lapo:
     def compute():
       sample = jnp.asarray(train.obs(np.arange(1), "image"))
       params = models.idm(c).init(stage_rng(seed, "random_idm"), sample)
-      _, acc, *_ = self.probe(seed, params, train, labelled, [c.probe.labels])
-      return {"accuracy": float(acc[0]), "balanced_accuracy": float(self._balanced[0])}
-    res = cached(self.path(f"seed{seed}", "random_idm.json"), compute)
+      _, acc, balanced, *_ = self.probe(seed, params, train, labelled, [c.probe.labels])
+      return {"accuracy": float(acc[0]), "balanced_accuracy": float(balanced[0])}
+    res = io.cached_json(self.path(f"seed{seed}", "random_idm.json"), compute)
     return res["accuracy"], res["balanced_accuracy"]
 
   def online(self, seed, lapo, refs, sl: bool, tag: str) -> dict:
@@ -280,7 +276,7 @@ class Lapo:
       params = self.ppo_run(f"seed{seed}/{tag}", apply_fn, init_params, ppo_cfg, seed, trainable, aux)
       ret = self.evaluate(apply_fn, params, seed, tag)
       return {f"{tag}_return": ret, f"{tag}_normalised": report.normalised(ret, refs)}
-    return cached(self.path(f"seed{seed}", f"{tag}.json"), compute)
+    return io.cached_json(self.path(f"seed{seed}", f"{tag}.json"), compute)
 
   def scratch(self, seed, refs) -> dict:
     c = self.config
@@ -292,7 +288,7 @@ class Lapo:
       params = self.ppo_run(f"seed{seed}/scratch", apply_fn, params, ppo_cfg, seed)
       ret = self.evaluate(apply_fn, params, seed, "scratch")
       return {"scratch_return": ret, "scratch_normalised": report.normalised(ret, refs)}
-    return cached(self.path(f"seed{seed}", "scratch.json"), compute)
+    return io.cached_json(self.path(f"seed{seed}", "scratch.json"), compute)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -304,9 +300,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     refs = lapo.references(expert_apply, expert_params)
   train, labelled, data_info = lapo.datasets(expert_apply, expert_params)
   seeds = [config.seed + i for i in range(config.num_seeds)]
-  per_seed = [lapo.run_seed(s, train, labelled, refs) for s in seeds]
+  per_seed, latents = [], None
+  for seed in seeds:
+    out, seed_latents = lapo.run_seed(seed, train, labelled, refs)
+    per_seed.append(out)
+    latents = latents or seed_latents    # the first seed's models are plotted
   results = report.summarise(config, refs, data_info, per_seed)
-  results["plots"] = report.plots_for(lapo, train, labelled, per_seed, refs)
+  results["plots"] = report.plots_for(lapo, labelled, per_seed, refs, latents)
   write_results(workdir, results)
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "results.md"), "w") as f:

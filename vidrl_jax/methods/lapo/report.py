@@ -53,20 +53,17 @@ def summarise(config, refs: dict, data_info: dict, per_seed: list[dict]) -> dict
   return out
 
 
-def plots_for(lapo, train, labelled, per_seed: list[dict], refs: dict) -> dict:
-  """Writes the plots of seed `per_seed[0]` (latent embedding, FDM predictions) and of all seeds (curves)."""
+def plots_for(lapo, labelled, per_seed: list[dict], refs: dict, latents: dict[str, dict]) -> dict:
+  """Writes the plots of seed `per_seed[0]` (latent embedding and FDM predictions of its `latents`, the models
+  `Lapo.run_seed` returned by variant tag) and of all seeds (curves)."""
   c, seed = lapo.config, per_seed[0]["seed"]
   out = {}
   names = ACTION_NAMES.get(c.env.name, [str(a) for a in range(lapo.num_actions)])
   _, te, _, y_te = lapo.labelled_split(seed, labelled)
   te, y_te = te[:1500], y_te[:1500]
-  probe_only = c.until == "probe"
-  variants = [("", "LAPO (VQ)")] + ([("_novq", "no-VQ ablation")] if c.ablations.no_vq and not probe_only
-                                    else [])
-  for tag, title in variants:
-    s1 = lapo.stage1(seed, train, use_vq=(tag == ""), tag=tag)
-    stagesets = {"idm": s1.train.params["idm"], "fdm": s1.train.params["fdm"], "vq": s1.vq,
-                 "use_vq": tag == ""}
+  titles = {"": "LAPO (VQ)" if latents[""]["use_vq"] else "LAPO (no VQ)", "_novq": "no-VQ ablation"}
+  for tag, stagesets in latents.items():
+    title = titles[tag]
     z = lapo.idm_latents(stagesets["idm"], labelled, te)
     xy = TSNE(2, init="pca", perplexity=30, random_state=0).fit_transform(z)
     out[f"tsne{tag}"] = plots.embedding(lapo.path(f"latent_tsne{tag}.png"), xy, y_te, names,

@@ -23,6 +23,7 @@ from vidrl_jax.data.sequence import Windows
 from vidrl_jax.losses import weighted_sum
 from vidrl_jax.methods.lapo import models
 from vidrl_jax.nets import vq as vq_lib
+from vidrl_jax.nets.pixels import image_to_float
 from vidrl_jax.train import Task
 from vidrl_jax.train.optim import make_optimizer
 
@@ -86,7 +87,7 @@ def stage1_task(config: ml_collections.ConfigDict, data: Windows, name: str, see
   def step(state: Stage1State, batch, rng):
     del rng  # deterministic model; the batch carries the randomness
     frames = batch["frames"]
-    target = models.to_float(frames[:, -1]) - 0.5   # FDM predicts o_{t+1} in [-0.5, 0.5]
+    target = image_to_float(frames[:, -1]) - 0.5   # FDM predicts o_{t+1} in [-0.5, 0.5]
 
     def loss_fn(params):
       z = idm.apply(params["idm"], frames)

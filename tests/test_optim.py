@@ -1,0 +1,48 @@
+"""The one optimiser factory: a trainable mask freezes leaves; PPO's settings give ppo2's clip + Adam + linear decay."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from vidrl_jax.rl.ppo import ppo_config, ppo_optim_config
+from vidrl_jax.train.optim import make_optimizer, optim_config, trainable_mask
+
+PARAMS = {"torso": {"kernel": jnp.ones((2, 2))}, "head": {"kernel": jnp.ones((2,)), "bias": jnp.zeros(())}}
+GRADS = {"torso": {"kernel": jnp.full((2, 2), 0.5)}, "head": {"kernel": jnp.asarray([1.0, -2.0]),
+                                                             "bias": jnp.asarray(3.0)}}
+
+
+def _run(tx, steps=3):
+  params, state, out = PARAMS, tx.init(PARAMS), []
+  for _ in range(steps):
+    updates, state = tx.update(GRADS, state, params)
+    params = optax.apply_updates(params, updates)
+    out.append(params)
+  return out, state
+
+
+def test_trainable_mask_freezes_leaves():
+  mask = trainable_mask(PARAMS, lambda path: not path.startswith("torso/"))
+  assert mask == {"torso": {"kernel": False}, "head": {"kernel": True, "bias": True}}
+  masked, state = _run(make_optimizer(optim_config(lr=0.1), 10, mask))
+  full, _ = _run(make_optimizer(optim_config(lr=0.1), 10))
+  np.testing.assert_array_equal(masked[-1]["torso"]["kernel"], PARAMS["torso"]["kernel"])   # frozen
+  for a, b in zip(jax.tree.leaves(masked[-1]["head"]), jax.tree.leaves(full[-1]["head"])):
+    np.testing.assert_array_equal(a, b)                                                     # trained as without
+  # Adam's step 1 moves each trained scalar by lr * sign(grad) (bias-corrected m / sqrt(v) = +-1, eps aside).
+  np.testing.assert_allclose(masked[0]["head"]["kernel"], [0.9, 1.1], rtol=1e-6)
+  assert not any(x.shape == (2, 2) for x in jax.tree.leaves(state))                          # no frozen moments
+
+
+def test_ppo_settings_are_clip_adam_linear_decay():
+  config = ppo_config(lr=0.01, max_grad_norm=0.5, adam_eps=1e-5, anneal_lr=True)
+  ours, _ = _run(make_optimizer(ppo_optim_config(config), 4))
+  reference = optax.chain(optax.clip_by_global_norm(0.5), optax.adam(optax.linear_schedule(0.01, 0.0, 4), eps=1e-5))
+  theirs, _ = _run(reference)
+  for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs)):
+    np.testing.assert_array_equal(a, b)
+  constant, _ = _run(make_optimizer(ppo_optim_config(ppo_config(lr=0.01, anneal_lr=False)), 4))
+  reference = optax.chain(optax.clip_by_global_norm(0.5), optax.adam(0.01, eps=1e-5))
+  for a, b in zip(jax.tree.leaves(constant), jax.tree.leaves(_run(reference)[0])):
+    np.testing.assert_array_equal(a, b)
