@@ -8,12 +8,16 @@ import jax
 import numpy as np
 import pytest
 
-from vidrl_jax.envs.dmc import make_host_env
+from vidrl_jax.envs.gymnax_host import GymnaxHostEnv
 from vidrl_jax.errors import VidrlError
 from vidrl_jax.rl import offpolicy, sac
 from vidrl_jax.train import MetricWriter, loop_config, run
 
 KEYS = ("position", "velocity")
+
+
+def _pendulum(max_steps):
+  return GymnaxHostEnv("Pendulum-v1", max_steps=max_steps, obs_keys={"position": (0, 2), "velocity": (2, 3)})
 
 
 def _config(**kw):
@@ -24,7 +28,7 @@ def _config(**kw):
 
 
 def _stage(config, seen, env=None):
-  env = env or make_host_env("pendulum-swingup", max_steps=10)   # 10 decisions: episodes end mid-iteration
+  env = env or _pendulum(10)   # 10 decisions: episodes end mid-iteration
   return offpolicy.sac_task("sac", env, KEYS, config, seed=4, on_episode=lambda e, t: seen.__setitem__(e, t))
 
 
@@ -58,8 +62,8 @@ def test_host_env_resume_equals_uninterrupted(tmp_path):
     np.testing.assert_array_equal(replay_a[k], replay_b[k])
   assert summary_a == summary_b and summary_a["episodes"] == 3 and summary_a["env_steps"] == 32
   for e in range(3):                              # episode 2 was replayed from its seed: same trajectory
-    for k in seen_a[e]:
-      np.testing.assert_array_equal(seen_a[e][k], seen_b[e][k])
+    for x, y in zip(jax.tree.leaves(seen_a[e]), jax.tree.leaves(seen_b[e])):
+      np.testing.assert_array_equal(x, y)
   rows_a, rows_b = wa.rows("sac"), wb.rows("sac")
   assert [r["step"] for r in rows_a] == [r["step"] for r in rows_b] == [3, 6, 8]   # about once an episode
   assert [r.get("episode_return") for r in rows_a] == [r.get("episode_return") for r in rows_b]
@@ -126,7 +130,7 @@ def test_two_pool_stage_through_the_loop(tmp_path):
   from vidrl_jax.train.online import make_collector
 
   def stage():
-    env = make_host_env("pendulum-swingup", max_steps=10)
+    env = _pendulum(10)
     replay = ReplayBuffer(50, {"state": ((3,), np.float32)}, action_dim=1)
     video = ReplayBuffer(50, {"state": ((3,), np.float32)}, rewards=False)
     t = np.arange(12, dtype=np.float32)
