@@ -276,4 +276,5 @@ def make_ppo_task(env: VecEnv, apply_fn: ApplyFn, init_params: Params | Callable
       return evaluate_policy(eval_env, apply_fn, state.train_state.params, rng, config.eval_episodes,
                              greedy=config.eval_greedy)
 
-  return Task(name=name, init=init, step=step, num_steps=num_updates, evaluate=evaluate, log_every=1)
+  return Task(name=name, init=init, step=step, num_steps=num_updates, evaluate=evaluate, log_every=1,
+              show=("episode_return", "loss/total"))

@@ -240,7 +240,8 @@ def _task(name: str, data: Windows, labels: np.ndarray | None, obs_keys: Sequenc
     del step
     return {"best_val_nll": float(state["best_val"])}
 
-  return Task(name=name, init=init, step=step, num_steps=num_steps, batch=batch, evaluate=evaluate)
+  return Task(name=name, init=init, step=step, num_steps=num_steps, batch=batch, evaluate=evaluate,
+              show=("loss/total", "val_nll"))
 
 
 def make_idm_task(name: str, data: Windows, obs_keys: Sequence[str], action_dim: int,

@@ -165,4 +165,4 @@ def supervised_idm_task(config: ml_collections.ConfigDict, data: Windows, num_ac
     return state.apply_gradients(grads=grads), metrics
 
   return Task(name=name, init=init, step=step, num_steps=c.steps,
-              batch=_batch_fn(data, seed, c.batch_size, with_actions_at=k))
+              batch=_batch_fn(data, seed, c.batch_size, with_actions_at=k), show=("loss/total", "accuracy"))
