@@ -64,31 +64,34 @@ def obs_dim(env: Any, keys: Sequence[str]) -> int:
   return sum(math.prod(s) for s in shapes.values())
 
 
-@jax.jit
-def _greedy(actor_params: Any, obs: jax.Array) -> jax.Array:
-  return sac.act(actor_params, obs, jax.random.PRNGKey(0), deterministic=True)
+@functools.partial(jax.jit, static_argnames=("config", "action_dim"))
+def _greedy(params: Any, obs: jax.Array, config: ml_collections.FrozenConfigDict, action_dim: int) -> jax.Array:
+  return sac.act(params, obs, jax.random.PRNGKey(0), True, config, action_dim)
 
 
 class GreedyPolicy:
-  """A SAC actor as a host policy (`vidrl_jax.envs.host.run_episodes` protocol): tanh(mean) on `obs_keys`."""
+  """A SAC actor as a host policy (`vidrl_jax.envs.host.run_episodes` protocol): tanh(mean) on `obs_keys`.
+  `params = sac.policy_params(state)`; `config` the SAC config it was trained with."""
 
-  def __init__(self, actor_params: Any, obs_keys: Sequence[str]):
-    self.params, self.keys = actor_params, tuple(obs_keys)
+  def __init__(self, params: Any, obs_keys: Sequence[str], config: ml_collections.ConfigDict, action_dim: int):
+    self.params, self.keys = params, tuple(obs_keys)
+    self.config, self.action_dim = sac.learner_config(config), int(action_dim)
 
   def init(self, n: int) -> None:
     return None
 
   def act(self, carry: None, obs: Mapping[str, Any], is_first: np.ndarray) -> tuple[np.ndarray, None]:
-    return np.asarray(_greedy(self.params, obs_vector(obs, self.keys))), carry
+    return np.asarray(_greedy(self.params, obs_vector(obs, self.keys), self.config, self.action_dim)), carry
 
 
-def evaluate(env: Any, obs_keys: Sequence[str], actor_params: Any, seeds: Sequence[int]) -> dict[str, float]:
-  """Mean and std return of one deterministic (tanh(mean)) episode per reset seed."""
-  returns = []
+def evaluate(env: Any, obs_keys: Sequence[str], params: Any, seeds: Sequence[int],
+             config: ml_collections.ConfigDict) -> dict[str, float]:
+  """Mean and std return of one deterministic (tanh(mean)) episode per reset seed (`params` as `GreedyPolicy`'s)."""
+  policy, returns = GreedyPolicy(params, obs_keys, config, env.action_dim), []
   for s in seeds:
     obs, total = env.reset(int(s)), 0.0
     for _ in range(env.max_steps):
-      obs, reward, terminal = env.step(np.asarray(_greedy(actor_params, obs_vector(obs, obs_keys))))
+      obs, reward, terminal = env.step(policy.act(None, obs, None)[0])
       total += float(reward)
       if terminal:
         break
@@ -159,7 +162,7 @@ def train_sac(env: Any, obs_keys: Sequence[str], config: ml_collections.ConfigDi
         if env_steps < config.random_steps:
           action = np.random.default_rng([seed, 0, env_steps]).uniform(-1.0, 1.0, A).astype(np.float32)
         else:
-          action = np.asarray(_policy(state.actor_params, vec, rng_act, env_steps, learner))
+          action = np.asarray(_policy(sac.policy_params(state), vec, rng_act, env_steps, learner, A))
         obs, reward, terminal = env.step(action)
         next_vec = obs_vector(obs, obs_keys)
         buffer.add(vec, action, reward, next_vec, bool(terminal))
@@ -188,7 +191,7 @@ def train_sac(env: Any, obs_keys: Sequence[str], config: ml_collections.ConfigDi
         on_episode(e, trajectory)
       if config.eval_every_episodes and (done % config.eval_every_episodes == 0 or done == config.num_episodes):
         seeds = [host.episode_seed(seed, EVAL_SEED_OFFSET + i) for i in range(config.eval_episodes)]
-        metrics = evaluate(env, obs_keys, state.actor_params, seeds)
+        metrics = evaluate(env, obs_keys, sac.policy_params(state), seeds, config)
         writer.write(stage, env_steps, {f"eval/{k}": v for k, v in metrics.items()})
       if done == end or (config.checkpoint_every_episodes and done % config.checkpoint_every_episodes == 0):
         buffer.save(_replay_path(stage_dir, done), episode_returns=np.asarray(returns, np.float64))
@@ -206,11 +209,11 @@ def _batched(obs: Mapping[str, Any]) -> dict[str, np.ndarray]:
   return {k: np.asarray(v)[None] for k, v in obs.items()}
 
 
-@functools.partial(jax.jit, static_argnames="config")
-def _policy(actor_params: Any, obs: jax.Array, rng: jax.Array, env_step: jax.Array,
-            config: ml_collections.FrozenConfigDict) -> jax.Array:
+@functools.partial(jax.jit, static_argnames=("config", "action_dim"))
+def _policy(params: Any, obs: jax.Array, rng: jax.Array, env_step: jax.Array,
+            config: ml_collections.FrozenConfigDict, action_dim: int) -> jax.Array:
   """An action (A,) for obs (D,) sampled with `fold_in(rng, env_step)`."""
-  return sac.act(actor_params, obs, jax.random.fold_in(rng, env_step), False, config)
+  return sac.act(params, obs, jax.random.fold_in(rng, env_step), False, config, action_dim)
 
 
 def _replay_path(stage_dir: str, episodes: int) -> str:

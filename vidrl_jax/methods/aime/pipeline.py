@@ -28,7 +28,7 @@ from vidrl_jax.errors import VidrlError
 from vidrl_jax.methods.aime import bco as bco_lib
 from vidrl_jax.methods.aime import model as model_lib
 from vidrl_jax.methods.aime import phases, report
-from vidrl_jax.rl import offpolicy
+from vidrl_jax.rl import offpolicy, sac
 from vidrl_jax.train import MetricWriter, run, stage_rng, write_results
 
 EVAL_SEED = 10_000     # evaluation episodes use the same seeds for every method and cell
@@ -79,7 +79,7 @@ class Aime:
     if traj_lib.read_complete(out) is None:
       traj_lib.mark_complete(out, {"episodes": len(returns), "mean_return": float(np.mean(returns)),
                                    "last10_return": float(np.mean(returns[-10:]))})
-    return state.actor_params
+    return sac.policy_params(state)
 
   def demos(self, task: str, actor_params) -> dict:
     out = os.path.join(self.data_dir, task, "demos")
@@ -87,7 +87,8 @@ class Aime:
     if done is not None:
       return done
     c = self.config
-    returns = run_episodes(self.env(task, c.env.eval_envs, self.record_images), offpolicy.GreedyPolicy(actor_params, self.mdp_keys),
+    env = self.env(task, c.env.eval_envs, self.record_images)
+    returns = run_episodes(env, offpolicy.GreedyPolicy(actor_params, self.mdp_keys, c.expert, env.action_dim),
                            c.data.demo_episodes, seed=c.seed + 1,
                            on_episode=lambda i, t: traj_lib.write_trajectory(out, i, t))
     summary = {"episodes": len(returns), "mean_return": float(np.mean(returns)), "std_return": float(np.std(returns))}
