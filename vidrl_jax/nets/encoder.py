@@ -71,7 +71,8 @@ def obs_features(obs: jax.Array | Mapping[str, jax.Array], encode_image: Callabl
 
 
 class ObsEncoder(nn.Module):
-  """obs (an image array, or a dict with `image_key` and vectors) -> (..., F) by `obs_features` + `PixelEncoder`."""
+  """obs (an image array, or a dict of vectors with or without `image_key`) -> (..., F) by `obs_features` with a
+  `PixelEncoder` for the image."""
   filters: Sequence[int] = (16, 16, 32)
   kernel: int = 5
   image_key: str = IMAGE
@@ -79,5 +80,6 @@ class ObsEncoder(nn.Module):
 
   @nn.compact
   def __call__(self, obs: jax.Array | Mapping[str, jax.Array]) -> jax.Array:
-    conv = PixelEncoder(tuple(self.filters), self.kernel, self.impl, name="conv")
+    image = not isinstance(obs, Mapping) or self.image_key in obs   # a dict of vectors needs no conv net
+    conv = PixelEncoder(tuple(self.filters), self.kernel, self.impl, name="conv") if image else None
     return obs_features(obs, conv, self.image_key)
