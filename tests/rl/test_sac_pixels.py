@@ -146,3 +146,21 @@ def test_pixel_sac_learns_a_colour_bandit():
   greedy = np.asarray(sac.act(sac.policy_params(state), obs, jax.random.PRNGKey(0), True, config, 1))[:, 0]
   reward = -np.square(greedy - np.where(test_colour == 0, -0.6, 0.6))
   assert reward[:50].mean() > -0.15 and reward[50:].mean() > -0.15, (greedy[:5], greedy[-5:], reward.mean())
+
+
+def test_aux_on_vector_observations_sees_the_states_themselves():
+  """No encoder (RLV's state tasks): `encode` is the identity, the aux params train, SAC's own nets are untouched."""
+  config = sac.sac_config(actor_hidden=(8,), critic_hidden=(8,))
+  r = np.random.default_rng(0)
+  batch = dict(obs=jnp.asarray(r.normal(size=(6, 3)), jnp.float32), action=jnp.zeros((6, A)),
+               reward=jnp.asarray(r.normal(size=6), jnp.float32), next_obs=jnp.ones((6, 3)), discount=jnp.ones(6))
+  aux = _probe_aux(1.0)
+  state = sac.init(jax.random.PRNGKey(0), 3, A, config, aux)
+  assert state.encoder_params is None and state.aux_params["w"].shape == (3,)
+  new, metrics = sac.update(state, batch, jax.random.PRNGKey(1), config, aux)
+  err = np.asarray(batch["obs"]) @ np.full(3, 0.1) - np.asarray(batch["reward"])
+  np.testing.assert_allclose(metrics["aux/loss/probe"], np.mean(err ** 2), rtol=1e-5)
+  g_w = 2 * np.mean(err[:, None] * np.asarray(batch["obs"]), axis=0)
+  np.testing.assert_allclose(new.aux_params["w"] - state.aux_params["w"], -1e-2 * np.sign(g_w), atol=1e-6)
+  plain, _ = sac.update(sac.init(jax.random.PRNGKey(0), 3, A, config), batch, jax.random.PRNGKey(1), config)
+  jax.tree.map(np.testing.assert_array_equal, new.critic_params, plain.critic_params)
