@@ -27,8 +27,11 @@ IMAGE = "image"
 class PixelEncoder(nn.Module):
   """(..., H, W, C) -> (..., F): [conv k x k SAME + ReLU + 2x2 max-pool] per entry of `filters`, flattened.
 
-  `impl` as `conv.ConvEncoder`: "matmul" (default, fast gradients on XLA:CPU) or "xla" (`nn.Conv`); same params
-  (`conv{i}/kernel` (k, k, Cin, Cout), `conv{i}/bias`) and outputs up to float rounding.
+  `impl`: "matmul" (default: `conv._MatmulConv` on the SAME-padded input) or "xla" (`nn.Conv`); same params
+  (`conv{i}/kernel` (k, k, Cin, Cout), `conv{i}/bias`) and outputs up to float rounding. Measured on the shared
+  2-core machine, forward + backward of 512 48x48 images: inside a `lax.scan` body (as in `sac.update_burst`)
+  0.6 s (matmul) against 15.8 s (xla, whose CPU convolution loses its fast path in a loop body); in a plain jit
+  XLA's is faster (1.5 s against 4.2 s), so a caller that never scans may pick "xla".
   """
   filters: Sequence[int] = (16, 16, 32)
   kernel: int = 5
