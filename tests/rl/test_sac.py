@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from vidrl_jax.distributions import TanhNormal
 from vidrl_jax.errors import VidrlError
 from vidrl_jax.rl import offpolicy, sac
 from vidrl_jax.train import MetricWriter, loop_config, run
@@ -145,9 +146,10 @@ def test_update_matches_numpy_by_hand():
 # ---------------------------------------------------------------- (b) tanh-Gaussian density
 
 def test_tanh_gaussian_log_prob_is_change_of_variables():
+  """The project's one sampler (`distributions.TanhNormal`), as SAC's actor parametrises it (std = exp(log_std))."""
   r = np.random.default_rng(1)
   u, mean, log_std = r.normal(size=(50, 3)) * 2, r.normal(size=(50, 3)), r.uniform(-2, 1, (50, 3))
-  log_prob = jax.jit(sac.tanh_gaussian_log_prob)
+  log_prob = jax.jit(lambda u, m, s: TanhNormal(m, jnp.exp(s)).log_prob_pre_tanh(u))
   got = log_prob(jnp.asarray(u), jnp.asarray(mean), jnp.asarray(log_std))
   np.testing.assert_allclose(got, _np_log_prob(u, mean, log_std), rtol=1e-5, atol=1e-4)
   # ... and is a density over actions in (-1, 1): it integrates to 1 (1-d, numerically in a-space).
@@ -156,7 +158,8 @@ def test_tanh_gaussian_log_prob_is_change_of_variables():
                                 jnp.asarray([[-0.5]])), np.float64))
   assert abs(np.trapezoid(p, a) - 1.0) < 1e-3
   # Sampled actions come with their own log-probabilities.
-  action, logp = jax.jit(sac.sample_action)(jax.random.PRNGKey(0), jnp.zeros((4, 2)), jnp.zeros((4, 2)))
+  action, logp = jax.jit(lambda k: TanhNormal(jnp.zeros((4, 2)), jnp.ones((4, 2))).sample_and_log_prob(k))(
+      jax.random.PRNGKey(0))
   u = np.arctanh(np.asarray(action, np.float64))
   np.testing.assert_allclose(logp, _np_log_prob(u, 0.0, 0.0), rtol=1e-3, atol=1e-3)
 
@@ -183,7 +186,7 @@ def test_sac_solves_a_one_step_bandit(tmp_path):
   writer = MetricWriter(str(tmp_path))
   task = offpolicy.sac_task("sac", BanditEnv(), ["x"], config, seed=0, eval_env=BanditEnv())
   state, summary = run(task, _loop(), str(tmp_path), writer, seed=0)
-  action = np.asarray(sac.act(state.actor_params, jnp.ones((3,)), jax.random.PRNGKey(0), deterministic=True))
+  action = np.asarray(sac.act(sac.policy_params(state), jnp.ones((3,)), jax.random.PRNGKey(0), True, config, 2))
   np.testing.assert_allclose(action, [0.5, 0.5], atol=0.1)
   assert summary["episodes"] == 300 and summary["env_steps"] == 300 and int(state.step) == (300 - 32 + 4) // 4 * 8
   assert summary["last10_return"] > summary["mean_return"] and summary["eval/mean_return"] > -0.02

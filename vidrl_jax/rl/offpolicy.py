@@ -12,6 +12,7 @@ The host environment API (`vidrl_jax.envs.host`): `obs_spec: {key: (shape, dtype
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable, Mapping, Sequence
 
@@ -54,31 +55,34 @@ def obs_dim(env: Any, keys: Sequence[str]) -> int:
   return sum(math.prod(s) for s in shapes.values())
 
 
-@jax.jit
-def _greedy(actor_params: Any, obs: jax.Array) -> jax.Array:
-  return sac.act(actor_params, obs, jax.random.PRNGKey(0), deterministic=True)
+@functools.partial(jax.jit, static_argnames=("config", "action_dim"))
+def _greedy(params: Any, obs: jax.Array, config: ml_collections.FrozenConfigDict, action_dim: int) -> jax.Array:
+  return sac.act(params, obs, jax.random.PRNGKey(0), True, config, action_dim)
 
 
 class GreedyPolicy:
-  """A SAC actor as a host policy (`vidrl_jax.envs.host.run_episodes` protocol): tanh(mean) on `obs_keys`."""
+  """A SAC actor as a host policy (`vidrl_jax.envs.host.run_episodes` protocol): tanh(mean) on `obs_keys`.
+  `params = sac.policy_params(state)`; `config` the SAC config it was trained with."""
 
-  def __init__(self, actor_params: Any, obs_keys: Sequence[str]):
-    self.params, self.keys = actor_params, tuple(obs_keys)
+  def __init__(self, params: Any, obs_keys: Sequence[str], config: ml_collections.ConfigDict, action_dim: int):
+    self.params, self.keys = params, tuple(obs_keys)
+    self.config, self.action_dim = sac.learner_config(config), int(action_dim)
 
   def init(self, n: int) -> None:
     return None
 
   def act(self, carry: None, obs: Mapping[str, Any], is_first: np.ndarray) -> tuple[np.ndarray, None]:
-    return np.asarray(_greedy(self.params, obs_vector(obs, self.keys))), carry
+    return np.asarray(_greedy(self.params, obs_vector(obs, self.keys), self.config, self.action_dim)), carry
 
 
-def evaluate_policy(env: Any, obs_keys: Sequence[str], actor_params: Any, seeds: Sequence[int]) -> dict[str, float]:
-  """Mean and std return of one deterministic (tanh(mean)) episode per reset seed."""
-  returns = []
+def evaluate_policy(env: Any, obs_keys: Sequence[str], params: Any, seeds: Sequence[int],
+                    config: ml_collections.ConfigDict) -> dict[str, float]:
+  """Mean and std return of one deterministic (tanh(mean)) episode per reset seed (`params` as `GreedyPolicy`'s)."""
+  policy, returns = GreedyPolicy(params, obs_keys, config, env.action_dim), []
   for s in seeds:
     obs, total = env.reset(int(s)), 0.0
     for _ in range(env.max_steps):
-      obs, reward, terminal = env.step(np.asarray(_greedy(actor_params, obs_vector(obs, obs_keys))))
+      obs, reward, terminal = env.step(policy.act(None, obs, None)[0])
       total += float(reward)
       if terminal:
         break
@@ -118,7 +122,7 @@ def sac_task(name: str, env: Any, obs_keys: Sequence[str] | None, config: ml_col
   learner = sac.learner_config(config)
 
   def policy(state: sac.SACState, obs: Mapping[str, jax.Array], rng: jax.Array) -> jax.Array:
-    return sac.act(state.actor_params, obs["state"], rng, False, learner)
+    return sac.act(sac.policy_params(state), obs["state"], rng, False, learner, A)
 
   collector = make_collector(env, replay, Sampler({"replay": (replay, B)}, seed), policy,
                              rng=stage_rng(seed, f"{name}/act"), seed=seed, train_every=config.train_every,
@@ -134,7 +138,8 @@ def sac_task(name: str, env: Any, obs_keys: Sequence[str] | None, config: ml_col
 
   evaluate = None
   if eval_env is not None and vec:   # the same episodes at every evaluation
-    greedy = vec_evaluator(eval_env, lambda s, obs, rng: sac.act(s.actor_params, obs["state"], rng, True, learner))
+    greedy = vec_evaluator(
+        eval_env, lambda s, obs, rng: sac.act(sac.policy_params(s), obs["state"], rng, True, learner, A))
 
     def evaluate(state: sac.SACState, step: int) -> dict:
       returns = greedy(state, stage_rng(seed, f"{name}/eval"))
@@ -143,7 +148,7 @@ def sac_task(name: str, env: Any, obs_keys: Sequence[str] | None, config: ml_col
   elif eval_env is not None:
     def evaluate(state: sac.SACState, step: int) -> dict:
       seeds = [host.episode_seed(seed, EVAL_SEED_OFFSET + i) for i in range(config.eval_episodes)]
-      return evaluate_policy(eval_env, obs_keys, state.actor_params, seeds)
+      return evaluate_policy(eval_env, obs_keys, sac.policy_params(state), seeds, config)
 
   return Task(name=name, init=lambda rng: sac.init(rng, D, A, config), step=step, collector=collector,
               evaluate=evaluate, show=("episode_return", "critic_loss"), **schedule(config, length))

@@ -21,7 +21,6 @@ from __future__ import annotations
 import zlib
 from typing import Any, Mapping, Sequence
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -34,6 +33,7 @@ from vidrl_jax.errors import VidrlError
 from vidrl_jax.losses import weighted_sum
 from vidrl_jax.nets.conv import ConvEncoder
 from vidrl_jax.nets.heads import TanhGaussianPolicy
+from vidrl_jax.nets.inverse import InverseModel
 from vidrl_jax.train import Task
 from vidrl_jax.train.optim import make_optimizer, optim_config
 
@@ -89,39 +89,21 @@ def true_actions(frames: Windows) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------- model
 
 
-class StackNet(nn.Module):
-  """Stacked obs {key: (B, stack [+1], ...)} -> tanh-Gaussian over a_t (AIME App. B's BCO networks).
+def StackNet(action_dim: int, hidden: Sequence[int] = (128, 128), image: bool = False, cnn_width: int = 32,
+             with_next: bool = False, stack: int = 5) -> InverseModel:
+  """Stacked obs {key: (B, stack [+1], ...)} -> tanh-Gaussian over a_t (AIME App. B's BCO networks), as a
+  `nets.inverse.InverseModel` on a context stack.
 
   Each frame is encoded (ConvEncoder for 'image', trained jointly; vectors concatenated as they are), the frame
   embeddings are flattened in order (o_{t-stack+1..t}, then o_{t+1} for the IDM) and fed to a tanh-Gaussian MLP.
+  Without `with_next` it is the BC policy pi(a_t | o_{t-stack+1..t}) of the same shape.
   """
-  action_dim: int
-  hidden: Sequence[int] = (128, 128)
-  image: bool = False
-  cnn_width: int = 32
-  with_next: bool = False
-  stack: int = 5
-
-  @nn.compact
-  def __call__(self, obs: Mapping[str, jax.Array]) -> TanhNormal:
-    if self.image != (IMAGE in obs):
-      raise VidrlError(f"StackNet(image={self.image}) got obs keys {sorted(obs)}; build it with "
-                       f"image={IMAGE in obs}")
-    frames = self.stack + int(self.with_next)
-    for k in sorted(obs):
-      if obs[k].ndim < 3 or obs[k].shape[1] != frames:
-        raise VidrlError(f"StackNet expects {frames} frames per sample but {k!r} has shape {obs[k].shape}; "
-                         f"pass (B, stack{' + 1' if self.with_next else ''}, ...) observations")
-    feats = []
-    if self.image:
-      feats.append(ConvEncoder(self.cnn_width, name="encoder")(obs[IMAGE]))
-    feats += [obs[k].astype(jnp.float32) for k in sorted(obs) if k != IMAGE]
-    x = jnp.concatenate(feats, axis=-1)
-    x = x.reshape((x.shape[0], -1))
-    return TanhGaussianPolicy(self.action_dim, tuple(self.hidden), name="head")(x)
+  return InverseModel(head_net=TanhGaussianPolicy(action_dim, tuple(hidden)),
+                      encoder_net=ConvEncoder(cnn_width) if image else None, fuse="features",
+                      frames=stack + int(with_next), image_key=IMAGE)
 
 
-def _net(obs_keys: Sequence[str], action_dim: int, config: ml_collections.ConfigDict, with_next: bool) -> StackNet:
+def _net(obs_keys: Sequence[str], action_dim: int, config: ml_collections.ConfigDict, with_next: bool) -> InverseModel:
   return StackNet(action_dim, tuple(config.hidden), IMAGE in obs_keys, config.cnn_width, with_next, config.stack)
 
 

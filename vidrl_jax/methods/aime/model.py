@@ -28,6 +28,7 @@ from vidrl_jax.losses import elbo_losses, weighted_sum
 from vidrl_jax.nets.conv import ConvDecoder, ConvEncoder
 from vidrl_jax.nets.heads import GaussianMLP, TanhGaussianPolicy
 from vidrl_jax.nets.pixels import image_to_float
+from vidrl_jax.nets.inverse import InverseModel
 from vidrl_jax.nets.rssm import RSSM, RSSMState, features, observe
 
 
@@ -77,8 +78,10 @@ class WorldModel:
     return GaussianMLP(dim, (c.hidden,) * c.layers, layer_norm=c.layer_norm, learn_std=c.learn_std,
                        min_std=c.min_std)
 
-  def _idm(self) -> TanhGaussianPolicy:
-    return TanhGaussianPolicy(self.action_dim, (self.config.hidden,) * self.config.layers)
+  def _idm(self) -> InverseModel:
+    """q(a | s, f(o')): identity encoder on (s_{t-1}, f(o_t)), a tanh-Gaussian head at the top of the params."""
+    head = TanhGaussianPolicy(self.action_dim, (self.config.hidden,) * self.config.layers)
+    return InverseModel(head_net=head, scopes=("encoder", None))
 
   @property
   def embed_dim(self) -> int:
@@ -98,7 +101,7 @@ class WorldModel:
     params["decoders"] = {k: self._decoder(k, d).init(r[4 + i], feat)
                           for i, (k, d) in enumerate(zip(self.obs_keys, self.obs_dims))}
     if self.config.idm:
-      params["idm"] = self._idm().init(r[3], jnp.zeros((1, self.feature_dim + self.embed_dim)))
+      params["idm"] = self._idm().init(r[3], jnp.zeros((1, self.feature_dim)), jnp.zeros((1, self.embed_dim)))
     return params
 
   def embed(self, params: dict, obs: dict) -> jax.Array:
@@ -119,7 +122,7 @@ class WorldModel:
 
   def idm(self, params: dict, feat: jax.Array, embed: jax.Array) -> TanhNormal:
     """q(a_{t-1} | s_{t-1}, f(o_t)) (App. C, Eq. 10)."""
-    return self._idm().apply(params["idm"], jnp.concatenate([feat, embed], axis=-1))
+    return self._idm().apply(params["idm"], feat, embed)
 
   def targets(self, obs: dict) -> dict[str, jax.Array]:
     """What the decoders reconstruct: vectors as float32 (d,), images in [0, 1]."""

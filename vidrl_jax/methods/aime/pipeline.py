@@ -34,7 +34,7 @@ from vidrl_jax.methods.aime import bco as bco_lib
 from vidrl_jax.methods.aime import envs as envs_lib
 from vidrl_jax.methods.aime import model as model_lib
 from vidrl_jax.methods.aime import phases, report
-from vidrl_jax.rl import offpolicy
+from vidrl_jax.rl import offpolicy, sac
 from vidrl_jax.train import MetricWriter, run, stage_rng, write_results
 
 EVAL_SEED = 10_000     # evaluation episodes use the same seeds for every method and cell
@@ -115,16 +115,16 @@ class Aime:
     state, summary = run(stage, self.config.loop, self.workdir, self.writer, self.config.seed)
     if record:
       ownership.mark_complete(out, {k: summary[k] for k in ("episodes", "mean_return", "last10_return")})
-    return state.actor_params
+    return sac.policy_params(state)
 
   def demos(self, task: str, actor_params) -> dict:
     out = self.dataset_dir("demos", task)
     if not self.writable(out):
       return self.summary(out)
     c = self.config
-    returns = run_episodes(self.env(task, c.env.eval_envs, self.record_images),
-                           offpolicy.GreedyPolicy(actor_params, self.mdp_keys), c.data.demo_episodes, seed=c.seed + 1,
-                           on_episode=self.writer_of(out))
+    env = self.env(task, c.env.eval_envs, self.record_images)
+    returns = run_episodes(env, offpolicy.GreedyPolicy(actor_params, self.mdp_keys, c.expert, env.action_dim),
+                           c.data.demo_episodes, seed=c.seed + 1, on_episode=self.writer_of(out))
     summary = {"episodes": len(returns), "mean_return": float(np.mean(returns)), "std_return": float(np.std(returns))}
     ownership.mark_complete(out, summary)
     return summary

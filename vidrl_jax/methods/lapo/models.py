@@ -14,30 +14,18 @@ import jax.numpy as jnp
 import ml_collections
 
 from vidrl_jax.nets import MLP, ImpalaCNN, UNet
+from vidrl_jax.nets.inverse import InverseModel, stack_frames
 from vidrl_jax.nets.pixels import image_to_float
 
 
-def stack_frames(frames: jax.Array) -> jax.Array:
-  """(..., F, H, W, C) -> (..., H, W, F*C): frames stacked on channels, oldest first."""
-  *batch, f, h, w, c = frames.shape
-  return jnp.moveaxis(frames, -4, -2).reshape(*batch, h, w, f * c)
-
-
-class LatentIDM(nn.Module):
-  """Latent inverse dynamics model: window o_{t-k..t+1} -> continuous latent action z_t (before VQ).
+def latent_idm(channels: Sequence[int], blocks: int, fc: int, out: int) -> InverseModel:
+  """Latent inverse dynamics model: window o_{t-k..t+1} (B, k+2, H, W, C) uint8 -> continuous latent action z_t
+  (before VQ): the frames stacked on channels, IMPALA-CNN, a linear head (`nets.inverse.InverseModel`).
 
   With `out=num_actions` and a cross-entropy loss it is the supervised-IDM upper bound instead.
   """
-  channels: Sequence[int]
-  blocks: int
-  fc: int
-  out: int
-
-  @nn.compact
-  def __call__(self, frames: jax.Array) -> jax.Array:
-    h = ImpalaCNN(self.channels, self.blocks, out_features=self.fc, name="torso")(
-        stack_frames(image_to_float(frames)))
-    return nn.Dense(self.out, name="head")(h)
+  return InverseModel(head_net=nn.Dense(out), encoder_net=ImpalaCNN(tuple(channels), blocks, out_features=fc),
+                      fuse="channels", scopes=("torso", "head"))
 
 
 class LatentFDM(nn.Module):
@@ -102,9 +90,9 @@ class ActionDecoder(nn.Module):
     return MLP(self.hidden, out=self.num_actions, name="mlp")(latent)
 
 
-def idm(config: ml_collections.ConfigDict, out: int | None = None) -> LatentIDM:
+def idm(config: ml_collections.ConfigDict, out: int | None = None) -> InverseModel:
   m = config.model
-  return LatentIDM(tuple(m.impala_channels), m.impala_blocks, m.fc, out or m.latent_dim)
+  return latent_idm(tuple(m.impala_channels), m.impala_blocks, m.fc, out or m.latent_dim)
 
 
 def fdm(config: ml_collections.ConfigDict, channels: int) -> LatentFDM:
