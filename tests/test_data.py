@@ -9,7 +9,8 @@ import pytest
 
 from vidrl_jax import io
 from vidrl_jax.data import collect, formats, ownership, store
-from vidrl_jax.data.sequence import MixedSampler
+from vidrl_jax.data.mix import Sampler
+from vidrl_jax.data.replay import ReplayBuffer
 from vidrl_jax.errors import VidrlError
 
 
@@ -186,25 +187,76 @@ def test_mixed_sampler_shares_and_determinism(tmp_path):
   labelled = formats.from_episodes([{"x": np.full((9, 1), 1.0), "pre_action": np.ones((9, 2), np.float32)}]
                                    * 3).windows(4)
   free = formats.from_episodes([{"x": np.full((12, 1), 2.0)}] * 2).windows(4)
-  mix = MixedSampler({"labelled": (labelled, 9), "video": (free, 3)})                 # POI: 9 + 3
+  mix = Sampler({"labelled": (labelled, 9), "video": (free, 3)}, seed=1)                 # POI: 9 + 3
   assert mix.batch_size == 12
-  b = mix.sample(seed=1, step=5)
+  b = mix.sample(5)
   assert b["labelled"]["obs"]["x"].shape == (9, 4, 1) and (b["labelled"]["obs"]["x"] == 1).all()
   assert b["video"]["obs"]["x"].shape == (3, 4, 1) and (b["video"]["obs"]["x"] == 2).all()
   assert "action" in b["labelled"] and "action" not in b["video"]
-  again = mix.sample(seed=1, step=5)
+  again = mix.sample(5)
   for part in ("labelled", "video"):
     np.testing.assert_array_equal(b[part]["episode"], again[part]["episode"])
   np.testing.assert_array_equal(labelled.draw(1, 5, 9), np.random.default_rng([1, 5, 0]).integers(0, 18, 9))
   np.testing.assert_array_equal(free.draw(1, 5, 3, stream=1), np.random.default_rng([1, 5, 1]).integers(0, 18, 3))
-  rlv = MixedSampler({"interaction": (labelled, 256), "observation": (free, 256)})    # RLV: 256 + 256
-  halves = [rlv.sample(0, 3, process_index=p, process_count=2) for p in range(2)]
-  whole = rlv.sample(0, 3)
+  np.testing.assert_array_equal(b["video"]["episode"], free.gather(free.draw(1, 5, 3, stream=1))["episode"])
+  rlv = lambda p, n: Sampler({"interaction": (labelled, 256), "observation": (free, 256)}, 0, p, n)  # RLV: 256 + 256
+  halves = [rlv(p, 2).sample(3) for p in range(2)]
+  whole = rlv(0, 1).sample(3)
   for part in ("interaction", "observation"):
     assert halves[0][part]["obs"]["x"].shape == (128, 4, 1)
     np.testing.assert_array_equal(np.concatenate([h[part]["episode"] for h in halves]), whole[part]["episode"])
   with pytest.raises(VidrlError, match="share >= 1"):
-    MixedSampler({"a": (labelled, 0)})
+    Sampler({"a": (labelled, 0)}, seed=0)
+
+
+def _leaves(tree, prefix=""):
+  if isinstance(tree, dict):
+    return {k: v for key, sub in tree.items() for k, v in _leaves(sub, f"{prefix}{key}/").items()}
+  return {prefix[:-1]: tree}
+
+
+def test_dataset_transitions_equal_replay_transitions(tmp_path):
+  """RLV's observation pool may be a replay filled from episodes or the episode files read as transitions
+  (`windows(2)`): the same ids give the same fields, dtypes and values, and either is a pool of the one sampler."""
+  rng = np.random.default_rng(0)
+  eps = []
+  for n, terminal in ((6, False), (4, True)):
+    ep = {"image": rng.integers(0, 255, (n, 8, 8, 3), dtype=np.uint8),
+          "state": rng.normal(size=(n, 3)).astype(np.float32),
+          "action": rng.normal(size=(n, 2)).astype(np.float32) * (np.arange(n) > 0)[:, None],
+          "reward": rng.normal(size=n).astype(np.float32) * (np.arange(n) > 0),
+          "is_first": np.arange(n) == 0, "is_last": np.arange(n) == n - 1,
+          "is_terminal": (np.arange(n) == n - 1) & terminal}
+    eps.append(ep)
+  (tmp_path / "eps").mkdir()
+  for i, ep in enumerate(eps):
+    np.savez_compressed(tmp_path / "eps" / f"{i}.npz", **ep)
+  data = formats.episodes(str(tmp_path / "eps"), cache_dir=str(tmp_path / "cache")).transitions()
+  replay = ReplayBuffer(20, {"image": ((8, 8, 3), np.uint8), "state": ((3,), np.float32)}, action_dim=2)
+  for ep in eps:
+    replay.add_episode({"obs": {k: ep[k] for k in ("image", "state")},
+                        **{k: ep[k] for k in ("action", "reward", "is_first", "is_last", "is_terminal")}})
+  assert data.population() == replay.population() == 8
+  ids = np.arange(8)
+  got, want = _leaves(data.gather(ids)), _leaves(replay.gather(ids))
+  assert set(got) == set(want) == {"obs/image", "obs/state", "next_obs/image", "next_obs/state", "action", "reward",
+                                   "discount", "is_last"}
+  for k in want:
+    assert got[k].dtype == want[k].dtype and got[k].shape == want[k].shape, k
+    np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+  np.testing.assert_array_equal(want["discount"], [1, 1, 1, 1, 1, 1, 1, 0])       # only into the terminal row
+  np.testing.assert_array_equal(want["is_last"], [0, 0, 0, 0, 1, 0, 0, 1])
+  a, b = (Sampler({"observation": (pool, 8)}, seed=2).sample(4, (3,)) for pool in (data, replay))
+  for k, v in _leaves(b).items():
+    np.testing.assert_array_equal(_leaves(a)[k], v)
+  # Action-free video and data without an is_last key: no action or reward; is_last at the end of a run.
+  free = formats.from_episodes([{"x": np.arange(4.0)[:, None]}, {"x": np.arange(3.0)[:, None]}]).transitions()
+  t = free.gather(np.arange(5))
+  assert set(t) == {"obs", "next_obs", "discount", "is_last"} and (t["discount"] == 1).all()
+  np.testing.assert_array_equal(t["is_last"], [0, 0, 1, 0, 1])
+  np.testing.assert_array_equal(t["next_obs"]["x"][:, 0], t["obs"]["x"][:, 0] + 1)
+  with pytest.raises(VidrlError, match="windows of 2 rows"):
+    type(free)(formats.from_episodes([{"x": np.zeros((5, 1))}]).windows(3))
 
 
 def test_a_dataset_larger_than_the_memory_budget(tmp_path):

@@ -123,18 +123,27 @@ def test_gymnax_resume_equals_uninterrupted(tmp_path):
 
 def test_two_pool_stage_through_the_loop(tmp_path):
   """RLV's shape with no special case: a growing interaction replay and a fixed observation-only pool, 6 + 2 per
-  batch, into a task step of the shared loop; resume is exact and only the interaction replay is saved."""
+  batch, into a task step of the shared loop; resume is exact and only the interaction replay is saved. The
+  observation pool may be a replay filled from an episode or the episode read as a dataset's transitions: the
+  same run either way."""
   import jax.numpy as jnp
-  from vidrl_jax.data.replay import ReplayBuffer, Sampler
+  from vidrl_jax.data.mix import Sampler
+  from vidrl_jax.data.replay import ReplayBuffer
   from vidrl_jax.train import Task
   from vidrl_jax.train.online import make_collector
 
-  def stage():
+  from vidrl_jax.data import formats
+
+  def stage(pool="replay"):
     env = _pendulum(10)
     replay = ReplayBuffer(50, {"state": ((3,), np.float32)}, action_dim=1)
-    video = ReplayBuffer(50, {"state": ((3,), np.float32)}, rewards=False)
     t = np.arange(12, dtype=np.float32)
-    video.add_episode({"obs": {"state": np.stack([np.cos(t), np.sin(t), t / 12], -1)}})
+    frames = np.stack([np.cos(t), np.sin(t), t / 12], -1)
+    if pool == "replay":
+      video = ReplayBuffer(50, {"state": ((3,), np.float32)}, rewards=False)
+      video.add_episode({"obs": {"state": frames}})
+    else:
+      video = formats.from_episodes([{"state": frames}]).transitions()
     sampler = Sampler({"interaction": (replay, 6), "observation": (video, 2)}, seed=1)
     policy = lambda s, obs, rng: jnp.tanh(obs["state"] @ s["w"] + 0.1 * jax.random.normal(rng, (1,)))
     collector = make_collector(env, replay, sampler, policy, rng=jax.random.PRNGKey(2), seed=1, train_every=5,
@@ -168,6 +177,9 @@ def test_two_pool_stage_through_the_loop(tmp_path):
   np.testing.assert_array_equal(full["w"], resumed["w"])
   saved = np.load(os.path.join(b, "two_pools", "collector", "collector_6.npz"))
   assert list(saved["replay/size"]) == [33] and not any("observation" in k for k in saved.files)
+  c = str(tmp_path / "c")
+  from_dataset, _ = run(stage("dataset"), loop, c, MetricWriter(c), seed=0)
+  np.testing.assert_array_equal(full["w"], from_dataset["w"])
 
 
 def test_vec_evaluator_matches_a_python_loop():

@@ -1,5 +1,5 @@
-"""The replay buffer of every off-policy learner and world model: a numpy ring of episode steps, and a sampler
-that draws fixed shares from several sources.
+"""The replay buffer of every off-policy learner and world model: a numpy ring of episode steps, read as a pool
+of transitions (the buffer itself) or of windows (`windows(length)`) by the one sampler, `mix.Sampler`.
 
 Layout (DreamerV2's episode rows, the official AIME keys with `pre_action` named `action`): row t holds
   obs/<key>    observation t, in the dtype of its spec (uint8 images stay uint8; nothing is stored as float twice)
@@ -14,14 +14,16 @@ Each observation is stored once: transition i -> (obs row i-1, action i, reward 
 
 Windows of `length` rows (for world models) never cross an episode: no row after a window's first is a first row.
 A vectorised env's copies run their episodes side by side, so the buffer keeps one ring per copy (`streams`);
-rows follow each other only within a stream. Draws are uniform with replacement over the stored transitions
-(windows), enumerated stream by stream in insertion order; a `Sampler`'s batch is a function of (seed, counter).
+rows follow each other only within a stream. The stored transitions (windows) are numbered stream by stream in
+insertion order; `mix.Sampler` draws ids uniformly with replacement, so a batch is a function of (seed, counter)
+and the buffer's contents. A transition batch has the fields of `sequence.Transitions` (a dataset read as
+transitions), so an observation pool may be either.
 Nothing here is a float copy of an image: batches index the stored arrays, and the learner converts on device.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Protocol
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -149,15 +151,18 @@ class ReplayBuffer:
   def num_windows(self, length: int) -> int:
     return len(self._window_starts(length))
 
-  def sample(self, rng: np.random.Generator, shape: tuple[int, ...] | int) -> dict[str, Any]:
-    """Transitions with leading axes `shape` (e.g. (K, B) for K updates in one scan): `obs` and `next_obs`
-    (dicts by key), `discount`, `is_last` (next_obs ends its episode: RLV's Eq. 2 rewards it), and `action`,
-    `reward` where the buffer has them."""
-    ends = self._transition_ends()
-    if len(ends) == 0:
+  def population(self) -> int:
+    """Transitions stored: the units a `mix.Sampler` draws from this buffer (ids 0..n-1, stream by stream)."""
+    n = self.num_transitions()
+    if n == 0:
       raise VidrlError("cannot sample a transition from a replay buffer that holds none; add an episode's "
                        "first two rows first")
-    i = ends[rng.integers(0, len(ends), size=shape)]
+    return n
+
+  def gather(self, ids: np.ndarray) -> dict[str, Any]:
+    """Transitions by id, leading axes ids.shape: `obs` and `next_obs` (dicts by key), `discount`, `is_last`
+    (next_obs ends its episode: RLV's Eq. 2 rewards it), and `action`, `reward` where the buffer has them."""
+    i = self._transition_ends()[ids]
     prev = (i - self.streams) % self.capacity
     out: dict[str, Any] = {"obs": {k: v[prev] for k, v in self._obs.items()},
                            "next_obs": {k: v[i] for k, v in self._obs.items()},
@@ -168,20 +173,9 @@ class ReplayBuffer:
         out[f] = self._cols[f][i]
     return out
 
-  def sample_windows(self, rng: np.random.Generator, shape: tuple[int, ...] | int, length: int) -> dict[str, Any]:
-    """Windows of `length` consecutive rows of one episode, leading axes (*shape, length): `obs` (dict by key)
-    and every other row field."""
-    if length < 1:
-      raise VidrlError(f"a window needs at least one row, got length {length}")
-    starts = self._window_starts(length)
-    if len(starts) == 0:
-      raise VidrlError(f"no episode in the replay buffer has {length} stored rows; add longer episodes or "
-                       f"shorten the window")
-    s = starts[rng.integers(0, len(starts), size=shape)]
-    idx = (s[..., None] + self.streams * np.arange(length)) % self.capacity
-    out: dict[str, Any] = {"obs": {k: v[idx] for k, v in self._obs.items()}}
-    out.update({f: v[idx] for f, v in self._cols.items()})
-    return out
+  def windows(self, length: int) -> "ReplayWindows":
+    """The buffer's windows of `length` rows as a sampler pool (a live view: it sees every later write)."""
+    return ReplayWindows(self, length)
 
   # ---- saving -----------------------------------------------------------------------------------------
   def state_dict(self) -> dict[str, np.ndarray]:
@@ -229,33 +223,26 @@ class ReplayBuffer:
     return {k: v for k, v in state.items() if k not in own}
 
 
-class Source(Protocol):
-  """What a `Sampler` draws from: a `ReplayBuffer`, or any dataset with the same two sampling calls."""
+class ReplayWindows:
+  """Windows of `length` consecutive rows of one episode in a replay buffer, a `mix.Sampler` pool: `gather(ids)`
+  gives leading axes (*ids.shape, length), `obs` (dict by key) and every other row field."""
 
-  def sample(self, rng: np.random.Generator, shape: tuple[int, ...]) -> dict[str, Any]:
-    ...
+  def __init__(self, replay: ReplayBuffer, length: int):
+    if length < 1:
+      raise VidrlError(f"a window needs at least one row, got length {length}")
+    self.replay, self.length = replay, int(length)
 
-  def sample_windows(self, rng: np.random.Generator, shape: tuple[int, ...], length: int) -> dict[str, Any]:
-    ...
+  def population(self) -> int:
+    n = self.replay.num_windows(self.length)
+    if n == 0:
+      raise VidrlError(f"no episode in the replay buffer has {self.length} stored rows; add longer episodes or "
+                       f"shorten the window")
+    return n
 
-
-class Sampler:
-  """Fixed shares from several sources per batch, e.g. RLV's {"interaction": (pool, 256), "observation":
-  (video_pool, 256)}; `sample(counter, lead)` returns {name: batch with leading axes (*lead, share)}.
-
-  The batch is a function of (seed, counter) and the sources' contents: one `np.random.default_rng([seed,
-  counter])` draws the sources in the order given. `length` None draws transitions, else windows of that length.
-  """
-
-  def __init__(self, sources: Mapping[str, tuple[Source, int]], seed: int, length: int | None = None):
-    if not sources or any(int(n) < 1 for _, n in sources.values()):
-      raise VidrlError(f"a sampler needs at least one source and a share >= 1 from each, got "
-                       f"{ {k: n for k, (_, n) in sources.items()} }")
-    self.sources = {k: (src, int(n)) for k, (src, n) in sources.items()}
-    self.seed, self.length = int(seed), length
-
-  def sample(self, counter: int, lead: tuple[int, ...] = ()) -> dict[str, dict[str, Any]]:
-    rng = np.random.default_rng([self.seed, int(counter)])
-    if self.length is None:
-      return {k: src.sample(rng, (*lead, n)) for k, (src, n) in self.sources.items()}
-    return {k: src.sample_windows(rng, (*lead, n), self.length) for k, (src, n) in self.sources.items()}
+  def gather(self, ids: np.ndarray) -> dict[str, Any]:
+    r = self.replay
+    s = r._window_starts(self.length)[ids]
+    idx = (s[..., None] + r.streams * np.arange(self.length)) % r.capacity
+    out: dict[str, Any] = {"obs": {k: v[idx] for k, v in r._obs.items()}}
+    out.update({f: v[idx] for f, v in r._cols.items()})
+    return out

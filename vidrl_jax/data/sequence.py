@@ -17,10 +17,11 @@ larger than that budget, or than RAM, is read through the maps, so memory stays 
 
 `Windows` is the sampler: every window of `length` rows inside one run, numbered run by run in order; with
 `pad > 0` a window may start up to `pad` rows before its run, those rows repeating the run's first row (BCO's
-clipped frame stacks). The one sampling convention: the global batch of step `step` is
+clipped frame stacks). The one sampling convention (`mix.draw`): the global batch of step `step` is
 `default_rng([seed, step]).integers(0, num_windows, batch_size)` and process p of n takes rows
-p*b .. (p+1)*b-1 with b = batch_size / n, so every process and a resumed run agree on it. `MixedSampler` draws
-fixed shares from several window sets the same way (share i from `default_rng([seed, step, i])`).
+p*b .. (p+1)*b-1 with b = batch_size / n, so every process and a resumed run agree on it. `Windows` and
+`Transitions` (windows of 2 rows read as replay transitions) are pools of `mix.Sampler`, which draws fixed shares
+from several of them the same way (share i from `default_rng([seed, step, i])`; POI: 9 labelled + 3 action-free).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from vidrl_jax.data import store
+from vidrl_jax.data import mix, store
 from vidrl_jax.errors import VidrlError
 
 RESIDENT_BYTES = 256 << 20
@@ -173,6 +174,10 @@ class SequenceDataset:
     """Every window of `length` rows inside one run (see the module docstring for `pad`)."""
     return Windows(self, length, pad)
 
+  def transitions(self) -> "Transitions":
+    """Every pair of consecutive rows inside one run, read as replay transitions (`Transitions`)."""
+    return Transitions(self.windows(2))
+
   # ---- reading ----------------------------------------------------------------------------------------------
   def array(self, source: int, key: str):
     col = self.sources[source].columns[key]
@@ -257,23 +262,17 @@ class Windows:
     i = np.searchsorted(self._ends, ids, side="right")
     return self._base[self.runs[i]] + self.lo[i] + ids - (self._ends[i] - self._counts[i])
 
-  def draw(self, seed: int, step: int, batch_size: int, process_index: int = 0, process_count: int = 1,
-           stream: int = 0) -> np.ndarray:
-    """This process's window ids of the global batch of step `step` (see the module docstring)."""
-    if step < 0 or seed < 0:
-      raise VidrlError(f"the seed and the training step must be non-negative, got seed {seed} and step {step}")
-    if process_count < 1 or not 0 <= process_index < process_count:
-      raise VidrlError(f"process index {process_index} is not in [0, {process_count}); pass jax.process_index() "
-                       f"and jax.process_count()")
+  def population(self) -> int:
+    """The windows to draw from (a `mix.Sampler` pool); one sentence when this part holds none."""
     if self.num_windows == 0:
       raise VidrlError(f"this part of {self.data.name} holds no window of {self.length} rows; use more or longer "
                        f"episodes, or another validation fraction")
-    if batch_size < 1 or batch_size % process_count:
-      raise VidrlError(f"the batch size {batch_size} must be a positive multiple of the process count "
-                       f"{process_count}; change the config's batch size")
-    ids = np.random.default_rng([seed, step, stream]).integers(0, self.num_windows, size=batch_size)
-    b = batch_size // process_count
-    return ids[process_index * b:(process_index + 1) * b]
+    return self.num_windows
+
+  def draw(self, seed: int, step: int, batch_size: int, process_index: int = 0, process_count: int = 1,
+           stream: int = 0) -> np.ndarray:
+    """This process's window ids of the global batch of step `step` (`mix.draw`, see the module docstring)."""
+    return mix.draw(self.population(), seed, step, batch_size, process_index, process_count, stream)
 
   def sample(self, seed: int, step: int, batch_size: int, process_index: int = 0, process_count: int = 1) -> dict:
     """This process's rows of the batch of step `step`: a pure function of (seed, step, process)."""
@@ -323,26 +322,33 @@ class Windows:
     return parts[0], parts[1]
 
 
-class MixedSampler:
-  """Fixed shares of several window sets per batch (POI: 9 action-labelled + 3 action-free; RLV: 256 + 256).
+class Transitions:
+  """A dataset read as a replay buffer's transitions (`mix.Sampler` pool): window (t, t+1) of a `Windows` set of
+  2 rows gives `obs` = obs t, `next_obs` = obs t+1, `action`, `reward` of row t+1 (what led to it and came with
+  it; where the data has them), `discount` 1 - is_terminal t+1 (1 without that key) and `is_last` of row t+1 (the
+  `is_last` key, or without it the last row of its run: an episode's end or its file's). These are the fields and
+  dtypes of `ReplayBuffer.gather`, so an observation pool may be a replay or a dataset (RLV)."""
 
-  `sample(seed, step)` returns {name: batch} with `shares[name]` windows each (this process's slice of each
-  share); share i is drawn from `default_rng([seed, step, i])`, so the batch is a pure function of (seed, step).
-  """
+  def __init__(self, windows: Windows):
+    if windows.length != 2 or windows.pad:
+      raise VidrlError(f"transitions are windows of 2 rows without padding, got length {windows.length} and pad "
+                       f"{windows.pad}; pass data.windows(2) or one of its split parts")
+    self.windows = windows
 
-  def __init__(self, parts: Mapping[str, tuple[Windows, int]]):
-    if not parts:
-      raise VidrlError("a mixed sampler needs at least one window set; pass {name: (windows, share)}")
-    for name, (w, share) in parts.items():
-      if not isinstance(w, Windows) or int(share) < 1:
-        raise VidrlError(f"mixed-sampler part {name!r} needs (Windows, share >= 1), got ({type(w).__name__}, "
-                         f"{share})")
-    self.parts = {k: (w, int(s)) for k, (w, s) in parts.items()}
+  def population(self) -> int:
+    return self.windows.population()
 
-  @property
-  def batch_size(self) -> int:
-    return sum(s for _, s in self.parts.values())
-
-  def sample(self, seed: int, step: int, process_index: int = 0, process_count: int = 1) -> dict[str, dict]:
-    return {name: w.gather(w.draw(seed, step, share, process_index, process_count, stream=i))
-            for i, (name, (w, share)) in enumerate(self.parts.items())}
+  def gather(self, ids: np.ndarray) -> dict:
+    w, d = self.windows, self.windows.data
+    flags = [k for k in ("is_last", "is_terminal") if k in d.extras]
+    b = w.gather(ids, labels=[k for k in ("action", "reward") if getattr(d, k) is not None] + flags)
+    if "is_last" in b:
+      is_last = b["is_last"][:, 1]
+    else:
+      run, start = w.locate(ids)
+      is_last = start + 1 == d.run_begin[run] + d.run_length[run] - 1
+    terminal = b["is_terminal"][:, 1] if "is_terminal" in b else np.zeros(len(is_last), bool)
+    out = {"obs": {k: v[:, 0] for k, v in b["obs"].items()}, "next_obs": {k: v[:, 1] for k, v in b["obs"].items()},
+           "discount": 1.0 - terminal.astype(np.float32), "is_last": is_last}
+    out.update({f: b[f][:, 1] for f in ("action", "reward") if f in b})
+    return out

@@ -20,7 +20,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from vidrl_jax.data.replay import ReplayBuffer, Sampler
+from vidrl_jax.data.mix import Sampler
+from vidrl_jax.data.replay import ReplayBuffer
 from vidrl_jax.envs import host
 from vidrl_jax.envs.base import VecEnv
 from vidrl_jax.errors import VidrlError

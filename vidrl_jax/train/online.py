@@ -5,9 +5,9 @@ A `Collector` is what turns a `Task` into an online stage. Loop step n of such a
 buffer; `batch(n)` then gives the stacked batches of one jitted burst of updates (the task's `step`), or None
 while no update is due (random steps, a replay smaller than a batch). The loop checkpoints the agent with orbax and
 the collector's `state_dict()` (replay, counters) beside it as one atomic file of the same step. A method with
-more than one replay source (RLV: a growing interaction pool and a fixed observation pool, 256 + 256 per update)
-passes a `Sampler` over all of them; the collector fills and saves only its own replay, and the task's `step`
-receives {source name: batch}.
+more than one source (RLV: a growing interaction replay and a fixed observation pool, a replay or a dataset's
+`transitions()`, 256 + 256 per update) passes a `mix.Sampler` over all of them; the collector fills and saves only
+its own replay, and the task's `step` receives {source name: batch}.
 
 `make_collector` builds the right collector from a pure, jittable `policy(state, obs, rng)`:
 
@@ -31,7 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vidrl_jax.data.replay import ReplayBuffer, Sampler
+from vidrl_jax.data.mix import Sampler
+from vidrl_jax.data.replay import ReplayBuffer
 from vidrl_jax.envs import host
 from vidrl_jax.envs.base import VecEnv
 from vidrl_jax.errors import VidrlError
