@@ -1,3 +1,3 @@
 """Reinforcement-learning agents shared by the methods: PPO (a Task for the shared loop), GAE, policy evaluation
-in JAX-native envs (`evaluate`), SAC and its host-side loop (`sac`, `offpolicy`). Networks live in `vidrl_jax.nets`
+in JAX-native envs (`evaluate`), SAC and its binding as an online stage of the shared loop (`sac`, `offpolicy.sac_task`). Networks live in `vidrl_jax.nets`
 (PPO's actor-critic: `nets.actor_critic`), optimisers in `vidrl_jax.train.optim`."""

@@ -69,7 +69,7 @@ def sac_config(**overrides) -> ml_collections.ConfigDict:
   augmentation, 0: none). Every `train_every` env steps the loop runs `round(train_every * updates_per_step)`
   updates in one jitted call, once `random_steps` env steps are done and the replay holds `batch_size`
   transitions. `num_episodes`, `checkpoint_every_episodes`, `eval_every_episodes` (0: never), `eval_episodes` and
-  `replay_capacity` are for `vidrl_jax.rl.offpolicy.train_sac`.
+  `replay_capacity` are for `vidrl_jax.rl.offpolicy.sac_task` (SAC as an online stage of the shared loop).
   """
   c = ml_collections.ConfigDict(dict(
       actor_hidden=(256, 256), critic_hidden=(256, 256), actor_lr=3e-4, critic_lr=3e-4, alpha_lr=3e-4,
