@@ -1,3 +1,4 @@
 """Reinforcement-learning agents shared by the methods: PPO (a Task for the shared loop), GAE, policy evaluation
-in JAX-native envs (`evaluate`), SAC and its binding as an online stage of the shared loop (`sac`, `offpolicy.sac_task`). Networks live in `vidrl_jax.nets`
-(PPO's actor-critic: `nets.actor_critic`), optimisers in `vidrl_jax.train.optim`."""
+in JAX-native envs (`evaluate`), SAC (`sac`) and its binding as an online stage of the shared loop
+(`offpolicy.sac_task`). Networks live in `vidrl_jax.nets` (PPO's actor-critic: `nets.actor_critic`), optimisers in
+`vidrl_jax.train.optim`."""
