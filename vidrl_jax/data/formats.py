@@ -24,8 +24,8 @@ PPO loop, whose buffer has the same fields (obs, actions, rewards, dones, values
 and `ProcgenEnv` (lapo/env_utils.py) resets automatically, so the frame stored with done = 1 is the new episode's
 first frame (its GAE reads `nextnonterminal = 1.0 - buf["dones"][t + 1]`, line 131: the CleanRL convention). This
 is inferred from the loop that matches the files, not read from their writer; the config's `data.done`
-overrides. The official loader (`lapo/data_loader.py`) ignores `done` and its windows straddle episodes; ours never do. With `done=None` the
-convention comes from the directory's owner marker, 'last' for data of earlier versions of this project
+overrides. The official loader (`lapo/data_loader.py`) ignores `done` and its windows straddle episodes; ours
+never do. With `done=None` the convention comes from the directory's owner marker, 'last' for data of earlier versions of this project
 (`_COMPLETE.json` without owner marker), else 'first' (official data).
 
 Episode files (`episodes`; AIME and DreamerV2/APV): one `.npz` per episode, observation keys (`image` uint8
@@ -33,7 +33,8 @@ Episode files (`episodes`; AIME and DreamerV2/APV): one `.npz` per episode, obse
 obs t, row 0 zeros, as AIME's `pre_action`: dreamerv2/common/driver.py lines 37-40 store the reset observation
 with a zero action, lines 50-52 each later observation with the action that produced it; APV's replay.py is the
 same), `reward` (reward[t] received with obs t), `is_first`, `is_last`, `is_terminal`, maybe `discount`. Actions and
-rewards are optional (APV's action-free videos); `is_first` splits a file holding several episodes; without it each file is one episode.
+rewards are optional (APV's action-free videos); `is_first` splits a file holding several episodes; without it
+each file is one episode.
 """
 
 from __future__ import annotations
