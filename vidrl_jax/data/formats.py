@@ -25,8 +25,8 @@ and `ProcgenEnv` (lapo/env_utils.py) resets automatically, so the frame stored w
 first frame (its GAE reads `nextnonterminal = 1.0 - buf["dones"][t + 1]`, line 131: the CleanRL convention). This
 is inferred from the loop that matches the files, not read from their writer; the config's `data.done`
 overrides. The official loader (`lapo/data_loader.py`) ignores `done` and its windows straddle episodes; ours
-never do. With `done=None` the convention comes from the directory's owner marker, 'last' for data of earlier versions of this project
-(`_COMPLETE.json` without owner marker), else 'first' (official data).
+never do. With `done=None` the convention comes from the directory's owner marker, 'last' for data of earlier
+versions of this project (`_COMPLETE.json` without owner marker), else 'first' (official data).
 
 Episode files (`episodes`; AIME and DreamerV2/APV): one `.npz` per episode, observation keys (`image` uint8
 (T+1, H, W, C), sensors (T+1, D) or (T+1,)), `pre_action` (AIME) or `action` (DreamerV2: `action[t]` led to
