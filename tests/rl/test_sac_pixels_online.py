@@ -5,9 +5,12 @@ images of its replay file."""
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
+from vidrl_jax.data.replay import ReplayBuffer
 from vidrl_jax.envs.host import BatchEnv
 from vidrl_jax.errors import VidrlError
 from vidrl_jax.rl import offpolicy, sac
@@ -108,6 +111,41 @@ def test_pixel_sac_resume_equals_uninterrupted(tmp_path):
   rows_a, rows_b = wa.rows("pix"), wb.rows("pix")
   assert [(r["step"], r.get("episode_return"), r.get("critic_loss"), r.get("eval/mean_return")) for r in rows_a] == \
       [(r["step"], r.get("episode_return"), r.get("critic_loss"), r.get("eval/mean_return")) for r in rows_b]
+
+
+def test_extra_source_reaches_the_aux_relabel(tmp_path):
+  """RLV's shape: a fixed action-free pool of images beside the interaction replay, 8 + 4 per update; the aux
+  relabel receives the pool's draws (uint8 images, as SAC sees them) and appends them to the SAC batch."""
+  pool = ReplayBuffer(40, {"state": ((1,), np.float32), "image": ((12, 12, 3), np.uint8)}, rewards=False)
+  env = ColourEnv(5)
+  frames = [env.reset(7)] + [env.step(np.zeros(1))[0] for _ in range(5)]
+  pool.add_episode({"obs": {"image": np.stack([f["image"] for f in frames]),
+                            "state": np.stack([f["clock"] for f in frames])}})
+
+  def relabel(params, encode, batch, rng):   # the observation half with zero actions and rewards (RLV's Eq. 2 aside)
+    video, n = batch["video"], batch["video"]["discount"].shape[0]
+    join = lambda a, b: jnp.concatenate([a, b], axis=0)
+    return dict(obs=jax.tree.map(join, batch["obs"], video["obs"]),
+                next_obs=jax.tree.map(join, batch["next_obs"], video["next_obs"]),
+                action=join(batch["action"], jnp.zeros((n, 1))), reward=join(batch["reward"], jnp.zeros(n)),
+                discount=join(batch["discount"], video["discount"]),
+                video_uint8=jnp.float32(video["obs"]["image"].dtype == jnp.uint8))
+
+  def loss(params, encode, batch, rng):
+    feat = encode(batch["obs"])
+    return {"probe": jnp.square(feat @ params["w"])}, {"rows": jnp.float32(feat.shape[0]),
+                                                        "video_uint8": batch["video_uint8"]}
+  aux = sac.Aux(init=lambda rng, feat, a: {"w": jnp.zeros((feat.shape[-1],))}, loss=loss, weights={"probe": 0.0},
+                optimizer=optax.sgd(0.0), relabel=relabel)
+  config = _config(batch_size=8, random_steps=8, num_episodes=3, checkpoint_every_episodes=0)
+  task = offpolicy.sac_task("pix", ColourEnv(5), ["clock", "image"], config, seed=0, aux=aux,
+                            extra_sources={"video": (pool, 4)})
+  writer = MetricWriter(str(tmp_path))
+  state, _ = run(task, loop_config(progress=False), str(tmp_path), writer, seed=0)
+  rows = [r for r in writer.rows("pix") if "aux/rows" in r]
+  assert int(state.step) > 0 and rows and all(r["aux/rows"] == 12 and r["aux/video_uint8"] == 1 for r in rows)
+  with pytest.raises(VidrlError, match="clash"):
+    offpolicy.sac_task("pix", ColourEnv(5), ["image"], config, seed=0, extra_sources={"obs": (pool, 4)})
 
 
 def test_image_obs_keys_errors_are_one_sentence():

@@ -129,13 +129,15 @@ def evaluate_policy(env: Any, obs_keys: Sequence[str], params: Any, seeds: Seque
 
 def sac_task(name: str, env: Any, obs_keys: Sequence[str] | None, config: ml_collections.ConfigDict, seed: int, *,
              on_episode: Callable[[int, dict], None] | None = None, eval_env: Any = None,
-             aux: sac.Aux | None = None) -> Task:
+             aux: sac.Aux | None = None, extra_sources: Mapping[str, tuple[Any, int]] | None = None) -> Task:
   """SAC as an online stage of the shared loop (`vidrl_jax.train.run`) on a host env (`obs_keys`: its vector keys
   and optionally its image, named by `config.image_key`: pixel SAC) or a JAX-native `VecEnv` (`obs_keys` None:
   its one vector observation): `config.num_episodes` episodes of the env's episode length (per env copy: the env
   steps a run of untruncated episodes takes), an update burst of `round(train_every * updates_per_step)` updates
   of `batch_size` after every `train_every` (vector) env steps. `aux`: auxiliary losses on the shared encoder
-  (`sac.Aux`), passed to `sac.init` and `sac.make_update_burst`.
+  (`sac.Aux`), passed to `sac.init` and `sac.make_update_burst`. `extra_sources` {name: (source, share)}: more
+  pools the `Sampler` draws from after the replay (RLV's action-free observations); each update's SAC batch
+  carries their draws under their names (obs and next_obs as SAC sees them), for `aux.relabel` to use.
 
   Logged per `ceil(episode length / train_every)` loop steps (about an episode): `episode_return`,
   `episode_length`, `steps_per_s`, the mean update metrics (`sac.SAC_METRICS`), `env_steps` and `episodes`.
@@ -160,13 +162,18 @@ def sac_task(name: str, env: Any, obs_keys: Sequence[str] | None, config: ml_col
                      f"length and the action size must be >= 1; got {config.num_episodes}, {config.train_every}, "
                      f"{B}, {K}, {length} and {A}")
   replay = ReplayBuffer(config.replay_capacity, spec, action_dim=A, streams=env.num_envs if vec else 1)
+  extra_sources = dict(extra_sources or {})
+  clash = sorted(set(extra_sources) & {"replay", "obs", "action", "reward", "next_obs", "discount"})
+  if clash:
+    raise VidrlError(f"extra_sources {clash} clash with the names of SAC's batch or its replay; rename them")
   sac_spec = spec if image_key in spec else spec[STATE][0][0]   # a dict switches the image encoder on
   learner = sac.learner_config(config)
 
   def policy(state: sac.SACState, obs: Mapping[str, jax.Array], rng: jax.Array) -> jax.Array:
     return sac.act(sac.policy_params(state), agent_obs(obs, image_key), rng, False, learner, A)
 
-  collector = make_collector(env, replay, Sampler({"replay": (replay, B)}, seed), policy,
+  sampler = Sampler({"replay": (replay, B), **extra_sources}, seed)
+  collector = make_collector(env, replay, sampler, policy,
                              rng=stage_rng(seed, f"{name}/act"), seed=seed, train_every=config.train_every,
                              updates_per_burst=K, random_steps=config.random_steps, min_transitions=B,
                              obs_fn=None if vec else (lambda obs: stored_obs(obs, obs_keys, image_key)),
@@ -174,9 +181,11 @@ def sac_task(name: str, env: Any, obs_keys: Sequence[str] | None, config: ml_col
   burst = sac.make_update_burst(config, aux)
 
   def step(state: sac.SACState, batch: dict, rng: jax.Array) -> tuple[sac.SACState, dict]:
-    b = batch["replay"]
-    return burst(state, dict(obs=agent_obs(b["obs"], image_key), action=b["action"], reward=b["reward"],
-                             next_obs=agent_obs(b["next_obs"], image_key), discount=b["discount"]), rng)
+    seen = {k: {**b, "obs": agent_obs(b["obs"], image_key), "next_obs": agent_obs(b["next_obs"], image_key)}
+            for k, b in batch.items()}
+    b = seen.pop("replay")
+    return burst(state, dict(obs=b["obs"], action=b["action"], reward=b["reward"], next_obs=b["next_obs"],
+                             discount=b["discount"], **seen), rng)
 
   evaluate = None
   if eval_env is not None and vec:   # the same episodes at every evaluation
