@@ -241,7 +241,12 @@ def test_obs_vector_and_bad_obs_keys(tmp_path):
   np.testing.assert_array_equal(vec, np.concatenate([obs["vel"], obs["pos"]]))
   batched = {k: np.stack([v, v]) for k, v in obs.items()}
   np.testing.assert_array_equal(offpolicy.obs_vector(batched, ["vel", "pos"]), np.stack([vec, vec]))
-  assert offpolicy.obs_dim(DriftEnv(), ["vel", "pos"]) == 3
-  for keys, match in ((["speed"], "obs_keys"), (["pos", "image"], "vector observations")):
+  assert offpolicy.obs_spec(DriftEnv(), ["vel", "pos"], "image") == {"state": ((3,), np.float32)}
+  stored = offpolicy.stored_obs(obs, ["vel", "pos"], "image")   # vector keys only: SAC sees the vector itself
+  assert set(stored) == {"state"} and offpolicy.agent_obs(stored, "image") is stored["state"]
+  stored = offpolicy.stored_obs(batched, ["vel", "image", "pos"], "image")   # with the image: the dict
+  np.testing.assert_array_equal(stored["state"], np.stack([vec, vec]))
+  assert stored["image"].dtype == np.uint8 and offpolicy.agent_obs(stored, "image") is stored
+  for keys, match in ((["speed"], "obs_keys"), ([], "obs_keys"), (["pos", "image"], "image_key 'pixels'")):
     with pytest.raises(VidrlError, match=match):
-      offpolicy.sac_task("sac", DriftEnv(), keys, _tiny_config(num_episodes=1), seed=0)
+      offpolicy.sac_task("sac", DriftEnv(), keys, _tiny_config(num_episodes=1, image_key="pixels"), seed=0)
