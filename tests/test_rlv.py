@@ -214,3 +214,42 @@ def test_bad_configs_and_batches_are_one_sentence():
   batch["observation"].pop("action")
   with pytest.raises(VidrlError, match=r"lack \['action'\]"):
     aux.relabel(params, _identity, batch, None)
+  with pytest.raises(VidrlError, match="1-D actions"):
+    sac.init(jax.random.PRNGKey(0), D, 2, sac.sac_config(), model.make_aux(model.rlv_config(), A))
+
+
+class LineEnv:
+  """A point on a line: position += 0.3 * action from 0, reward -|position - 1|, 8 steps (a host env)."""
+  name = "line"
+  obs_spec = {"pos": ((1,), np.float32)}
+  action_dim = 1
+  max_steps = 8
+
+  def reset(self, seed):
+    self.pos = np.zeros(1, np.float32)
+    return {"pos": self.pos.copy()}
+
+  def step(self, action):
+    self.pos = self.pos + 0.3 * np.clip(np.asarray(action, np.float32).reshape(1), -1, 1)
+    return {"pos": self.pos.copy()}, -float(abs(self.pos[0] - 1.0)), False
+
+
+def test_sac_task_with_an_observation_pool_end_to_end(tmp_path):
+  """The interface the RLV pipeline uses: `sac_task(..., aux=make_aux(...), extra_sources={"observation": (pool,
+  share)})` with an action-free pool of expert-like episodes (stored as the replay stores them, key "state")."""
+  from vidrl_jax.rl import offpolicy
+  from vidrl_jax.train import MetricWriter, loop_config, run
+  pool = ReplayBuffer(64, {"state": ((1,), np.float32)}, rewards=False)
+  for _ in range(3):
+    pool.add_episode({"obs": {"state": np.linspace(0, 1, 5, dtype=np.float32)[:, None]}})
+  config = sac.sac_config(actor_hidden=(16,), critic_hidden=(16,), batch_size=8, random_steps=8, train_every=4,
+                          num_episodes=4, checkpoint_every_episodes=0)
+  aux = model.make_aux(model.rlv_config(inverse_hidden=(8,), discriminator_hidden=(8,)), LineEnv.action_dim)
+  task = offpolicy.sac_task("rlv", LineEnv(), ["pos"], config, seed=0, aux=aux,
+                            extra_sources={"observation": (pool, 4)})
+  writer = MetricWriter(str(tmp_path))
+  state, _ = run(task, loop_config(progress=False), str(tmp_path), writer, seed=0)
+  rows = [r for r in writer.rows("rlv") if "aux/loss/inverse" in r]
+  assert int(state.step) > 0 and rows
+  assert all(np.isfinite(r[k]) for r in rows for k in ("aux/loss/inverse", "aux/loss/discriminator",
+                                                        "aux/loss/adversarial", "critic_loss"))

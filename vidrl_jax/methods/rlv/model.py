@@ -119,7 +119,10 @@ def make_aux(config: ml_collections.ConfigDict, action_dim: int) -> sac.Aux:
   obs_actions, obs_rewards, last_terminal = str(config.obs_actions), str(config.obs_rewards), bool(
       config.obs_last_is_terminal)
 
-  def init(rng: jax.Array, feat: jax.Array, action_dim_: int) -> dict:
+  def init(rng: jax.Array, feat: jax.Array, sac_action_dim: int) -> dict:
+    if int(sac_action_dim) != action_dim:
+      raise VidrlError(f"RLV's aux was made for {action_dim}-D actions but SAC has {sac_action_dim}; pass SAC's "
+                       f"action size to make_aux")
     rng_inv, rng_disc = jax.random.split(rng)
     params = {"inverse": inverse.init(rng_inv, feat, feat)}
     if adversarial:
@@ -161,7 +164,7 @@ def make_aux(config: ml_collections.ConfigDict, action_dim: int) -> sac.Aux:
       raise VidrlError("RLV's loss needs the batch its relabel returns; build the Aux with make_aux, not by hand")
     target, domain = batch[INTERACTION_ACTION], batch[DOMAIN]
     n = target.shape[0]
-    h = encode(batch["obs"])
+    h = encode(batch["obs"] if adversarial else _rows(batch["obs"], slice(0, n)))   # no discriminator: n rows
     predicted = inverse.apply(params["inverse"], h[:n], encode(_rows(batch["next_obs"], slice(0, n))))
     sq_err = jnp.sum(jnp.square(predicted - target), axis=-1)   # Eq. 1
     terms = {"inverse": jnp.mean(sq_err)}
