@@ -166,3 +166,28 @@ def test_aux_on_vector_observations_sees_the_states_themselves():
                                                                   jax.random.PRNGKey(1))
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9), new.critic_params,
                plain.critic_params)
+
+
+def test_vector_encoder_is_off_by_default_and_trained_by_aux_losses_when_on():
+  """`state_encoder_hidden` puts a shared MLP between vector observations and the heads; the aux losses reach it
+  (RLV's adversarial term on state tasks), and the default keeps the vector itself as the feature."""
+  r = np.random.default_rng(0)
+  batch = dict(obs=jnp.asarray(r.normal(size=(6, 3)), jnp.float32),
+               action=jnp.asarray(r.uniform(-1, 1, (6, A)), jnp.float32),
+               reward=jnp.asarray(r.normal(size=6), jnp.float32),
+               next_obs=jnp.asarray(r.normal(size=(6, 3)), jnp.float32), discount=jnp.ones(6, jnp.float32))
+  assert sac.init(jax.random.PRNGKey(0), 3, A, _config()).encoder_params is None
+  config = _config(state_encoder_hidden=(8, 5))
+  moved = {}
+  for weight in (0.0, 1.0):
+    aux = _probe_aux(weight)
+    state = sac.init(jax.random.PRNGKey(0), 3, A, config, aux)
+    assert jax.tree.leaves(state.aux_params)[0].shape == (5,)       # the probe sees the encoder's 5 features
+    new, metrics = sac.update(state, batch, jax.random.PRNGKey(1), config, aux)
+    assert np.isfinite(float(metrics["critic_loss"]))
+    moved[weight] = jax.tree.map(lambda a, b: np.asarray(a - b), new.encoder_params, state.encoder_params)
+    action = sac.act(sac.policy_params(new), batch["obs"], jax.random.PRNGKey(2), True, config, A)
+    assert action.shape == (6, A)
+  diffs = [np.abs(a - b).max() for a, b in zip(jax.tree.leaves(moved[0.0]), jax.tree.leaves(moved[1.0]))]
+  assert max(diffs) > 1e-6          # the aux term's gradient reached the vector encoder
+  assert all(np.abs(d).max() > 0 for d in jax.tree.leaves(moved[0.0]))   # the critic trains it too

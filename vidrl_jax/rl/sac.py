@@ -57,7 +57,7 @@ SAC_METRICS = ("critic_loss", "actor_loss", "alpha_loss", "alpha", "entropy", "q
 # The config fields the networks and updates read; the rest only steer the training loop.
 LEARNER_KEYS = ("actor_hidden", "critic_hidden", "actor_lr", "critic_lr", "alpha_lr", "gamma", "tau",
                 "init_temperature", "target_entropy", "log_std_min", "log_std_max", "encoder_filters",
-                "encoder_kernel", "image_key", "augment_pad")
+                "encoder_kernel", "image_key", "augment_pad", "state_encoder_hidden")
 
 
 def sac_config(**overrides) -> ml_collections.ConfigDict:
@@ -66,7 +66,10 @@ def sac_config(**overrides) -> ml_collections.ConfigDict:
 
   `target_entropy=None` means `-action_dim`. Dict observations only: `encoder_filters`/`encoder_kernel` (RLV's
   conv net: 16/16/32 filters of 5x5, each with a 2x2 max-pool), `image_key`, `augment_pad` (pad-and-crop
-  augmentation, 0: none). Every `train_every` env steps the loop runs `round(train_every * updates_per_step)`
+  augmentation, 0: none). Vector observations only: `state_encoder_hidden` (default (): none, the vector itself
+  is the feature) puts a relu MLP with these widths between the vector and the actor/critic, a shared encoder
+  trained as the pixel one is (by the critic and the auxiliary losses; RLV's state-based domain shift needs it for
+  the adversarial term to reach what SAC sees). Every `train_every` env steps the loop runs `round(train_every * updates_per_step)`
   updates in one jitted call, once `random_steps` env steps are done and the replay holds `batch_size`
   transitions. `num_episodes`, `checkpoint_every_episodes`, `eval_every_episodes` (0: never), `eval_episodes` and
   `replay_capacity` are for `vidrl_jax.rl.offpolicy.sac_task` (SAC as an online stage of the shared loop).
@@ -75,7 +78,7 @@ def sac_config(**overrides) -> ml_collections.ConfigDict:
       actor_hidden=(256, 256), critic_hidden=(256, 256), actor_lr=3e-4, critic_lr=3e-4, alpha_lr=3e-4,
       gamma=0.99, tau=0.005, init_temperature=0.1, target_entropy=None, batch_size=256, random_steps=1000,
       train_every=50, updates_per_step=1.0, log_std_min=-5.0, log_std_max=2.0, encoder_filters=(16, 16, 32),
-      encoder_kernel=5, image_key="image", augment_pad=4, replay_capacity=1_000_000, num_episodes=1000,
+      encoder_kernel=5, image_key="image", augment_pad=4, state_encoder_hidden=(), replay_capacity=1_000_000, num_episodes=1000,
       checkpoint_every_episodes=5, eval_every_episodes=0, eval_episodes=5))
   c.update(overrides)
   return c
@@ -154,7 +157,11 @@ def critic_module(config: ml_collections.ConfigDict) -> TwinQ:
   return TwinQ(tuple(config.critic_hidden))
 
 
-def encoder_module(config: ml_collections.ConfigDict) -> ObsEncoder:
+def encoder_module(config: ml_collections.ConfigDict, vector: bool = False) -> nn.Module:
+  """The shared encoder: `ObsEncoder` for dict observations; for vectors the `state_encoder_hidden` MLP."""
+  if vector:
+    hidden = tuple(config.state_encoder_hidden)
+    return MLP(hidden=hidden[:-1], out=hidden[-1])
   return ObsEncoder(tuple(config.encoder_filters), int(config.encoder_kernel), str(config.image_key))
 
 
@@ -194,6 +201,10 @@ def _init_jit(rng: jax.Array, spec: int | tuple, action_dim: int, config: ml_col
   encoder = None
   if isinstance(spec, int):
     feat = jnp.zeros((1, spec), jnp.float32)
+    if config.state_encoder_hidden:
+      encoder = encoder_module(config, vector=True)
+      encoder_params = encoder.init(jax.random.fold_in(rng, 1), feat)
+      feat = encoder.apply(encoder_params, feat)
   else:
     encoder = encoder_module(config)
     obs = {k: jnp.zeros((1, *shape), dtype) for k, shape, dtype in spec}
@@ -224,7 +235,9 @@ def policy_params(state: SACState) -> dict:
 
 def _encode(config: ml_collections.ConfigDict, encoder_params: Params, obs: Any) -> jax.Array:
   """Features of obs: the encoder's output, or the vector observation itself when there is no encoder."""
-  return obs if encoder_params is None else encoder_module(config).apply(encoder_params, obs)
+  if encoder_params is None:
+    return obs
+  return encoder_module(config, vector=not isinstance(obs, Mapping)).apply(encoder_params, obs)
 
 
 def act(params: dict, obs: Any, rng: jax.Array, deterministic: bool, config: ml_collections.ConfigDict,
