@@ -30,11 +30,15 @@ def to_rgb(frame: np.ndarray) -> np.ndarray:
 
 
 def curves(path: str, series: Mapping[str, tuple[Sequence[float], Sequence[float]]], xlabel: str,
-           ylabel: str, title: str, hlines: Mapping[str, float] | None = None) -> str:
-  """Line plot of {label: (x, y)} plus optional horizontal reference lines {label: y}."""
+           ylabel: str, title: str, hlines: Mapping[str, float] | None = None,
+           spread: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None) -> str:
+  """Line plot of {label: (x, y)} plus optional horizontal reference lines {label: y} and shaded bands {label:
+  (low, high)} around the series of the same label (e.g. mean +- standard error)."""
   fig, ax = plt.subplots(figsize=(6, 4))
   for label, (x, y) in series.items():
-    ax.plot(x, y, label=label)
+    line, = ax.plot(x, y, label=label)
+    if spread and label in spread:
+      ax.fill_between(x, spread[label][0], spread[label][1], color=line.get_color(), alpha=0.2)
   for label, y in (hlines or {}).items():
     ax.axhline(y, ls="--", lw=1, color="gray")
     ax.text(ax.get_xlim()[0], y, f" {label}", va="bottom", fontsize=8, color="gray")
