@@ -106,6 +106,14 @@ def test_aggregate_is_mean_and_standard_error():
   np.testing.assert_allclose(agg["se"], [5.0, 10.0])   # std (ddof 1) / sqrt(2): |a - b| / 2
 
 
+def test_steps_to_sac_final_return_and_ratio():
+  curves = {"sac": dict(env_steps=[10, 20, 30, 40], mean=[-100.0, -90.0, -70.0, -80.0], final=[-80.0]),
+            "rlv/medium": dict(env_steps=[10, 20, 30, 40], mean=[-100.0, -75.0, -60.0, -60.0], final=[-60.0])}
+  assert pipeline.steps_to(curves["sac"], -80.0) == 30 and pipeline.steps_to(curves["sac"], 0.0) is None
+  out = pipeline.speedup(curves)["rlv/medium"]
+  assert (out["threshold"], out["sac_steps"], out["rlv_steps"], out["ratio"]) == (-80.0, 30, 20, 20 / 30)
+
+
 def _launch(workdir, *extra):
   cmd = [sys.executable, os.path.join(ROOT, "experiments", "rlv.py"),
          f"--config={os.path.join(ROOT, 'configs', 'rlv.py')}:smoke", f"--workdir={workdir}", *extra]

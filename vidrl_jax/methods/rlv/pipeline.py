@@ -57,8 +57,32 @@ def aggregate(curves: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, list[flo
               final=ys[:, -1].tolist() if common else [])
 
 
+def steps_to(agg: dict, threshold: float) -> int | None:
+  """The first env step at which a mean curve reaches `threshold` (None if it never does)."""
+  hit = [s for s, m in zip(agg["env_steps"], agg["mean"]) if m >= threshold]
+  return hit[0] if hit else None
+
+
+def speedup(curves: dict) -> dict:
+  """Paper Fig. 3b's question per quality: steps for SAC and for RLV to reach SAC's final mean return, and their
+  ratio (RLV / SAC; below 0.5 is the issue's bar)."""
+  sac = curves["sac"]
+  if not sac["env_steps"]:
+    return {}
+  threshold = float(np.mean(sac["final"]))
+  out = {}
+  for name, agg in curves.items():
+    if name.startswith("rlv/"):
+      a, b = steps_to(sac, threshold), steps_to(agg, threshold)
+      out[name] = dict(threshold=threshold, sac_steps=a, rlv_steps=b,
+                       ratio=None if a is None or b is None else b / a)
+  return out
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   unknown = sorted(set(config.methods) - set(METHODS))
+  if not config.seeds:
+    raise VidrlError("config.seeds is empty; give at least one seed, e.g. --config.seeds='(0,)'")
   if unknown or "sac" not in config.methods:
     raise VidrlError(f"config.methods {tuple(config.methods)} must hold 'sac' (the baseline) and may hold "
                      f"'rlv'; known methods are {METHODS}")
@@ -86,7 +110,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   curves = {k: aggregate([curve(writer, s, per_step) for s in names]) for k, names in stages.items()}
   results = dict(pools={q: {k: p[k] for k in ("mean_return", "std_return", "episodes", "expert_episodes")
                             if k in p} for q, p in pools.items()},
-                 curves=curves, seeds=list(config.seeds), seconds=dict(data=round(t_data, 1),
+                 curves=curves, speedup=speedup(curves), seeds=list(config.seeds), seconds=dict(data=round(t_data, 1),
                                                                        total=round(time.time() - t0, 1)))
   results["plots"] = _plots(workdir, curves, pools)
   io.write_json(os.path.join(workdir, "results.json"), results)
@@ -103,7 +127,8 @@ def _plots(workdir: str, curves: dict, pools: dict) -> list[str]:
     spread = {k: (np.subtract(v["mean"], v["se"]), np.add(v["mean"], v["se"])) for k, v in shown.items()}
     paths.append(plots.curves(os.path.join(workdir, f"returns_{quality}.png"), series, "environment steps",
                               "greedy return (mean +- s.e.)", f"Acrobot, {quality}-quality observations",
-                              hlines={f"{quality} data": pool["mean_return"]}, spread=spread))
+                              hlines={f"{quality} data": pool["mean_return"]} if "mean_return" in pool else None,
+                              spread=spread))
   return paths
 
 
@@ -112,12 +137,16 @@ def report(results: dict) -> str:
   n = len(results["seeds"])
   lines = ["# RLV on Acrobot", "", "| observation pool | episodes | expert episodes | mean return |", "|---|---|---|---|"]
   for q, p in results["pools"].items():
-    lines.append(f"| {q} | {p.get('episodes', '')} | {p.get('expert_episodes', '')} | {p['mean_return']:.1f} |")
+    ret = f"{p['mean_return']:.1f}" if "mean_return" in p else "n/a (not written by the project)"
+    lines.append(f"| {q} | {p.get('episodes', '')} | {p.get('expert_episodes', '')} | {ret} |")
   lines += ["", f"Final greedy return over {n} seed(s) (mean +- s.e.):", "",
             "| method | env steps | final return |", "|---|---|---|"]
   for k, c in results["curves"].items():
     if c["env_steps"]:
       se = np.std(c["final"], ddof=1) / np.sqrt(n) if n > 1 else 0.0
       lines.append(f"| {k} | {c['env_steps'][-1]} | {np.mean(c['final']):.1f} +- {se:.1f} |")
+  for k, v in results.get("speedup", {}).items():
+    lines.append(f"\n{k}: SAC's final return {v['threshold']:.1f} reached after {v['rlv_steps']} env steps "
+                 f"(SAC: {v['sac_steps']}; ratio {v['ratio']})")
   lines += ["", f"Time: data {results['seconds']['data']} s, total {results['seconds']['total']} s.", ""]
   return "\n".join(lines)
