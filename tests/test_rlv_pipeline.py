@@ -99,6 +99,18 @@ def test_pools_are_observation_only_with_is_last(tmp_path):
     rlv_data.write_pool(directory, episodes, dict(quality="low"))
 
 
+def test_snapshots_must_be_known_and_increasing(tmp_path):
+  sys.path.insert(0, os.path.join(ROOT, "configs"))
+  import rlv as rlv_configs   # configs/rlv.py
+  config = rlv_configs.get_config("smoke")
+  for snapshots, message in ((dict(low=3, medium=2), "increasing"), (dict(med=2), "names \\['med'\\]")):
+    config.unlock()
+    config.data.snapshots = snapshots
+    with pytest.raises(VidrlError, match=message):
+      rlv_data.make_pools(config, str(tmp_path), MetricWriter(str(tmp_path)))
+  assert not os.listdir(tmp_path)   # nothing trained or written
+
+
 def test_aggregate_is_mean_and_standard_error():
   curves = [(np.array([10, 20]), np.array([-100.0, -80.0])), (np.array([10, 20, 30]), np.array([-90.0, -60.0, 0.0]))]
   agg = pipeline.aggregate(curves)

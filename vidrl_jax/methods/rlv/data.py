@@ -100,6 +100,10 @@ def make_pools(config: ml_collections.ConfigDict, workdir: str, writer: MetricWr
   pools are read back, not redone; a directory the project did not write is used as it is."""
   d = config.data
   root = d.dir or os.path.join(workdir, "data")
+  unknown = sorted(set(d.snapshots) - set(QUALITIES))
+  if unknown or not d.snapshots:
+    raise VidrlError(f"data.snapshots names {unknown or 'no qualities'}; give expert episodes for some of "
+                     f"{QUALITIES}")
   order = sorted(d.snapshots.items(), key=lambda kv: kv[1])
   if [q for q, _ in order] != [q for q in QUALITIES if q in d.snapshots]:
     raise VidrlError(f"data.snapshots {dict(d.snapshots)} must give increasing expert episodes for "
