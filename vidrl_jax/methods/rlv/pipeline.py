@@ -22,6 +22,7 @@ from vidrl_jax import io, plots
 from vidrl_jax.envs.base import VecEnv
 from vidrl_jax.errors import VidrlError
 from vidrl_jax.methods.rlv import data as rlv_data
+from vidrl_jax.methods.rlv import model
 from vidrl_jax.rl import offpolicy
 from vidrl_jax.train import MetricWriter, run
 from vidrl_jax.train.loop import Task
@@ -33,7 +34,6 @@ def rlv_task(name: str, env: VecEnv, config: ml_collections.ConfigDict, seed: in
              eval_env: VecEnv) -> Task:
   """RLV as an online stage: SAC (`config.sac`) with the RLV aux (`methods.rlv.model.make_aux` on
   `rlv_config(**config.rlv)`) and the observation `pool` drawn `config.obs_batch` per update beside SAC's batch."""
-  from vidrl_jax.methods.rlv import model   # the RLV model (inverse model, Eq. 2 labels, discriminator)
   rlv = model.rlv_config(**config.rlv)
   aux = model.make_aux(rlv, env.action_shape[0])
   return offpolicy.sac_task(name, env, None, config.sac, seed, eval_env=eval_env, aux=aux,
