@@ -18,7 +18,8 @@ per quality.
   2-core CPU shared with other jobs, 4.1 min: expert 130 / 400 / 800 episodes, 100 stochastic episodes per pool):
   pools of -98.9 (low), -90.9 (medium), -92.1 (high) per episode; an expert of seed 1 gave -100 / -95.0 / -82.8
   after 130 / 250 / 500 episodes (the expert's progress varies much between seeds). The seed-0 expert's
-  stochastic return plateaus near -90 after 20k steps (greedy about -84 at 30k), so only the low pool is at the official level (-99); medium and
+  stochastic return plateaus near -90 after 20k steps (greedy about -84 at 30k), so only the low pool is at
+  the official level (-99); medium and
   high (-79, -63) need a stronger expert (longer training or tuned SAC): open. One run of each method, seed 0,
   medium pool, 20k env steps (with the RLV model of issue 8 merged in): SAC 51 s, final greedy return -91.8
   (first off -100 at 17k steps); RLV 91 s, -78.2 (SAC's final return reached at 11k steps). The whole preset

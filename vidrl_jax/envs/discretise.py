@@ -3,7 +3,8 @@ env's discrete actions.
 
 RLV's Acrobot (`AcrobotContinuous` of the official code) is gymnax Acrobot-v1 behind this wrapper with thresholds
 (-0.5, 0.5): a <= -0.5 -> action 0 (torque -1), -0.5 < a <= 0.5 -> action 1 (no torque), a > 0.5 -> action 2
-(torque +1) (the ties are a choice: they have probability 0 under SAC's policy). So a continuous-control learner (SAC) runs on a discrete env without a method-specific env.
+(torque +1) (the ties are a choice: they have probability 0 under SAC's policy). So a continuous-control learner
+(SAC) runs on a discrete env without a method-specific env.
 """
 
 from __future__ import annotations

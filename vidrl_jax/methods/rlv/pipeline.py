@@ -135,7 +135,8 @@ def _plots(workdir: str, curves: dict, pools: dict) -> list[str]:
 def report(results: dict) -> str:
   """results.md: the pools' returns and each method's final greedy return (mean +- s.e. over seeds)."""
   n = len(results["seeds"])
-  lines = ["# RLV on Acrobot", "", "| observation pool | episodes | expert episodes | mean return |", "|---|---|---|---|"]
+  lines = ["# RLV on Acrobot", "", "| observation pool | episodes | expert episodes | mean return |",
+           "|---|---|---|---|"]
   for q, p in results["pools"].items():
     ret = f"{p['mean_return']:.1f}" if "mean_return" in p else "n/a (not written by the project)"
     lines.append(f"| {q} | {p.get('episodes', '')} | {p.get('expert_episodes', '')} | {ret} |")
