@@ -18,8 +18,9 @@ trains on both (line 15). `loss` holds the terms of Eq. 4 besides SAC's own (lin
 
 Ablations (paper Fig. 8): `obs_actions` "inverse" | "true" | "zeros" and `obs_rewards` "eq2" | "true" | "zeros"
 ("true" reads the pool's `action` / `reward`), `adversarial=False` drops the discriminator and both its terms. The
-inverse model is trained under every switch (it shapes the encoder as in RLV). Vector observations have no encoder
-(`encode` is the identity): the adversarial term then has nothing to train but the discriminator.
+inverse model is trained under every switch (it shapes the encoder as in RLV). Vector observations have an encoder
+only with SAC's `state_encoder_hidden` set (else `encode` is the identity and the adversarial term has nothing to
+train but the discriminator): set it for the state-based domain shift.
 """
 
 from __future__ import annotations
