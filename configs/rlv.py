@@ -22,8 +22,10 @@ per quality.
   the official level (-99); medium and
   high (-79, -63) need a stronger expert (longer training or tuned SAC): open. One run of each method, seed 0,
   medium pool, 20k env steps (with the RLV model of issue 8 merged in): SAC 51 s, final greedy return -91.8
-  (first off -100 at 17k steps); RLV 91 s, -78.2 (SAC's final return reached at 11k steps). The whole preset
-  is not yet timed: from these, about 4 + 3 x 0.9 + 9 x 1.5 = 20 min.
+  (first off -100 at 17k steps); RLV 91 s, -78.2 (SAC's final return reached at 11k steps). The whole preset,
+  measured: 25 min wall (5.9 min expert and pools; the first half beside the test suite). Final greedy return
+  over seeds 0-2 (mean +- s.e.): SAC -95.3 +- 3.5; RLV low -85.6 +- 2.7, medium -77.3 +- 4.1, high -81.1 +- 3.0;
+  RLV reaches SAC's final return after 9k / 10k / 7k env steps against SAC's 17k (docs/rlv_cpu/).
 - `paper`: 5 seeds, the same expert and pools, SAC/RLV for 500 episodes (50k env steps). Meta-World (the paper's
   manipulation tasks) and the domain-shifted data are a later step of issue 8.
 """
