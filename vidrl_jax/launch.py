@@ -9,7 +9,8 @@ import sys
 from typing import Callable, Sequence
 
 import jax
-from absl import flags, logging
+from absl import app, flags, logging
+from ml_collections import config_flags
 
 from vidrl_jax.errors import VidrlError
 
@@ -33,6 +34,14 @@ def main(train_and_evaluate: Callable, config, workdir: str) -> None:
   except VidrlError as e:
     sys.exit(f"error: {e}")
   print(json.dumps({k: v for k, v in results.items() if k not in ("plots", "data")}, indent=1, default=str))
+
+
+def run_launcher(train_and_evaluate: Callable, default_config: str, what: str) -> None:
+  """All of `experiments/<method>.py`: the `--config` (file:preset, `--config.key=value` overrides) and
+  `--workdir` flags, then `main` under absl with one-sentence flag errors (`parse_flags`)."""
+  config = config_flags.DEFINE_config_file("config", default_config, f"{what} config and preset.")
+  workdir = workdir_flag()
+  app.run(lambda argv: main(train_and_evaluate, config.value, workdir.value), flags_parser=parse_flags)
 
 
 def parse_flags(argv: Sequence[str]) -> list[str]:
