@@ -43,35 +43,48 @@ def base() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.method = "rlv"
   c.seed = 0                    # the expert's and the pools' seed
-  c.seeds = (0, 1, 2, 3, 4)     # SAC and RLV runs (the same seeds for both)
-  c.methods = ("sac", "rlv")
+  c.seeds = (0, 1, 2, 3, 4)     # every condition's runs (the same seeds for all)
+  c.groups = ("main", "ablations", "bco", "shift")   # what to run (pipeline.GROUPS)
   c.env = ml_collections.ConfigDict(dict(num_envs=1, eval_envs=10, episode_steps=100))
-  c.expert = sac_config(checkpoint_every_episodes=50)   # trained to each of data.snapshots in turn
+  c.expert = sac_config(checkpoint_every_episodes=50, train_every=1)   # trained to each of data.snapshots in turn
   c.data = ml_collections.ConfigDict(dict(
       dir="",                   # '' = <workdir>/data/{low,medium,high}; a directory the project did not write is read
       snapshots=ml_collections.ConfigDict(dict(low=130, medium=400, high=800)),   # expert episodes per quality
       episodes=100,             # observation episodes per pool
       greedy=False))            # stochastic expert actions, as in the official replay pools
-  c.sac = sac_config(num_episodes=500, checkpoint_every_episodes=50, eval_every_episodes=10)
+  # SAC as the official code runs it: one update per env step (train_every=1, scanned on device by rl.fused).
+  c.sac = sac_config(num_episodes=500, checkpoint_every_episodes=50, eval_every_episodes=10, train_every=1)
   c.rlv = ml_collections.ConfigDict(dict(adversarial=False))   # overrides of `model.rlv_config` (Acrobot: c3 = 0)
   c.obs_batch = 256             # observation transitions per update, beside SAC's batch_size of interaction
+  # Paper Fig. 8 (there on Visual Pusher; here on Acrobot): other observation actions / rewards.
+  c.ablation_quality = "medium"
+  c.ablations = ml_collections.ConfigDict({
+      "actions_true": dict(obs_actions="true"), "actions_zeros": dict(obs_actions="zeros"),
+      "rewards_true": dict(obs_rewards="true"), "rewards_zeros": dict(obs_rewards="zeros")})
+  c.bco = ml_collections.ConfigDict(dict(random_steps=1000))   # BCO(0) (methods.rlv.baselines)
+  # The state-based domain shift (paper §3.1): the pool through a fixed random invertible map, two strengths.
+  c.shift = ml_collections.ConfigDict(dict(
+      quality="medium", strengths=("weak", "strong"), seed=1234, state_encoder_hidden=(64,),
+      variants=ml_collections.ConfigDict({
+          "sac": {}, "rlv_no_adversarial": dict(adversarial=False),
+          "rlv": dict(adversarial=True), "rlv_official": dict(adversarial=True, official_stop_gradient=True)})))
   c.loop = loop_config(log_every=100, checkpoint_every=1000, progress=False)
   return c
 
 
 _TINY = {f"{k}.{f}": v for k in ("expert", "sac") for f, v in dict(
-    actor_hidden=(16, 16), critic_hidden=(16, 16), batch_size=8, random_steps=20, train_every=5,
+    actor_hidden=(16, 16), critic_hidden=(16, 16), batch_size=8, random_steps=20,
     checkpoint_every_episodes=2).items()}
 
 PRESETS = {
     "smoke": {
         **_TINY, "seeds": (0, 1), "env.episode_steps": 10, "env.eval_envs": 2,
         "data.snapshots": ml_collections.ConfigDict(dict(low=2, medium=3, high=4)), "data.episodes": 3,
-        "expert.num_episodes": 4, "sac.num_episodes": 4, "sac.eval_every_episodes": 2, "obs_batch": 8,
+        "sac.num_episodes": 4, "sac.eval_every_episodes": 2, "obs_batch": 8, "shift.state_encoder_hidden": (8,),
         "loop.log_every": 2,
     },
     "cpu": {
-        "seeds": (0, 1, 2), "sac.num_episodes": 200,
+        "sac.num_episodes": 200,
     },
     "paper": {},
 }

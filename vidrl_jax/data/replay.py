@@ -25,6 +25,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from vidrl_jax import io
@@ -246,3 +248,38 @@ class ReplayWindows:
     out: dict[str, Any] = {"obs": {k: v[idx] for k, v in r._obs.items()}}
     out.update({f: v[idx] for f, v in r._cols.items()})
     return out
+
+
+# ---- the device form: a ring of transitions inside jit (`vidrl_jax.rl.fused`) --------------------------------
+# A fused program (env, replay and updates in one jitted scan, vmapped over runs) cannot call back into the numpy
+# buffer above, so it keeps its transitions in jax arrays: one row per transition (obs and next_obs both stored,
+# cheap for the vector observations it serves), written at a position every run shares, drawn uniformly.
+
+def ring_init(spec: ObsSpec, capacity: int) -> dict:
+  """Zeros {field: (capacity, *shape)} for spec {field: (shape, dtype)}."""
+  if capacity < 1:
+    raise VidrlError(f"a device replay needs capacity >= 1, got {capacity}")
+  return {k: jnp.zeros((int(capacity), *s), t) for k, (s, t) in spec.items()}
+
+
+def ring_add(ring: dict, rows: dict, index: Any) -> dict:
+  """`rows` {field: (n, ...)} written at rows index .. index + n - 1 (jittable; `index` may be traced). The
+  capacity is a multiple of n and `index` of n, so a write never wraps: an in-place slice update, not a scatter
+  (which XLA's CPU backend may turn into a copy of the whole ring per write)."""
+  if set(rows) != set(ring):
+    raise VidrlError(f"rows have fields {sorted(rows)} but the device replay has {sorted(ring)}")
+  out = {}
+  for k, buf in ring.items():
+    n = rows[k].shape[0]
+    if buf.shape[0] % n:
+      raise VidrlError(f"a device replay of {buf.shape[0]} rows takes writes of {n} rows only if {n} divides it; "
+                       f"round the capacity to a multiple of {n}")
+    start = (index,) + (0,) * (buf.ndim - 1)
+    out[k] = jax.lax.dynamic_update_slice(buf, rows[k].astype(buf.dtype), start)
+  return out
+
+
+def ring_sample(ring: dict, rng: Any, size: Any, shape: tuple[int, ...]) -> dict:
+  """Rows drawn uniformly with replacement from the first `size` (the stored ones), leading axes `shape`."""
+  ids = jax.random.randint(rng, shape, 0, size)
+  return {k: v[ids] for k, v in ring.items()}

@@ -95,8 +95,15 @@ def env_action(env: VecEnv, action: jax.Array) -> jax.Array:
 
 def vec_evaluator(env: VecEnv, policy: Callable[[Any, Obs, jax.Array], Any], obs_key: str = "state"
                   ) -> Callable[[Any, jax.Array], np.ndarray]:
-  """A jitted `(state, rng) -> returns (num_envs,)`: one episode per env copy (`env.max_episode_steps` steps from
-  a reset drawn from `rng`; each copy's first finished episode counts)."""
+  """`(state, rng) -> returns (num_envs,)` as numpy: one episode per env copy (`vec_returns`)."""
+  returns = vec_returns(env, policy, obs_key)
+  return lambda state, rng: np.asarray(returns(state, rng), np.float64)
+
+
+def vec_returns(env: VecEnv, policy: Callable[[Any, Obs, jax.Array], Any], obs_key: str = "state"
+                ) -> Callable[[Any, jax.Array], jax.Array]:
+  """A jitted (and vmappable) `(state, rng) -> returns (num_envs,)`: one episode per env copy
+  (`env.max_episode_steps` steps from a reset drawn from `rng`; each copy's first finished episode counts)."""
   if not env.max_episode_steps:
     raise VidrlError(f"{env.name} has no max_episode_steps; evaluation needs episodes of bounded length")
 
@@ -118,7 +125,7 @@ def vec_evaluator(env: VecEnv, policy: Callable[[Any, Obs, jax.Array], Any], obs
                                        jax.random.split(rng_steps, env.max_episode_steps))
     return total
 
-  return lambda state, rng: np.asarray(returns(state, rng), np.float64)
+  return returns
 
 
 class _ReplayCollector:

@@ -2,12 +2,13 @@
 SAC expert taken at different points of its training.
 
 The official pools are SAC replay pools from three points of training (about -99, -79 and -63 per 100-step
-episode); actions and rewards are discarded. Here one SAC stage (`offpolicy.sac_task`, name "expert") is trained
+episode); actions and rewards are discarded. Here one SAC stage (`rl.fused`, name "expert") is trained
 to increasing episode counts (`snapshots`, one per quality: each rerun of the stage resumes from its last
 checkpoint), and after each the policy (stochastic, as a replay pool holds; or greedy) is rolled out for
 `episodes` episodes on as many env copies, one episode each. A pool is a directory the project owns
 (`data.ownership`) of episode files (`data.formats.episodes`): key `state` (T+1, 6) float32, `is_first`,
-`is_last` (the trajectory's last row), `is_terminal` (the goal was reached there), and no action or reward key;
+`is_last` (the trajectory's last row), `is_terminal` (the goal was reached there), and the expert's `action` and
+`reward` (DreamerV2's layout: row t holds what led to observation t), read only by the true-label ablations;
 its `_COMPLETE.json` records the mean return. `load_pool` reads it as transitions (obs, next_obs, is_last,
 discount) for the `Sampler`.
 """
@@ -28,7 +29,7 @@ from vidrl_jax.envs import env_config, make_env
 from vidrl_jax.envs.base import VecEnv
 from vidrl_jax.envs.discretise import thresholded
 from vidrl_jax.errors import VidrlError
-from vidrl_jax.rl import offpolicy, sac
+from vidrl_jax.rl import fused, sac
 from vidrl_jax.train import MetricWriter, run
 from vidrl_jax.train.loop import stage_rng
 
@@ -58,9 +59,10 @@ def rollout_episodes(env: VecEnv, act: Any, params: Any, rng: jax.Array) -> list
     def body(carry, key):
       state, obs = carry
       k_act, k_env = jax.random.split(key)
-      state, next_obs, _, done, info = env.step(state, act(params, obs, k_act), k_env)
+      action = act(params, obs, k_act)
+      state, next_obs, reward, done, info = env.step(state, action, k_env)
       out = dict(obs=obs, final_obs=info["final_obs"], done=done, terminated=info["terminated"],
-                 ret=info["episode_return"])
+                 ret=info["episode_return"], action=action, reward=reward)
       return (state, next_obs), out
 
     _, traj = jax.lax.scan(body, (state, obs), jax.random.split(k_steps, env.max_episode_steps))
@@ -76,8 +78,11 @@ def rollout_episodes(env: VecEnv, act: Any, params: Any, rng: jax.Array) -> list
     flags = np.zeros(end + 2, bool)
     first, last, terminal = flags.copy(), flags.copy(), flags.copy()
     first[0], last[-1], terminal[-1] = True, True, bool(traj["terminated"][end, i])
-    episodes.append(dict(state=state, is_first=first, is_last=last, is_terminal=terminal,
-                         log_return=np.float32(traj["ret"][end, i])))
+    action = np.concatenate([np.zeros((1, *traj["action"].shape[2:]), np.float32),
+                             traj["action"][:end + 1, i]]).astype(np.float32)
+    reward = np.concatenate([[0.0], traj["reward"][:end + 1, i]]).astype(np.float32)
+    episodes.append(dict(state=state, action=action, reward=reward, is_first=first, is_last=last,
+                         is_terminal=terminal, log_return=np.float32(traj["ret"][end, i])))
   return episodes
 
 
@@ -109,6 +114,9 @@ def make_pools(config: ml_collections.ConfigDict, workdir: str, writer: MetricWr
                      f"low < medium < high; reorder them")
   env = acrobot(config.env.num_envs, config.env.episode_steps)
   roll_env = acrobot(d.episodes, config.env.episode_steps)
+  eval_env = acrobot(config.env.eval_envs, config.env.episode_steps)
+  # One replay size for every snapshot, so each rerun of the stage restores the same state shapes.
+  capacity = min(int(config.expert.replay_capacity), max(d.snapshots.values()) * env.max_episode_steps * env.num_envs)
   learner = sac.learner_config(config.expert)
   act = lambda params, obs, rng: sac.act(params, obs, rng, bool(d.greedy), learner, 1)
   pools = {}
@@ -119,25 +127,44 @@ def make_pools(config: ml_collections.ConfigDict, workdir: str, writer: MetricWr
       pools[quality] = dict(ownership.read_complete(directory) or {}, dir=directory)
       continue
     t0 = time.time()
-    task = offpolicy.sac_task("expert", env, None, _with_episodes(config.expert, episodes), config.seed)
-    expert, _ = run(task, config.loop, workdir, writer, config.seed)
+    task = fused.fused_sac_task("expert", env, _with(config.expert, num_episodes=episodes),
+                                [fused.Run(f"seed{config.seed}", config.seed)], eval_env=eval_env,
+                                capacity=capacity)
+    state, evaluation = run(task, config.loop, workdir, writer, config.seed)
+    expert = fused.run_state(state, 0)
     eps = rollout_episodes(roll_env, act, sac.policy_params(expert), stage_rng(config.seed, f"pool/{quality}"))
     summary = write_pool(directory, eps, dict(quality=quality, expert_episodes=int(episodes),
-                                              greedy=bool(d.greedy), seconds=round(time.time() - t0, 1)))
+                                              greedy=bool(d.greedy), seconds=round(time.time() - t0, 1),
+                                              expert_greedy_return=evaluation.get("eval/mean_return")))
     pools[quality] = dict(summary, dir=directory)
   return pools
 
 
-def _with_episodes(config: ml_collections.ConfigDict, episodes: int) -> ml_collections.ConfigDict:
+def _with(config: ml_collections.ConfigDict, **overrides) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict(config.to_dict())
-  c.num_episodes = int(episodes)
+  c.update(overrides)
   return c
 
 
-def load_pool(directory: str) -> Any:
-  """An observation pool as transitions (`obs`/`next_obs` {"state"}, `is_last`, `discount`) for the `Sampler`."""
+class Unlabelled:
+  """A transition pool with its `action` and `reward` fields dropped: what RLV sees of observation data."""
+
+  def __init__(self, pool: Any):
+    self.pool = pool
+
+  def population(self) -> int:
+    return self.pool.population()
+
+  def gather(self, ids: np.ndarray) -> dict[str, Any]:
+    return {k: v for k, v in self.pool.gather(ids).items() if k not in ("action", "reward")}
+
+
+def load_pool(directory: str, labelled: bool = False) -> Any:
+  """An observation pool as transitions (`obs`/`next_obs` {"state"}, `is_last`, `discount`) for the `Sampler`.
+  The project's pools keep the expert's actions and rewards in their files (paper Fig. 8's ablations with true
+  labels read them, `labelled=True`); without `labelled` they are dropped, so RLV never sees them."""
   data = formats.episodes(directory)
-  if data.has_actions or data.reward is not None:
-    raise VidrlError(f"{directory} holds actions or rewards but an RLV observation pool must not; point the "
-                     f"config at observation-only data")
-  return data.transitions()
+  if labelled and (not data.has_actions or data.reward is None):
+    raise VidrlError(f"{directory} holds no actions or rewards, so the ablations with true labels cannot use it; "
+                     f"let the project write its pools, or run obs_actions='inverse' and obs_rewards='eq2'")
+  return data.transitions() if labelled else Unlabelled(data.transitions())

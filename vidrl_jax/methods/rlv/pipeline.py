@@ -1,12 +1,24 @@
-"""RLV on Acrobot (paper §4.1, Fig. 3): observation data of three qualities, then per quality and seed SAC on
-interaction alone (the baseline) and RLV (SAC plus the observation pool, Algorithm 1) -> greedy return against
-environment steps, mean +- standard error over seeds, `results.json`, `results.md` and one PNG per quality.
+"""RLV on Acrobot (paper §4.1 Fig. 3, §4.3, Fig. 8): observation data of three qualities, then SAC on interaction
+alone, RLV per quality, the ablations of Fig. 8, BCO(0), and the state-based domain shift (paper §3.1) with and
+without the adversarial term -> greedy return against environment steps per run, aggregated over seeds,
+`results.json`, `results.md` and PNG curves.
 
 Every stage is a stage of the one loop (`vidrl_jax.train.run`) in `workdir`, so a rerun resumes: the expert and
-the pools (`data.make_pools`), then `sac/seed{s}` (the baseline does not see the pools, so it is shared by the
-three qualities) and `rlv/{quality}/seed{s}`. Curves are the `eval/mean_return` rows of each stage (one greedy
-episode per evaluation env copy every `sac.eval_every_episodes` episodes); a loop step is `train_every`
-vector steps of `env.num_envs` copies.
+the pools (`data.make_pools`), then one fused stage per program (`vidrl_jax.rl.fused`: every seed, and every
+pool a program can share, trained side by side in one jitted, vmapped program):
+
+- `sac`: SAC on interaction alone, one run per seed (the baseline: it sees no pool, so the qualities share it);
+- `rlv`: RLV (Algorithm 1) with each quality's pool, a run per (quality, seed);
+- `ablation/<name>` (`config.ablations`, Fig. 8): RLV with other observation actions / rewards on
+  `config.ablation_quality`'s pool, a run per seed;
+- `bco/<quality>/seed<s>`: BCO(0) (`methods.rlv.baselines`), when `config.groups` holds "bco";
+- `shift/<variant>` (`config.shift`): the `shift.quality` pool seen through the fixed invertible state map of
+  `methods.rlv.domain` at each strength, a run per (strength, seed); every variant has SAC's vector encoder
+  (`shift.state_encoder_hidden`) so the adversarial term has features to align; variant `sac` is SAC with that
+  encoder and no pool.
+
+Curves are each run's `eval/return/<label>` rows (one greedy episode per evaluation env copy, every
+`sac.eval_every_episodes` episodes).
 """
 
 from __future__ import annotations
@@ -19,135 +31,119 @@ import ml_collections
 import numpy as np
 
 from vidrl_jax import io, plots
-from vidrl_jax.envs.base import VecEnv
 from vidrl_jax.errors import VidrlError
 from vidrl_jax.methods.rlv import data as rlv_data
-from vidrl_jax.methods.rlv import model
-from vidrl_jax.rl import offpolicy
+from vidrl_jax.methods.rlv import domain, model, report
+from vidrl_jax.rl import fused
 from vidrl_jax.train import MetricWriter, run
-from vidrl_jax.train.loop import Task
 
-METHODS = ("sac", "rlv")
-
-
-def rlv_task(name: str, env: VecEnv, config: ml_collections.ConfigDict, seed: int, pool: Any,
-             eval_env: VecEnv) -> Task:
-  """RLV as an online stage: SAC (`config.sac`) with the RLV aux (`methods.rlv.model.make_aux` on
-  `rlv_config(**config.rlv)`) and the observation `pool` drawn `config.obs_batch` per update beside SAC's batch."""
-  rlv = model.rlv_config(**config.rlv)
-  aux = model.make_aux(rlv, env.action_shape[0])
-  return offpolicy.sac_task(name, env, None, config.sac, seed, eval_env=eval_env, aux=aux,
-                            extra_sources={rlv.source: (pool, int(config.obs_batch))})
+GROUPS = ("main", "ablations", "bco", "shift")
+POOL_KEYS = ("obs", "next_obs", "discount", "is_last")
 
 
-def curve(writer: MetricWriter, stage: str, env_steps_per_loop_step: int) -> tuple[np.ndarray, np.ndarray]:
-  """(env steps, greedy return) of a stage's evaluations."""
-  rows = [r for r in writer.rows(stage) if "eval/mean_return" in r]
-  steps = {r["step"]: r["eval/mean_return"] for r in rows}   # a resumed run rewrites its rows: the last wins
-  x = np.array(sorted(steps), np.int64)
-  return x * env_steps_per_loop_step, np.array([steps[s] for s in sorted(steps)], np.float64)
+def _sac_config(config: ml_collections.ConfigDict, **overrides) -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict(config.sac.to_dict())
+  c.update(overrides)
+  return c
 
 
-def aggregate(curves: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, list[float]]:
-  """Mean and standard error over seeds at the env steps every seed evaluated (s.e. 0 for one seed)."""
-  common = sorted(set.intersection(*[set(x.tolist()) for x, _ in curves]))
-  ys = np.array([[dict(zip(x.tolist(), y))[s] for s in common] for x, y in curves])
-  se = ys.std(0, ddof=1) / np.sqrt(len(ys)) if len(ys) > 1 else np.zeros(len(common))
-  return dict(env_steps=[int(s) for s in common], mean=ys.mean(0).tolist(), se=se.tolist(),
-              final=ys[:, -1].tolist() if common else [])
+def _pool_arrays(pools: dict, qualities: list[str], labelled: bool) -> dict:
+  keys = POOL_KEYS + (("action", "reward") if labelled else ())
+  return fused.stack_pools([rlv_data.load_pool(pools[q]["dir"], labelled) for q in qualities], keys)
 
 
-def steps_to(agg: dict, threshold: float) -> int | None:
-  """The first env step at which a mean curve reaches `threshold` (None if it never does)."""
-  hit = [s for s, m in zip(agg["env_steps"], agg["mean"]) if m >= threshold]
-  return hit[0] if hit else None
-
-
-def speedup(curves: dict) -> dict:
-  """Paper Fig. 3b's question per quality: steps for SAC and for RLV to reach SAC's final mean return, and their
-  ratio (RLV / SAC; below 0.5 is the issue's bar)."""
-  sac = curves["sac"]
-  if not sac["env_steps"]:
-    return {}
-  threshold = float(np.mean(sac["final"]))
-  out = {}
-  for name, agg in curves.items():
-    if name.startswith("rlv/"):
-      a, b = steps_to(sac, threshold), steps_to(agg, threshold)
-      out[name] = dict(threshold=threshold, sac_steps=a, rlv_steps=b,
-                       ratio=None if a is None or b is None else b / a)
+def _shifted(stacked: dict, strengths: list[str], seed: int) -> dict:
+  """One pool seen through the state map at each strength: (1, N, ...) -> (len(strengths), N, ...)."""
+  out = {k: np.repeat(v, len(strengths), axis=0) for k, v in stacked.items()}
+  for i, s in enumerate(strengths):
+    shift = domain.make_shift(out["obs"].shape[-1], seed, domain.STRENGTHS[s])
+    out["obs"][i], out["next_obs"][i] = domain.apply(shift, out["obs"][i]), domain.apply(shift, out["next_obs"][i])
   return out
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  unknown = sorted(set(config.methods) - set(METHODS))
+def _rlv_stage(config, name, env, eval_env, runs, pools, rlv_overrides, sac_overrides=None):
+  rlv = model.rlv_config(**{**config.rlv.to_dict(), **rlv_overrides})
+  aux = model.make_aux(rlv, env.action_shape[0])
+  return fused.fused_sac_task(name, env, _sac_config(config, **(sac_overrides or {})), runs, aux=aux,
+                              extra_pools={rlv.source: pools}, pool_batch=int(config.obs_batch), eval_env=eval_env)
+
+
+def stages(config: ml_collections.ConfigDict, pools: dict, env: Any, eval_env: Any) -> list:
+  """The fused stages `config.groups` asks for, as (group, Task)."""
+  seeds, out = list(config.seeds), []
+  qualities = [q for q in rlv_data.QUALITIES if q in pools]
+  if "main" in config.groups:
+    out.append(("main", fused.fused_sac_task("sac", env, config.sac, [fused.Run(f"seed{s}", s) for s in seeds],
+                                             eval_env=eval_env)))
+    runs = [fused.Run(f"{q}/seed{s}", s, i) for i, q in enumerate(qualities) for s in seeds]
+    out.append(("main", _rlv_stage(config, "rlv", env, eval_env, runs, _pool_arrays(pools, qualities, False), {})))
+  if "ablations" in config.groups:
+    q = config.ablation_quality
+    for name, overrides in config.ablations.items():
+      labelled = overrides.get("obs_actions") == "true" or overrides.get("obs_rewards") == "true"
+      out.append(("ablations", _rlv_stage(config, f"ablation/{name}", env, eval_env,
+                                          [fused.Run(f"{q}/seed{s}", s) for s in seeds],
+                                          _pool_arrays(pools, [q], labelled), overrides.to_dict())))
+  if "shift" in config.groups:
+    sh = config.shift
+    encoder = dict(state_encoder_hidden=tuple(sh.state_encoder_hidden))
+    strengths = list(sh.strengths)
+    shifted = _shifted(_pool_arrays(pools, [sh.quality], False), strengths, int(sh.seed))
+    runs = [fused.Run(f"{st}/seed{s}", s, i) for i, st in enumerate(strengths) for s in seeds]
+    for variant, overrides in sh.variants.items():
+      if variant == "sac":   # SAC with the encoder, no pool (its overrides are ignored)
+        out.append(("shift", fused.fused_sac_task(f"shift/{variant}", env, _sac_config(config, **encoder),
+                                                  [fused.Run(f"seed{s}", s) for s in seeds], eval_env=eval_env)))
+      else:
+        out.append(("shift", _rlv_stage(config, f"shift/{variant}", env, eval_env, runs, shifted,
+                                        overrides.to_dict(), encoder)))
+  return out
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  unknown = sorted(set(config.groups) - set(GROUPS))
   if not config.seeds:
     raise VidrlError("config.seeds is empty; give at least one seed, e.g. --config.seeds='(0,)'")
-  if unknown or "sac" not in config.methods:
-    raise VidrlError(f"config.methods {tuple(config.methods)} must hold 'sac' (the baseline) and may hold "
-                     f"'rlv'; known methods are {METHODS}")
+  if unknown:
+    raise VidrlError(f"config.groups names {unknown}; known groups are {GROUPS}")
+  if "ablations" in config.groups and config.ablation_quality not in config.data.snapshots:
+    raise VidrlError(f"ablation_quality {config.ablation_quality!r} has no pool; pick one of "
+                     f"{sorted(config.data.snapshots)}")
+  if "shift" in config.groups:
+    if config.shift.quality not in config.data.snapshots:
+      raise VidrlError(f"shift.quality {config.shift.quality!r} has no pool; pick one of "
+                       f"{sorted(config.data.snapshots)}")
+    bad = sorted(set(config.shift.strengths) - set(domain.STRENGTHS))
+    if bad:
+      raise VidrlError(f"shift.strengths {bad} are unknown; pick from {sorted(domain.STRENGTHS)}")
+    if not config.shift.state_encoder_hidden:
+      raise VidrlError("shift.state_encoder_hidden is empty, so the adversarial term would have no encoder to "
+                       "train; give it widths, e.g. (64,)")
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  check_config(config)
   t0 = time.time()
   writer = MetricWriter(workdir)
   pools = rlv_data.make_pools(config, workdir, writer)
-  t_data = time.time() - t0
+  seconds = {"data": round(time.time() - t0, 1)}
   env = rlv_data.acrobot(config.env.num_envs, config.env.episode_steps)
   eval_env = rlv_data.acrobot(config.env.eval_envs, config.env.episode_steps)
-  per_step = int(config.sac.train_every) * env.num_envs
-  stages: dict[str, list[str]] = {"sac": []}
-  for seed in config.seeds:
-    name = f"sac/seed{seed}"
-    run(offpolicy.sac_task(name, env, None, config.sac, seed, eval_env=eval_env), config.loop, workdir, writer,
-        seed)
-    stages["sac"].append(name)
-  if "rlv" in config.methods:
-    for quality, pool in pools.items():
-      observations = rlv_data.load_pool(pool["dir"])
-      stages[f"rlv/{quality}"] = []
-      for seed in config.seeds:
-        name = f"rlv/{quality}/seed{seed}"
-        run(rlv_task(name, env, config, seed, observations, eval_env), config.loop, workdir, writer, seed)
-        stages[f"rlv/{quality}"].append(name)
-  curves = {k: aggregate([curve(writer, s, per_step) for s in names]) for k, names in stages.items()}
-  results = dict(pools={q: {k: p[k] for k in ("mean_return", "std_return", "episodes", "expert_episodes")
-                            if k in p} for q, p in pools.items()},
-                 curves=curves, speedup=speedup(curves), seeds=list(config.seeds), seconds=dict(data=round(t_data, 1),
-                                                                       total=round(time.time() - t0, 1)))
-  results["plots"] = _plots(workdir, curves, pools)
+  curves: dict[str, dict] = {}
+  for group, task in stages(config, pools, env, eval_env):
+    t = time.time()
+    run(task, config.loop, workdir, writer, int(config.seed))
+    seconds[task.name] = round(time.time() - t, 1)
+    curves.update(report.stage_curves(writer, task))
+  if "bco" in config.groups:
+    from vidrl_jax.methods.rlv import baselines   # noqa: PLC0415  (BCO(0) is optional)
+    t = time.time()
+    curves.update(baselines.bco_curves(config, pools, workdir, writer))
+    seconds["bco"] = round(time.time() - t, 1)
+  seconds["total"] = round(time.time() - t0, 1)
+  results = report.summarise(config, pools, curves, seconds)
+  results["plots"] = report.plots_of(workdir, results, pools)
   io.write_json(os.path.join(workdir, "results.json"), results)
   with open(os.path.join(workdir, "results.md"), "w") as f:
-    f.write(report(results))
+    f.write(report.markdown(results))
   return results
-
-
-def _plots(workdir: str, curves: dict, pools: dict) -> list[str]:
-  paths = []
-  for quality, pool in pools.items():
-    shown = {k: v for k, v in curves.items() if k in ("sac", f"rlv/{quality}")}
-    series = {k: (v["env_steps"], v["mean"]) for k, v in shown.items()}
-    spread = {k: (np.subtract(v["mean"], v["se"]), np.add(v["mean"], v["se"])) for k, v in shown.items()}
-    paths.append(plots.curves(os.path.join(workdir, f"returns_{quality}.png"), series, "environment steps",
-                              "greedy return (mean +- s.e.)", f"Acrobot, {quality}-quality observations",
-                              hlines={f"{quality} data": pool["mean_return"]} if "mean_return" in pool else None,
-                              spread=spread))
-  return paths
-
-
-def report(results: dict) -> str:
-  """results.md: the pools' returns and each method's final greedy return (mean +- s.e. over seeds)."""
-  n = len(results["seeds"])
-  lines = ["# RLV on Acrobot", "", "| observation pool | episodes | expert episodes | mean return |",
-           "|---|---|---|---|"]
-  for q, p in results["pools"].items():
-    ret = f"{p['mean_return']:.1f}" if "mean_return" in p else "n/a (not written by the project)"
-    lines.append(f"| {q} | {p.get('episodes', '')} | {p.get('expert_episodes', '')} | {ret} |")
-  lines += ["", f"Final greedy return over {n} seed(s) (mean +- s.e.):", "",
-            "| method | env steps | final return |", "|---|---|---|"]
-  for k, c in results["curves"].items():
-    if c["env_steps"]:
-      se = np.std(c["final"], ddof=1) / np.sqrt(n) if n > 1 else 0.0
-      lines.append(f"| {k} | {c['env_steps'][-1]} | {np.mean(c['final']):.1f} +- {se:.1f} |")
-  for k, v in results.get("speedup", {}).items():
-    lines.append(f"\n{k}: SAC's final return {v['threshold']:.1f} reached after {v['rlv_steps']} env steps "
-                 f"(SAC: {v['sac_steps']}; ratio {v['ratio']})")
-  lines += ["", f"Time: data {results['seconds']['data']} s, total {results['seconds']['total']} s.", ""]
-  return "\n".join(lines)
