@@ -43,10 +43,13 @@ def acrobot(num_envs: int, episode_steps: int = 100) -> VecEnv:
                                          params=dict(max_steps_in_episode=int(episode_steps)))), (-0.5, 0.5))
 
 
-def rollout_episodes(env: VecEnv, act: Any, params: Any, rng: jax.Array) -> list[dict[str, np.ndarray]]:
+def rollout_episodes(env: VecEnv, act: Any, params: Any, rng: jax.Array,
+                     actions: bool = False) -> list[dict[str, np.ndarray]]:
   """One episode per env copy of `act(params, obs, rng) -> action`: `state` rows are the reset observation and
   every observation reached (the one before an auto-reset at the end), with `is_first`, `is_last`, `is_terminal`
-  and the episode's return under `log_return` (not an observation: `formats.episodes` skips `log_` keys)."""
+  and the episode's return under `log_return` (not an observation: `formats.episodes` skips `log_` keys).
+  `actions=True` also keeps `pre_action` (row t: the action that led to row t, zeros on row 0), for
+  action-labelled data (BCO's interaction data)."""
   if not env.max_episode_steps:
     raise VidrlError(f"{env.name} has no episode length; give it max_steps_in_episode so episodes end")
 
@@ -58,9 +61,10 @@ def rollout_episodes(env: VecEnv, act: Any, params: Any, rng: jax.Array) -> list
     def body(carry, key):
       state, obs = carry
       k_act, k_env = jax.random.split(key)
-      state, next_obs, _, done, info = env.step(state, act(params, obs, k_act), k_env)
+      action = act(params, obs, k_act)
+      state, next_obs, _, done, info = env.step(state, action, k_env)
       out = dict(obs=obs, final_obs=info["final_obs"], done=done, terminated=info["terminated"],
-                 ret=info["episode_return"])
+                 ret=info["episode_return"], action=action)
       return (state, next_obs), out
 
     _, traj = jax.lax.scan(body, (state, obs), jax.random.split(k_steps, env.max_episode_steps))
@@ -78,6 +82,9 @@ def rollout_episodes(env: VecEnv, act: Any, params: Any, rng: jax.Array) -> list
     first[0], last[-1], terminal[-1] = True, True, bool(traj["terminated"][end, i])
     episodes.append(dict(state=state, is_first=first, is_last=last, is_terminal=terminal,
                          log_return=np.float32(traj["ret"][end, i])))
+    if actions:
+      taken = np.asarray(traj["action"][:end + 1, i], np.float32).reshape(end + 1, -1)
+      episodes[-1]["pre_action"] = np.concatenate([np.zeros_like(taken[:1]), taken])
   return episodes
 
 
