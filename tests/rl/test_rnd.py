@@ -84,3 +84,14 @@ def test_rnd_leaves_an_encoder_untrained():
 def test_rnd_config_errors():
   with pytest.raises(VidrlError):
     rnd.make_aux(rnd.rnd_config(beta=-1.0))
+
+
+def test_rnd_with_a_state_encoder_inside_sac_update():
+  """SAC's shared encoder path: RND's nets are built on the encoder's features and the update runs."""
+  config = sac.sac_config(actor_hidden=(16,), critic_hidden=(16,), state_encoder_hidden=(12,))
+  aux = rnd.make_aux(rnd.rnd_config(hidden=(16,), out=8))
+  state = sac.init(jax.random.PRNGKey(0), OBS, ACT, config, aux)
+  assert state.aux_params["target"]["params"]["dense0"]["kernel"].shape == (12, 16)   # features, not raw obs
+  new, metrics = jax.jit(lambda s, b, k: sac.update(s, b, k, config, aux))(state, _batch(), jax.random.PRNGKey(1))
+  jax.tree.map(np.testing.assert_array_equal, new.aux_params["target"], state.aux_params["target"])
+  assert np.isfinite(float(metrics["aux/loss/rnd"])) and float(metrics["aux/bonus"]) > 0

@@ -16,6 +16,15 @@ BCO(0) (Torabi et al. 2018) per (observation pool, seed):
    `stage_rng(seed, "{name}/eval")`) as the BC stage's final evaluation: logged under `{name}/bc` as
    `eval/mean_return`.
 Both stages run in the shared loop (`vidrl_jax.train.run`), so a rerun in the same workdir resumes.
+
+Measured 2026-12-01 (this 2-core CPU, shared): a medium pool made by `data.make_pools` with the `cpu` preset's
+expert at 400 episodes (seed 0; 100 stochastic episodes, mean -90.9, 9,153 transitions), then
+`bco_baseline("bco/medium/seed0", pool, bco_config(interaction_episodes=n), 0, ...)`: greedy return -100.0 on
+all 10 eval episodes for n = 10 (1k random steps; 42 s) and n = 100 (10k; 24 s); IDM validation NLL 0.057 and
+-0.081. The IDM labels a held-out random pool's torque bins 98.8% right (tests/test_rlv_baselines.py), but the
+pool's states lie far from a random policy's (mean |angular velocity| 1.8 / 2.8 against 0.4 / 0.7), where its
+labels spread over the three bins (35 / 28 / 37%), and the clone of a weak, stochastic expert with such labels
+never swings up within 100 steps.
 """
 
 from __future__ import annotations
