@@ -30,7 +30,8 @@ def test_rollout_actions_line_up_with_transitions():
   eps = rlv_data.rollout_episodes(rlv_data.acrobot(3, 20), policy, 1.0, jax.random.PRNGKey(0), actions=True)
   for e in eps:
     assert e["pre_action"].shape == (len(e["state"]), 1) and np.all(e["pre_action"][0] == 0)
-    np.testing.assert_array_equal(e["pre_action"][1:, 0], np.where(e["state"][:-1, 4] > 0, 0.9, -0.9).astype(np.float32))
+    expected = np.where(e["state"][:-1, 4] > 0, 0.9, -0.9).astype(np.float32)
+    np.testing.assert_array_equal(e["pre_action"][1:, 0], expected)
   assert "pre_action" not in rlv_data.rollout_episodes(rlv_data.acrobot(1, 5), policy, 1.0, jax.random.PRNGKey(0))[0]
   frames = bco.stacked_frames(formats.from_episodes(eps, KEYS), 1)
   np.testing.assert_array_equal(bco.true_actions(frames)[:, 0], np.concatenate([e["pre_action"][1:, 0] for e in eps]))
@@ -40,7 +41,8 @@ def test_idm_labels_the_torques_of_unseen_transitions(tmp_path):
   """The IDM trained on random interaction recovers the torque bin of a held-out random pool's transitions."""
   config = baselines.bco_config(batch_size=128, idm_steps=400, val_every=100, val_size=256)
   train = bco.stacked_frames(formats.from_episodes(baselines.random_episodes(20, 100, jax.random.PRNGKey(0)), KEYS), 1)
-  idm, _ = run(bco.make_idm_task("idm", train, KEYS, 1, config, 0), _loop(), str(tmp_path), MetricWriter(str(tmp_path)), 0)
+  idm, _ = run(bco.make_idm_task("idm", train, KEYS, 1, config, 0), _loop(), str(tmp_path),
+               MetricWriter(str(tmp_path)), 0)
   held_out = baselines.random_episodes(5, 100, jax.random.PRNGKey(1))
   pool = bco.stacked_frames(formats.from_episodes([{k: e[k] for k in ("state", "is_first", "is_last")}
                                                    for e in held_out], KEYS), 1, actions=False)
