@@ -28,7 +28,7 @@ from __future__ import annotations
 import ml_collections
 
 from vidrl_jax import config as config_lib
-from vidrl_jax.methods.aime.bco import bco_config
+from vidrl_jax.rl.bco import bco_config
 from vidrl_jax.methods.aime.model import model_config, phase2_config
 from vidrl_jax.rl.sac import sac_config
 from vidrl_jax.train import loop_config

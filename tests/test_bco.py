@@ -7,7 +7,7 @@ import pytest
 
 from vidrl_jax.data import formats
 from vidrl_jax.errors import VidrlError
-from vidrl_jax.methods.aime import bco
+from vidrl_jax.rl import bco
 from vidrl_jax.train import MetricWriter, loop_config, run
 from vidrl_jax.train import mesh as mesh_lib
 from vidrl_jax.train.checkpoint import Checkpointer

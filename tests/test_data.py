@@ -175,7 +175,7 @@ def test_dreamerv2_and_apv_episodes(tmp_path):
   assert set(b) == {"obs", "is_first", "episode", "is_last", "is_terminal"} and b["obs"]["image"].shape == (4, 3, 8, 8, 3)
   with pytest.raises(VidrlError, match="has no actions"):
     free.action_dim
-  from vidrl_jax.methods.aime import bco
+  from vidrl_jax.rl import bco
   with pytest.raises(VidrlError, match="BCO needs the actions"):
     bco.stacked_frames(free, 5)
   np.savez_compressed(video / "2.npz", **eps[0])                         # mixing labelled into action-free

@@ -30,7 +30,7 @@ from vidrl_jax.data import trajectories as traj_lib
 from vidrl_jax.data.sequence import SequenceDataset
 from vidrl_jax.envs.host import BatchEnv, RandomPolicy, run_episodes
 from vidrl_jax.errors import VidrlError
-from vidrl_jax.methods.aime import bco as bco_lib
+from vidrl_jax.rl import bco as bco_lib
 from vidrl_jax.methods.aime import envs as envs_lib
 from vidrl_jax.methods.aime import model as model_lib
 from vidrl_jax.methods.aime import phases, report

@@ -44,10 +44,13 @@ def acrobot(num_envs: int, episode_steps: int = 100) -> VecEnv:
                                          params=dict(max_steps_in_episode=int(episode_steps)))), (-0.5, 0.5))
 
 
-def rollout_episodes(env: VecEnv, act: Any, params: Any, rng: jax.Array) -> list[dict[str, np.ndarray]]:
+def rollout_episodes(env: VecEnv, act: Any, params: Any, rng: jax.Array,
+                     actions: bool = False) -> list[dict[str, np.ndarray]]:
   """One episode per env copy of `act(params, obs, rng) -> action`: `state` rows are the reset observation and
   every observation reached (the one before an auto-reset at the end), with `is_first`, `is_last`, `is_terminal`
-  and the episode's return under `log_return` (not an observation: `formats.episodes` skips `log_` keys)."""
+  and the episode's return under `log_return` (not an observation: `formats.episodes` skips `log_` keys).
+  `actions=True` also keeps `action` and `reward` (row t: what led to row t, zeros on row 0): BCO's interaction
+  data, and the pools' true labels for the ablations."""
   if not env.max_episode_steps:
     raise VidrlError(f"{env.name} has no episode length; give it max_steps_in_episode so episodes end")
 
@@ -78,11 +81,12 @@ def rollout_episodes(env: VecEnv, act: Any, params: Any, rng: jax.Array) -> list
     flags = np.zeros(end + 2, bool)
     first, last, terminal = flags.copy(), flags.copy(), flags.copy()
     first[0], last[-1], terminal[-1] = True, True, bool(traj["terminated"][end, i])
-    action = np.concatenate([np.zeros((1, *traj["action"].shape[2:]), np.float32),
-                             traj["action"][:end + 1, i]]).astype(np.float32)
-    reward = np.concatenate([[0.0], traj["reward"][:end + 1, i]]).astype(np.float32)
-    episodes.append(dict(state=state, action=action, reward=reward, is_first=first, is_last=last,
-                         is_terminal=terminal, log_return=np.float32(traj["ret"][end, i])))
+    episodes.append(dict(state=state, is_first=first, is_last=last, is_terminal=terminal,
+                         log_return=np.float32(traj["ret"][end, i])))
+    if actions:
+      taken = np.asarray(traj["action"][:end + 1, i], np.float32).reshape(end + 1, -1)
+      episodes[-1]["action"] = np.concatenate([np.zeros_like(taken[:1]), taken])
+      episodes[-1]["reward"] = np.concatenate([[0.0], traj["reward"][:end + 1, i]]).astype(np.float32)
   return episodes
 
 
@@ -132,7 +136,8 @@ def make_pools(config: ml_collections.ConfigDict, workdir: str, writer: MetricWr
                                 capacity=capacity)
     state, evaluation = run(task, config.loop, workdir, writer, config.seed)
     expert = fused.run_state(state, 0)
-    eps = rollout_episodes(roll_env, act, sac.policy_params(expert), stage_rng(config.seed, f"pool/{quality}"))
+    eps = rollout_episodes(roll_env, act, sac.policy_params(expert), stage_rng(config.seed, f"pool/{quality}"),
+                           actions=True)
     summary = write_pool(directory, eps, dict(quality=quality, expert_episodes=int(episodes),
                                               greedy=bool(d.greedy), seconds=round(time.time() - t0, 1),
                                               expert_greedy_return=evaluation.get("eval/mean_return")))
@@ -157,6 +162,12 @@ class Unlabelled:
 
   def gather(self, ids: np.ndarray) -> dict[str, Any]:
     return {k: v for k, v in self.pool.gather(ids).items() if k not in ("action", "reward")}
+
+  @property
+  def windows(self) -> Any:
+    """The 2-row windows the transitions come from (BCO(0) clones its own labels: `bco.gather_stacks` reads no
+    action from windows it is given labels for)."""
+    return self.pool.windows
 
 
 def load_pool(directory: str, labelled: bool = False) -> Any:

@@ -1,8 +1,11 @@
-"""BCO(0) (Torabi et al. 2018), the baseline of AIME (Zhang et al. 2023, Sec. 4 and App. B), and oracle BC.
+"""BCO(0) (Torabi et al. 2018), the baseline of AIME (Zhang et al. 2023, Sec. 4 and App. B) and of RLV
+(Schmeckpeper et al. 2020, Fig. 3; `vidrl_jax.methods.rlv.baselines`), and oracle BC.
 
 BCO(0): an inverse dynamics model (IDM) p(a_t | o_{t-4..t}, o_{t+1}) is trained on the action-labelled
 embodiment dataset, labels the observation-only demonstrations with its mode, and a policy pi(a_t | o_{t-4..t})
 is behaviour-cloned on those labels. "BC with true actions" (the oracle) is the same BC on the demos' own actions.
+The demonstrations may be action-free (RLV's observation pools: `stacked_frames(data, stack, actions=False)`);
+only the IDM and the oracle need actions. `stack=1` is Torabi et al.'s p(a_t | s_t, s_{t+1}) on Markov states.
 
 AIME App. B: observations pass through the encoder (identity for vectors, the World-Models conv encoder for 64x64
 images, trained jointly), 5 consecutive frame embeddings are stacked, an MLP (2x128, ELU) gives a tanh-Gaussian
@@ -56,15 +59,16 @@ def bco_config(**overrides) -> ml_collections.ConfigDict:
 # ----------------------------------------------------------------------------------------------------- data
 
 
-def stacked_frames(data: SequenceDataset, stack: int = 5) -> Windows:
+def stacked_frames(data: SequenceDataset, stack: int = 5, actions: bool = True) -> Windows:
   """Every transition (episode i, t in [0, T_i - 1]) as a window of o_{t-stack+1..t} and o_{t+1}.
 
   Rows before the episode's start repeat its first frame (the window's `pad`); the true a_t is the window's last
-  action (a_t = pre_action[t + 1]). Window ids run episode by episode, t ascending.
+  action (a_t = pre_action[t + 1]). Window ids run episode by episode, t ascending. `actions=False` accepts
+  action-free data (demonstrations to label and clone on labels).
   """
   if stack < 1:
     raise VidrlError(f"the frame stack needs stack >= 1, got {stack}")
-  if not data.has_actions:
+  if actions and not data.has_actions:
     raise VidrlError(f"BCO needs the actions of {data.name} (for the IDM, or for the oracle's true actions); "
                      f"use an action-labelled dataset")
   return data.windows(stack + 1, pad=stack - 1)
@@ -73,9 +77,11 @@ def stacked_frames(data: SequenceDataset, stack: int = 5) -> Windows:
 def gather_stacks(frames: Windows, ids: np.ndarray, labels: np.ndarray | None = None,
                   with_next: bool = True) -> dict:
   """{'obs': {key: (B, stack [+1], ...)}, 'action': (B, A)} for window ids (labels, indexed by the ids of the
-  full window set, replace the true actions)."""
+  full window set, replace the true actions; without labels, action-free data gives no 'action')."""
   b = frames.gather(ids, labels=("action",) if labels is None else False)
   obs = b["obs"] if with_next else {k: v[:, :-1] for k, v in b["obs"].items()}
+  if labels is None and "action" not in b:
+    return {"obs": obs}
   action = b["action"][:, -1] if labels is None else labels[frames.parent_ids(ids)]
   return {"obs": obs, "action": np.asarray(action, np.float32)}
 
@@ -129,7 +135,7 @@ def _check(data: Windows, obs_keys: Sequence[str], action_dim: int, config: ml_c
   if data.length - 1 != config.stack or data.pad != config.stack - 1:
     raise VidrlError(f"the frame stack of the windows ({data.length - 1}) differs from config.stack "
                      f"{config.stack}; build them with stacked_frames(data, config.stack)")
-  if data.data.action_dim != action_dim:
+  if data.data.has_actions and data.data.action_dim != action_dim:
     raise VidrlError(f"the data's actions have {data.data.action_dim} dimensions but action_dim is {action_dim}")
   if labels is not None and labels.shape != (data.num_windows, action_dim):
     raise VidrlError(f"labels of shape {labels.shape} do not fit the data's {data.num_windows} transitions "
@@ -143,6 +149,9 @@ def _task(name: str, data: Windows, labels: np.ndarray | None, obs_keys: Sequenc
           config: ml_collections.ConfigDict, seed: int, with_next: bool, num_steps: int) -> Task:
   """The NLL task shared by the IDM and BC, with best-validation selection kept in the state."""
   _check(data, obs_keys, action_dim, config, labels)
+  if labels is None and not data.data.has_actions:
+    raise VidrlError(f"{name}: the data has no actions; train on action-labelled data or pass the labels of "
+                     f"label_demos")
   if config.val_every < 1:
     raise VidrlError(f"val_every must be >= 1, got {config.val_every}")
   net = _net(obs_keys, action_dim, config, with_next)
