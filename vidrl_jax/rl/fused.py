@@ -151,7 +151,7 @@ def fused_sac_task(name: str, env: VecEnv, config: ml_collections.ConfigDict, ru
     batch = replay_lib.ring_sample(ring, k_rep, size, (K, B))
     for i, (src, p) in enumerate(pools.items()):
       ids = jax.random.randint(jax.random.fold_in(k_pool, i), (K, pool_batch), 0, p["size"][pool_id])
-      batch[src] = {k: v[pool_id][ids] for k, v in p.items() if k != "size"}
+      batch[src] = {k: v[pool_id, ids] for k, v in p.items() if k != "size"}   # one gather, not a pool copy
     return batch
 
   def update_one(s, ring, key, size, pool_id):
