@@ -14,9 +14,11 @@
   alone would mirror it).
 - Reward: `sparse` (default, the paper's): 1.0 on a step whose info['success'] holds, else 0.0; `dense`: Meta-World's
   shaped v2 reward (0 to 10).
-- Reset seeds: the object and goal positions (Meta-World's `rand_vec`) are drawn uniformly from the task's reset
-  space by `np.random.default_rng(seed)`; with `layout_seed` set, every reset uses that seed's positions (one fixed
-  task). Nothing else is random, so a seed and a list of actions always give the same observations.
+- Reset seeds: the object and goal positions (Meta-World's `rand_vec`) are drawn by Meta-World's own reset
+  (uniform in the task's reset space, redrawn while its constraints fail, e.g. push's goal at least 0.15 from the
+  puck) from the generator `np.random.default_rng(seed)`; with `layout_seed` set, every reset uses that seed's
+  positions (one fixed task). Nothing else is random, so a seed and a list of actions always give the same
+  observations.
 - MuJoCo 3.17 compatibility: Meta-World 3.1.1 pins mujoco 3.3.0; on 3.17 (which dm-control needs) a weld constraint
   keeps 12 numbers in `eq_data` and Meta-World's `reset_mocap_welds` writes 11, failing at the first reset. The env
   replaces that method (`patch_mocap_welds`, applied when an env is made) by one that writes the same 11 numbers
@@ -118,7 +120,8 @@ def make_sawyer_env(name: str) -> Any:
   env._partially_observable = False     # as MT1's tasks: the goal position is part of the observation
   del env.sawyer_observation_space      # a cached property that depends on it
   env._set_task_called = True
-  env._freeze_rand_vec = True           # positions come from `_last_rand_vec`, which reset sets
+  env._freeze_rand_vec = False          # positions drawn at each reset from `env.np_random`, which reset seeds
+  env.seeded_rand_vec = True
   return env
 
 
@@ -175,8 +178,6 @@ class MetaWorldEnv(EpisodeLimit):
     self.obs_spec: ObsSpec = {'state': ((STATE_DIM,), np.dtype(np.float32))}
     self._env = make_sawyer_env(name)
     self._env.max_path_length = max(self._env.max_path_length, self.max_steps)
-    space = self._env._random_reset_space
-    self._reset_low, self._reset_high = np.asarray(space.low), np.asarray(space.high)
     self._renderer = None
     if self.image_size:
       self.obs_spec['image'] = ((self.image_size, self.image_size, 3), np.dtype(np.uint8))
@@ -215,8 +216,7 @@ class MetaWorldEnv(EpisodeLimit):
 
   def reset(self, seed: int) -> dict[str, np.ndarray]:
     """Starts an episode with object and goal positions drawn from `seed` (or `layout_seed`)."""
-    rng = np.random.default_rng(int(seed if self.layout_seed is None else self.layout_seed))
-    self._env._last_rand_vec = rng.uniform(self._reset_low, self._reset_high)
+    self._env.np_random = np.random.default_rng(int(seed if self.layout_seed is None else self.layout_seed))
     state, _ = self._env.reset()
     self._start()
     return self._obs(state)

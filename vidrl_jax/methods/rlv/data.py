@@ -82,13 +82,16 @@ def rollout_episodes(env: VecEnv, act: Any, params: Any, rng: jax.Array) -> list
 
 
 def write_pool(directory: str, episodes: list[dict[str, np.ndarray]], meta: dict) -> dict:
-  """Writes observation-only `episodes` into a directory the project claims; returns the completion summary."""
+  """Writes observation-only `episodes` into a directory the project claims; returns the completion summary (with
+  `success_rate`, the mean of `log_success`, where every episode has that key)."""
   ownership.claim(directory, {"format": FORMAT, **meta})
   for i, e in enumerate(episodes):
     io.write_npz(os.path.join(directory, f"{i:06d}.npz"), e, compress=False)
   returns = [float(e["log_return"]) for e in episodes]
   summary = dict(meta, episodes=len(episodes), mean_return=float(np.mean(returns)),
                  std_return=float(np.std(returns)), steps=int(sum(len(e["state"]) - 1 for e in episodes)))
+  if episodes and all("log_success" in e for e in episodes):
+    summary["success_rate"] = float(np.mean([float(e["log_success"]) for e in episodes]))
   ownership.mark_complete(directory, summary)
   return summary
 
@@ -134,10 +137,16 @@ def _with_episodes(config: ml_collections.ConfigDict, episodes: int) -> ml_colle
   return c
 
 
-def load_pool(directory: str) -> Any:
-  """An observation pool as transitions (`obs`/`next_obs` {"state"}, `is_last`, `discount`) for the `Sampler`."""
+def load_pool(directory: str, labelled: bool = False) -> Any:
+  """An observation pool as transitions (`obs`/`next_obs` {"state"[, "image"]}, `is_last`, `discount`) for the
+  `Sampler`. `labelled=True` reads a pool written with the true `action` and `reward` (for the ablations with
+  ground-truth observation actions or rewards, e.g. `metaworld_data.write_expert_pool(labelled=True)`) and gives
+  them as the transitions' `action` and `reward`."""
   data = formats.episodes(directory)
-  if data.has_actions or data.reward is not None:
+  if labelled and not (data.has_actions and data.reward is not None):
+    raise VidrlError(f"{directory} holds no actions and rewards but labelled=True needs both; point the config at "
+                     f"a labelled pool or load it with labelled=False")
+  if not labelled and (data.has_actions or data.reward is not None):
     raise VidrlError(f"{directory} holds actions or rewards but an RLV observation pool must not; point the "
-                     f"config at observation-only data")
+                     f"config at observation-only data (or load a labelled pool with labelled=True)")
   return data.transitions()
