@@ -31,8 +31,11 @@ _EXITING = False  # set at interpreter exit, when the GL library may be gone: re
 
 
 def _at_exit() -> None:
+  """Frees the shared context while the GL library is still loaded (else its `__del__` fails at shutdown)."""
   global _EXITING
   _EXITING = True
+  if _GL is not None:
+    _GL.free()
 
 
 def _make_current() -> None:
