@@ -173,6 +173,9 @@ def test_pool_round_trip(tmp_path):
   assert batch['obs']['state'].shape == (summary['steps'], 39)
   assert batch['next_obs']['image'].shape == (summary['steps'], SIZE, SIZE, 3)
   assert 'action' not in batch and 'reward' not in batch
+  pixels = data.load_pool(directory, obs_keys=('image',)).gather(np.arange(3))
+  assert set(pixels['obs']) == {'image'}
+  np.testing.assert_array_equal(pixels['obs']['image'], batch['obs']['image'][:3])
   assert batch['is_last'].sum() == 2 and np.all(batch['discount'][batch['is_last']] == 0.0)
   assert metaworld_data.write_expert_pool(directory, 'drawer-open-v3', 2, seed=1) == summary   # read back
   with pytest.raises(VidrlError, match='labelled=True needs both'):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from typing import Any, Sequence
 
 import jax
 import ml_collections
@@ -137,12 +137,13 @@ def _with_episodes(config: ml_collections.ConfigDict, episodes: int) -> ml_colle
   return c
 
 
-def load_pool(directory: str, labelled: bool = False) -> Any:
+def load_pool(directory: str, labelled: bool = False, obs_keys: Sequence[str] | None = None) -> Any:
   """An observation pool as transitions (`obs`/`next_obs` {"state"[, "image"]}, `is_last`, `discount`) for the
-  `Sampler`. `labelled=True` reads a pool written with the true `action` and `reward` (for the ablations with
-  ground-truth observation actions or rewards, e.g. `metaworld_data.write_expert_pool(labelled=True)`) and gives
-  them as the transitions' `action` and `reward`."""
-  data = formats.episodes(directory)
+  `Sampler`; `obs_keys` picks observation keys (None: all, e.g. ("image",) for a pixels-only learner).
+  `labelled=True` reads a pool written with the true `action` and `reward` (for the ablations with ground-truth
+  observation actions or rewards, e.g. `metaworld_data.write_expert_pool(labelled=True)`) and gives them as the
+  transitions' `action` and `reward`."""
+  data = formats.episodes(directory, obs_keys=obs_keys)
   if labelled and not (data.has_actions and data.reward is not None):
     raise VidrlError(f"{directory} holds no actions and rewards but labelled=True needs both; point the config at "
                      f"a labelled pool or load it with labelled=False")
