@@ -25,7 +25,9 @@
   into the first 11 slots (../shared/FACTS.md).
 
 Domain shift (`domain`, standing in for the paper's human videos): the same task rendered differently, pixels
-only (the physics and the state are untouched; `DOMAINS` gives every value):
+only (the physics and the state are untouched; `DOMAINS` gives every value). Mean absolute difference from the
+plain domain's frame at a reset, measured on push, door-open and drawer-open at 24 and 48 pixels: weak 17.6-19.5,
+strong 40.3-42.6 grey levels of 255 (tests/envs/test_metaworld.py):
 - `weak`: the arm's coloured links blue, object colours permuted and tinted, the table wood tinted green, the floor
   beige, lights brighter; same camera.
 - `strong`: the arm yellow and its grey parts light grey, object colours permuted and tinted otherwise, the table

@@ -20,6 +20,17 @@ in success) and `log_success` (1.0 when the task was solved in the episode); its
 (T+1, 4) and sparse `reward` (T+1,) in the episode-file convention (row t holds what led to obs t; row 0 zeros): a
 separate pool for the ablations with ground-truth observation actions or rewards, read with
 `data.load_pool(directory, labelled=True)`.
+
+Measured (2-core CPU machine, 2026-12-01, load average about 5 from other jobs; 100 episodes of seed 0,
+max_steps 200, end_on_success; `write_expert_pool(dir, task, 100, 0, image_size=..., noise=...)` then
+`data.load_pool(dir)`):
+  task            success (noise 0 / 0.1 / 0.3)  mean length  seconds: state / 48x48 image
+  push-v3         1.00 / 0.99 / 0.86             62 steps       7.6 / 86.7
+  door-open-v3    0.96 / 0.96 / 0.96             95 steps       5.7 / 107.0
+  drawer-open-v3  1.00 / 1.00 / 1.00             89 steps       3.0 / 104.2
+The door expert's failures stay failures in 500 steps (3 of 100). All 50 v3 tasks make, render in the strong
+domain and run their experts; in 3 episodes of 200 steps every expert but push-back's (2 of 3) succeeds.
+At 48x48 from the corner camera the push puck covers about 2x2 pixels; door and drawer are large.
 """
 
 from __future__ import annotations
