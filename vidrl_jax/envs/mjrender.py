@@ -43,13 +43,14 @@ def _make_current() -> None:
   global _GL
   if _GL is None:
     import mujoco
-    try:
-      _GL = mujoco.GLContext(64, 64)   # offscreen rendering draws into the MjrContext's framebuffer, not this size
-    except Exception as e:  # noqa: BLE001 (the backends raise different types)
-      raise VidrlError(f'MuJoCo could not create a GL context ({type(e).__name__}: {e}); set MUJOCO_GL=egl (or '
-                       'osmesa) before Python starts, or render no images.') from e
+    _GL = mujoco.GLContext(64, 64)   # offscreen rendering draws into the MjrContext's framebuffer, not this size
     atexit.register(_at_exit)   # after the GL backend's own exit hook, so it runs before that one
   _GL.make_current()
+
+
+def _gl_error(e: Exception) -> VidrlError:
+  return VidrlError(f'MuJoCo could not render ({type(e).__name__}: {e}); set MUJOCO_GL=egl (or osmesa) before '
+                    'Python starts, or render no images.')
 
 
 def fixed_camera(model: Any, name: str) -> Any:
@@ -87,8 +88,11 @@ class OffscreenRenderer:
       model.vis.quality.offsamples = 0
     model.vis.global_.offwidth = max(int(model.vis.global_.offwidth), self.width)
     model.vis.global_.offheight = max(int(model.vis.global_.offheight), self.height)
-    _make_current()
-    self._ctx = mujoco.MjrContext(model, mujoco.mjtFontScale.mjFONTSCALE_150)
+    try:   # without a usable GL backend the context or MjrContext fails, with the backend's own error type
+      _make_current()
+      self._ctx = mujoco.MjrContext(model, mujoco.mjtFontScale.mjFONTSCALE_150)
+    except Exception as e:  # noqa: BLE001
+      raise _gl_error(e) from e
     self._scene = mujoco.MjvScene(model, maxgeom=10_000)
     if fast:
       self._scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = False
