@@ -27,15 +27,12 @@ import numpy as np
 from vidrl_jax.errors import VidrlError
 
 _GL: Any = None   # the process-wide GL context (see the module docstring)
-_EXITING = False  # set at interpreter exit, when the GL library may be gone: renderers are then dropped unfreed
+_EXITING = False  # set at interpreter exit, when the GL library may be gone: nothing is freed then
 
 
 def _at_exit() -> None:
-  """Frees the shared context while the GL library is still loaded (else its `__del__` fails at shutdown)."""
   global _EXITING
   _EXITING = True
-  if _GL is not None:
-    _GL.free()
 
 
 def _make_current() -> None:
@@ -43,8 +40,17 @@ def _make_current() -> None:
   global _GL
   if _GL is None:
     import mujoco
-    _GL = mujoco.GLContext(64, 64)   # offscreen rendering draws into the MjrContext's framebuffer, not this size
-    atexit.register(_at_exit)   # after the GL backend's own exit hook, so it runs before that one
+
+    class SharedContext(mujoco.GLContext):
+      """Left to the operating system at exit: another library's exit hook (dm_control's) may have terminated the
+      EGL display by then, and freeing would fail."""
+
+      def __del__(self) -> None:
+        if not _EXITING:
+          getattr(super(), '__del__', lambda: None)()
+
+    _GL = SharedContext(64, 64)   # offscreen rendering draws into the MjrContext's framebuffer, not this size
+    atexit.register(_at_exit)
   _GL.make_current()
 
 
