@@ -10,13 +10,14 @@ anti-aliasing, shadows or reflections). Acrobot: `methods.rlv.data.acrobot(num_e
 call of one jitted `lax.scan` with uniform random actions (auto-reset inside), timed after compiling; env steps/s
 counts every copy's steps.
 
-Measured on the 2-core CPU machine (2026-12-01 23:48 UTC, MuJoCo 3.17 with Mesa llvmpipe under EGL; load average
-about 5 from other jobs sharing the two cores, so these are lower bounds), with the first command above:
-  metaworld push-v3 state                     1,904 steps/s
-  metaworld push-v3 48x48 image                 106 steps/s
-  metaworld push-v3 48x48 strong domain          89 steps/s
-  gymnax Acrobot num_envs=1                 150,502 steps/s   (compile 1.8 s)
-  gymnax Acrobot num_envs=16                930,245 steps/s   (compile 2.3 s)
+Measured on the 2-core CPU machine (MuJoCo 3.17 with Mesa llvmpipe under EGL; other jobs share the two cores, so
+the numbers move with their load), with the first command above, 2026-12-02 00:00 UTC (load average about 3) and
+2026-12-01 23:48 UTC (load average about 5):
+  metaworld push-v3 state                   1,868 / 1,904 steps/s
+  metaworld push-v3 48x48 image               185 /   106 steps/s
+  metaworld push-v3 48x48 strong domain       205 /    89 steps/s
+  gymnax Acrobot num_envs=1               255,914 / 150,502 steps/s   (compile 1.3 / 1.8 s)
+  gymnax Acrobot num_envs=16            1,485,703 / 930,245 steps/s   (compile 1.6 / 2.3 s)
 """
 
 from __future__ import annotations
