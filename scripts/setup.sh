@@ -20,6 +20,10 @@ stamp=".venv/.installed-$(sha1sum pyproject.toml | cut -c1-12)"
 if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e ".[dev]"
+  # Packages whose pins conflict with ours, installed without their dependencies: pyproject's [tool.vidrl_jax].
+  mapfile -t no_deps < <(.venv/bin/python -c \
+    'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["tool"]["vidrl_jax"]["no_deps"]))')
+  .venv/bin/python -m pip install -q --no-deps "${no_deps[@]}"
   rm -f .venv/.installed-*
   touch "$stamp"
 fi

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from typing import Any, Sequence
 
 import jax
 import ml_collections
@@ -91,13 +91,16 @@ def rollout_episodes(env: VecEnv, act: Any, params: Any, rng: jax.Array,
 
 
 def write_pool(directory: str, episodes: list[dict[str, np.ndarray]], meta: dict) -> dict:
-  """Writes observation-only `episodes` into a directory the project claims; returns the completion summary."""
+  """Writes observation-only `episodes` into a directory the project claims; returns the completion summary (with
+  `success_rate`, the mean of `log_success`, where every episode has that key)."""
   ownership.claim(directory, {"format": FORMAT, **meta})
   for i, e in enumerate(episodes):
     io.write_npz(os.path.join(directory, f"{i:06d}.npz"), e, compress=False)
   returns = [float(e["log_return"]) for e in episodes]
   summary = dict(meta, episodes=len(episodes), mean_return=float(np.mean(returns)),
                  std_return=float(np.std(returns)), steps=int(sum(len(e["state"]) - 1 for e in episodes)))
+  if episodes and all("log_success" in e for e in episodes):
+    summary["success_rate"] = float(np.mean([float(e["log_success"]) for e in episodes]))
   ownership.mark_complete(directory, summary)
   return summary
 
@@ -170,11 +173,12 @@ class Unlabelled:
     return self.pool.windows
 
 
-def load_pool(directory: str, labelled: bool = False) -> Any:
-  """An observation pool as transitions (`obs`/`next_obs` {"state"}, `is_last`, `discount`) for the `Sampler`.
-  The project's pools keep the expert's actions and rewards in their files (paper Fig. 8's ablations with true
+def load_pool(directory: str, labelled: bool = False, obs_keys: Sequence[str] | None = None) -> Any:
+  """An observation pool as transitions (`obs`/`next_obs` {"state"[, "image"]}, `is_last`, `discount`) for the
+  `Sampler`; `obs_keys` picks observation keys (None: all, e.g. ("image",) for a pixels-only learner). The
+  project's pools may keep the expert's actions and rewards in their files (paper Fig. 8's ablations with true
   labels read them, `labelled=True`); without `labelled` they are dropped, so RLV never sees them."""
-  data = formats.episodes(directory)
+  data = formats.episodes(directory, obs_keys=obs_keys)
   if labelled and (not data.has_actions or data.reward is None):
     raise VidrlError(f"{directory} holds no actions or rewards, so the ablations with true labels cannot use it; "
                      f"let the project write its pools, or run obs_actions='inverse' and obs_rewards='eq2'")
