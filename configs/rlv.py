@@ -46,7 +46,7 @@ def base() -> ml_collections.ConfigDict:
   c.seeds = (0, 1, 2, 3, 4)     # every condition's runs (the same seeds for all)
   c.groups = ("main", "ablations", "bco", "shift")   # what to run (pipeline.GROUPS)
   c.env = ml_collections.ConfigDict(dict(num_envs=1, eval_envs=10, episode_steps=100))
-  c.expert = sac_config(checkpoint_every_episodes=50, train_every=1)   # trained to each of data.snapshots in turn
+  c.expert = sac_config(checkpoint_every_episodes=50, eval_every_episodes=50, train_every=1)   # to each snapshot
   c.data = ml_collections.ConfigDict(dict(
       dir="",                   # '' = <workdir>/data/{low,medium,high}; a directory the project did not write is read
       snapshots=ml_collections.ConfigDict(dict(low=130, medium=400, high=800)),   # expert episodes per quality
@@ -61,13 +61,15 @@ def base() -> ml_collections.ConfigDict:
   c.ablations = ml_collections.ConfigDict({
       "actions_true": dict(obs_actions="true"), "actions_zeros": dict(obs_actions="zeros"),
       "rewards_true": dict(obs_rewards="true"), "rewards_zeros": dict(obs_rewards="zeros")})
-  c.bco = ml_collections.ConfigDict(dict(random_steps=1000))   # BCO(0) (methods.rlv.baselines)
+  c.bco = ml_collections.ConfigDict(dict(interaction_episodes=10, idm_steps=5000, bc_steps=5000))   # baselines.bco_config
   # The state-based domain shift (paper §3.1): the pool through a fixed random invertible map, two strengths.
   c.shift = ml_collections.ConfigDict(dict(
       quality="medium", strengths=("weak", "strong"), seed=1234, state_encoder_hidden=(64,),
       variants=ml_collections.ConfigDict({
           "sac": {}, "rlv_no_adversarial": dict(adversarial=False),
-          "rlv": dict(adversarial=True), "rlv_official": dict(adversarial=True, official_stop_gradient=True)})))
+          "rlv": dict(adversarial=True), "rlv_official": dict(adversarial=True, official_stop_gradient=True),
+          # a discriminator that learns (Table 5's 3e-8 barely moves it) and a stronger adversarial weight
+          "rlv_strong_adversary": dict(adversarial=True, discriminator_lr=3e-4, c3=0.1)})))
   c.loop = loop_config(log_every=100, checkpoint_every=1000, progress=False)
   return c
 
@@ -81,10 +83,13 @@ PRESETS = {
         **_TINY, "seeds": (0, 1), "env.episode_steps": 10, "env.eval_envs": 2,
         "data.snapshots": ml_collections.ConfigDict(dict(low=2, medium=3, high=4)), "data.episodes": 3,
         "sac.num_episodes": 4, "sac.eval_every_episodes": 2, "obs_batch": 8, "shift.state_encoder_hidden": (8,),
+        "expert.eval_every_episodes": 1, "bco.idm_steps": 20, "bco.bc_steps": 20, "bco.interaction_episodes": 2,
         "loop.log_every": 2,
     },
     "cpu": {
-        "sac.num_episodes": 200,
+        "sac.num_episodes": 200, "sac.actor_hidden": (128, 128), "sac.critic_hidden": (128, 128),
+        "data.snapshots": ml_collections.ConfigDict(dict(low=150, medium=350, high=600)),
+        "bco.idm_steps": 2000, "bco.bc_steps": 2000,
     },
     "paper": {},
 }

@@ -107,3 +107,17 @@ def bco_baseline(name: str, pool_dir: str, config: ml_collections.ConfigDict, se
   return dict(mean_return=float(np.mean(returns)), std_return=float(np.std(returns)), returns=returns.tolist(),
               env_steps=env_steps, idm_val_nll=float(idm["best_val"]), bc_val_nll=float(bc["best_val"]),
               pool_transitions=int(pool.num_windows))
+
+
+def bco_curves(config: ml_collections.ConfigDict, pools: dict, workdir: str, writer: MetricWriter
+               ) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
+  """BCO(0) per (quality, seed) of the pipeline's config (`config.bco`: overrides of `bco_config`) as curves of
+  one point: {"bco/<quality>": [(env steps of random interaction, greedy return) per seed]}."""
+  cfg = bco_config(**config.bco.to_dict())
+  out: dict[str, list] = {}
+  for quality, pool in pools.items():
+    for seed in config.seeds:
+      r = bco_baseline(f"bco/{quality}/seed{seed}", pool["dir"], cfg, int(seed), workdir, writer, config.loop,
+                       episode_steps=int(config.env.episode_steps))
+      out.setdefault(f"bco/{quality}", []).append((np.array([r["env_steps"]]), np.array([r["mean_return"]])))
+  return out

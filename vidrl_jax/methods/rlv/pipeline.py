@@ -30,10 +30,10 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from vidrl_jax import io, plots
+from vidrl_jax import io
 from vidrl_jax.errors import VidrlError
 from vidrl_jax.methods.rlv import data as rlv_data
-from vidrl_jax.methods.rlv import domain, model, report
+from vidrl_jax.methods.rlv import baselines, domain, model, report
 from vidrl_jax.rl import fused
 from vidrl_jax.train import MetricWriter, run
 
@@ -136,7 +136,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     seconds[task.name] = round(time.time() - t, 1)
     curves.update(report.stage_curves(writer, task))
   if "bco" in config.groups:
-    from vidrl_jax.methods.rlv import baselines   # noqa: PLC0415  (BCO(0) is optional)
     t = time.time()
     curves.update(baselines.bco_curves(config, pools, workdir, writer))
     seconds["bco"] = round(time.time() - t, 1)
