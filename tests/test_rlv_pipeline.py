@@ -17,7 +17,7 @@ from vidrl_jax.envs import env_config, make_env
 from vidrl_jax.envs.discretise import discrete_action, thresholded
 from vidrl_jax.errors import VidrlError
 from vidrl_jax.methods.rlv import data as rlv_data
-from vidrl_jax.methods.rlv import pipeline
+from vidrl_jax.methods.rlv import report
 from vidrl_jax.rl import offpolicy, sac
 from vidrl_jax.train import MetricWriter, loop_config, run
 
@@ -84,7 +84,7 @@ def test_pools_are_observation_only_with_is_last(tmp_path):
   files = sorted(f for f in os.listdir(directory) if f.endswith(".npz"))
   for f in files:
     stored = np.load(os.path.join(directory, f))
-    assert set(stored.files) == {"state", "is_first", "is_last", "is_terminal", "log_return"}
+    assert set(stored.files) == {"state", "is_first", "is_last", "is_terminal", "log_return"}   # no labels asked
     assert stored["state"].shape == (9, 6) and stored["is_last"].tolist() == [False] * 8 + [True]
   pool = rlv_data.load_pool(directory)
   assert pool.population() == 3 * 8
@@ -109,19 +109,50 @@ def test_snapshots_must_be_known_and_increasing(tmp_path):
   assert not os.listdir(tmp_path)   # nothing trained or written
 
 
-def test_aggregate_is_mean_and_standard_error():
-  curves = [(np.array([10, 20]), np.array([-100.0, -80.0])), (np.array([10, 20, 30]), np.array([-90.0, -60.0, 0.0]))]
-  agg = pipeline.aggregate(curves)
-  assert agg["env_steps"] == [10, 20] and agg["mean"] == [-95.0, -70.0] and agg["final"] == [-80.0, -60.0]
-  np.testing.assert_allclose(agg["se"], [5.0, 10.0])   # std (ddof 1) / sqrt(2): |a - b| / 2
+def test_pools_keep_true_labels_only_for_the_ablations(tmp_path):
+  """With actions=True the files hold the expert's actions and rewards (DreamerV2's rows: what led to row t);
+  RLV's load drops them, the true-label ablations' load (labelled=True) reads them."""
+  env = rlv_data.acrobot(2, episode_steps=6)
+  policy = lambda params, obs, rng: jnp.full((obs.shape[0], 1), 0.7)   # torque +1 every step
+  episodes = rlv_data.rollout_episodes(env, policy, None, jax.random.PRNGKey(0), actions=True)
+  directory = str(tmp_path / "pool")
+  rlv_data.write_pool(directory, episodes, dict(quality="medium"))
+  assert "action" not in rlv_data.load_pool(directory).gather(np.arange(3))
+  labelled = rlv_data.load_pool(directory, labelled=True).gather(np.arange(12))
+  np.testing.assert_allclose(labelled["action"], np.full((12, 1), 0.7), rtol=1e-6)
+  np.testing.assert_array_equal(labelled["reward"], np.full(12, -1.0, np.float32))
+  observation_only = str(tmp_path / "unlabelled")
+  rlv_data.write_pool(observation_only, rlv_data.rollout_episodes(env, policy, None, jax.random.PRNGKey(0)), {})
+  with pytest.raises(VidrlError, match="holds no actions or rewards"):
+    rlv_data.load_pool(observation_only, labelled=True)
 
 
-def test_steps_to_sac_final_return_and_ratio():
-  curves = {"sac": dict(env_steps=[10, 20, 30, 40], mean=[-100.0, -90.0, -70.0, -80.0], final=[-80.0]),
-            "rlv/medium": dict(env_steps=[10, 20, 30, 40], mean=[-100.0, -75.0, -60.0, -60.0], final=[-60.0])}
-  assert pipeline.steps_to(curves["sac"], -80.0) == 30 and pipeline.steps_to(curves["sac"], 0.0) is None
-  out = pipeline.speedup(curves)["rlv/medium"]
-  assert (out["threshold"], out["sac_steps"], out["rlv_steps"], out["ratio"]) == (-80.0, 30, 20, 20 / 30)
+class _Rows:
+  def __init__(self, rows):
+    self._rows = rows
+
+  def rows(self, stage):
+    return [r for r in self._rows if r["stage"] == stage]
+
+
+def test_stage_curves_group_runs_by_condition_and_use_env_steps():
+  """A fused stage's rows -> {condition: per-seed (env steps, return)}; a resumed step's last row wins."""
+  rows = [dict(stage="rlv", step=1, env_steps=1000.0), dict(stage="rlv", step=1, **{
+              "eval/return/medium/seed0": -100.0, "eval/return/medium/seed1": -90.0, "eval/return/low/seed0": -99.0}),
+          dict(stage="rlv", step=2, env_steps=2000.0), dict(stage="rlv", step=2, **{
+              "eval/return/medium/seed0": -50.0, "eval/return/medium/seed1": -70.0, "eval/return/low/seed0": -98.0}),
+          dict(stage="rlv", step=2, **{"eval/return/medium/seed0": -60.0}),
+          dict(stage="sac", step=1, env_steps=1000.0), dict(stage="sac", step=1, **{"eval/return/seed0": -100.0})]
+  writer = _Rows(rows)
+  curves = report.stage_curves(writer, type("T", (), {"name": "rlv"}))
+  assert sorted(curves) == ["rlv/low", "rlv/medium"] and len(curves["rlv/medium"]) == 2
+  x, y = curves["rlv/medium"][0]
+  assert x.tolist() == [1000, 2000] and y.tolist() == [-100.0, -60.0]
+  assert list(report.stage_curves(writer, type("T", (), {"name": "sac"}))) == ["sac"]
+  agg = report.aggregate(curves["rlv/medium"])
+  assert agg["env_steps"] == [1000, 2000] and agg["mean"] == [-95.0, -65.0] and agg["final"] == [-60.0, -70.0]
+  np.testing.assert_allclose(agg["se"], [5.0, 5.0])   # std (ddof 1) / sqrt(2): |a - b| / 2
+  assert report.baseline_of("shift/rlv/weak") == "shift/sac" and report.baseline_of("rlv/low") == "sac"
 
 
 def _launch(workdir, *extra):
@@ -131,30 +162,47 @@ def _launch(workdir, *extra):
                         env={**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT})
 
 
-def _check_results(workdir, methods):
+def _check_results(workdir, conditions):
   results = json.load(open(os.path.join(workdir, "results.json")))
   assert set(results["pools"]) == {"low", "medium", "high"}
   assert all(-10 <= p["mean_return"] <= 0 and p["episodes"] == 3 for p in results["pools"].values())
-  assert set(results["curves"]) == set(methods)
-  for c in results["curves"].values():   # 2 seeds, evaluated every 2 episodes of 10 steps, one env copy
-    assert c["env_steps"] == [20, 40] and len(c["final"]) == 2 and all(-10 <= r <= 0 for r in c["final"])
+  assert set(results["curves"]) == set(conditions)
+  for k, c in results["curves"].items():   # 2 seeds, evaluated every 2 episodes of 10 steps, one env copy
+    assert c["env_steps"] == ([20] if k.startswith("bco/") else [20, 40]), k
+    assert len(c["final"]) == 2 and all(-10 <= r <= 0 for r in c["final"])
+  assert set(results["speedup"]) == set(conditions) - {"sac", "shift/sac"}
   for q in ("low", "medium", "high"):
     assert os.path.getsize(os.path.join(workdir, f"returns_{q}.png")) > 0
   assert "| medium |" in open(os.path.join(workdir, "results.md")).read()
   return results
 
 
-def test_launcher_smoke_sac_baseline_and_pools(tmp_path):
-  out = _launch(tmp_path, "--config.methods=('sac',)")
+def test_launcher_smoke_main_group_and_resume(tmp_path):
+  out = _launch(tmp_path, "--config.groups=('main',)")
   assert out.returncode == 0, out.stderr[-3000:]
-  first = _check_results(str(tmp_path), ["sac"])
-  out = _launch(tmp_path, "--config.methods=('sac',)")   # a rerun resumes: nothing is trained or collected again
+  first = _check_results(str(tmp_path), ["sac", "rlv/low", "rlv/medium", "rlv/high"])
+  out = _launch(tmp_path, "--config.groups=('main',)")   # a rerun resumes: nothing is trained or collected again
   assert out.returncode == 0, out.stderr[-3000:]
   again = json.load(open(tmp_path / "results.json"))
   assert again["curves"] == first["curves"] and again["pools"] == first["pools"]
 
 
-def test_launcher_smoke_rlv(tmp_path):
+def test_launcher_smoke_every_group(tmp_path):
   out = _launch(tmp_path)
   assert out.returncode == 0, out.stderr[-3000:]
-  _check_results(str(tmp_path), ["sac", "rlv/low", "rlv/medium", "rlv/high"])
+  ablations = [f"ablation/{a}/medium" for a in ("actions_true", "actions_zeros", "rewards_true", "rewards_zeros")]
+  shift = [f"shift/{v}/{s}" for v in ("rlv", "rlv_no_adversarial", "rlv_official", "rlv_strong_adversary")
+           for s in ("weak", "strong")]
+  _check_results(str(tmp_path), ["sac", "rlv/low", "rlv/medium", "rlv/high", "bco/low", "bco/medium", "bco/high",
+                                 "shift/sac", *ablations, *shift])
+  for png in ("ablations", "shift_weak", "shift_strong"):
+    assert os.path.getsize(tmp_path / f"{png}.png") > 0
+
+
+def test_bad_groups_and_shift_settings_are_refused(tmp_path):
+  for flag, message in (("--config.groups=('main','mujoco')", "config.groups names"),
+                        ("--config.shift.strengths=('huge',)", "shift.strengths"),
+                        ("--config.ablation_quality=best", "ablation_quality")):
+    out = _launch(tmp_path, flag)
+    assert out.returncode == 1 and message in out.stderr, out.stderr[-2000:]
+  assert set(os.listdir(tmp_path)) <= {"config.json"}   # nothing trained or written
