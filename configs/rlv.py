@@ -65,11 +65,13 @@ def base() -> ml_collections.ConfigDict:
   # The state-based domain shift (paper §3.1): the pool through a fixed random invertible map, two strengths.
   c.shift = ml_collections.ConfigDict(dict(
       quality="medium", strengths=("weak", "strong"), seed=1234, state_encoder_hidden=(64,),
-      variants=ml_collections.ConfigDict({
-          "sac": {}, "rlv_no_adversarial": dict(adversarial=False),
-          "rlv": dict(adversarial=True), "rlv_official": dict(adversarial=True, official_stop_gradient=True),
+      variants=ml_collections.ConfigDict({   # kind: pipeline.SHIFT_KINDS; the rest: rlv_config / rnd_config
+          "sac": dict(kind="sac"), "rnd": dict(kind="rnd"),
+          "rlv_no_adversarial": dict(kind="rlv", adversarial=False),
+          "rlv": dict(kind="rlv", adversarial=True),
+          "rlv_official": dict(kind="rlv", adversarial=True, official_stop_gradient=True),
           # a discriminator that learns (Table 5's 3e-8 barely moves it) and a stronger adversarial weight
-          "rlv_strong_adversary": dict(adversarial=True, discriminator_lr=3e-4, c3=0.1)})))
+          "rlv_strong_adversary": dict(kind="rlv", adversarial=True, discriminator_lr=3e-4, c3=0.1)})))
   c.loop = loop_config(log_every=100, checkpoint_every=1000, progress=False)
   return c
 

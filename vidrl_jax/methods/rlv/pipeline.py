@@ -14,8 +14,9 @@ pool a program can share, trained side by side in one jitted, vmapped program):
 - `bco/<quality>/seed<s>`: BCO(0) (`methods.rlv.baselines`), when `config.groups` holds "bco";
 - `shift/<variant>` (`config.shift`): the `shift.quality` pool seen through the fixed invertible state map of
   `methods.rlv.domain` at each strength, a run per (strength, seed); every variant has SAC's vector encoder
-  (`shift.state_encoder_hidden`) so the adversarial term has features to align; variant `sac` is SAC with that
-  encoder and no pool.
+  (`shift.state_encoder_hidden`) so the adversarial term has features to align; a variant's `kind` is "rlv" (RLV
+  with the variant's `rlv_config` overrides), "sac" (SAC with that encoder and no pool: the baseline) or "rnd"
+  (that SAC with RND's exploration bonus, `rl.rnd`, the paper's task-agnostic baseline of §4.3).
 
 Curves are each run's `eval/return/<label>` rows (one greedy episode per evaluation env copy, every
 `sac.eval_every_episodes` episodes).
@@ -34,11 +35,12 @@ from vidrl_jax import io
 from vidrl_jax.errors import VidrlError
 from vidrl_jax.methods.rlv import data as rlv_data
 from vidrl_jax.methods.rlv import baselines, domain, model, report
-from vidrl_jax.rl import fused
+from vidrl_jax.rl import fused, rnd
 from vidrl_jax.train import MetricWriter, run
 
 GROUPS = ("main", "ablations", "bco", "shift")
 POOL_KEYS = ("obs", "next_obs", "discount", "is_last")
+SHIFT_KINDS = ("sac", "rnd", "rlv")   # a shift variant: SAC, SAC with RND's bonus, RLV (with its overrides)
 
 
 def _sac_config(config: ml_collections.ConfigDict, **overrides) -> ml_collections.ConfigDict:
@@ -90,13 +92,17 @@ def stages(config: ml_collections.ConfigDict, pools: dict, env: Any, eval_env: A
     strengths = list(sh.strengths)
     shifted = _shifted(_pool_arrays(pools, [sh.quality], False), strengths, int(sh.seed))
     runs = [fused.Run(f"{st}/seed{s}", s, i) for i, st in enumerate(strengths) for s in seeds]
-    for variant, overrides in sh.variants.items():
-      if variant == "sac":   # SAC with the encoder, no pool (its overrides are ignored)
+    for variant, settings in sh.variants.items():
+      settings = settings.to_dict()
+      kind = settings.pop("kind")
+      if kind == "rlv":
+        out.append(("shift", _rlv_stage(config, f"shift/{variant}", env, eval_env, runs, shifted, settings,
+                                        encoder)))
+      else:   # SAC with the encoder and no pool, with RND's bonus for kind "rnd" (paper §4.3)
+        aux = rnd.make_aux(rnd.rnd_config(**settings)) if kind == "rnd" else None
         out.append(("shift", fused.fused_sac_task(f"shift/{variant}", env, _sac_config(config, **encoder),
-                                                  [fused.Run(f"seed{s}", s) for s in seeds], eval_env=eval_env)))
-      else:
-        out.append(("shift", _rlv_stage(config, f"shift/{variant}", env, eval_env, runs, shifted,
-                                        overrides.to_dict(), encoder)))
+                                                  [fused.Run(f"seed{s}", s) for s in seeds], aux=aux,
+                                                  eval_env=eval_env)))
   return out
 
 
@@ -116,6 +122,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     bad = sorted(set(config.shift.strengths) - set(domain.STRENGTHS))
     if bad:
       raise VidrlError(f"shift.strengths {bad} are unknown; pick from {sorted(domain.STRENGTHS)}")
+    kinds = {v: dict(o).get("kind") for v, o in config.shift.variants.items()}
+    if any(k not in SHIFT_KINDS for k in kinds.values()):
+      raise VidrlError(f"shift.variants {kinds} need a kind among {SHIFT_KINDS}; e.g. {{'kind': 'rlv', ...}}")
     if not config.shift.state_encoder_hidden:
       raise VidrlError("shift.state_encoder_hidden is empty, so the adversarial term would have no encoder to "
                        "train; give it widths, e.g. (64,)")

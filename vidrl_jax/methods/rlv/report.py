@@ -78,8 +78,9 @@ def plots_of(workdir: str, results: dict, pools: dict) -> list[str]:
     groups[f"returns_{q}"] = ["sac", f"rlv/{q}", f"bco/{q}"]
   groups["ablations"] = ["sac", f"rlv/{results.get('ablation_quality', 'medium')}"] + [
       k for k in agg if k.startswith("ablation/")]
-  for s in sorted({k.split("/")[-1] for k in agg if k.startswith("shift/") and k != "shift/sac"}):
-    groups[f"shift_{s}"] = ["shift/sac"] + [k for k in agg if k.startswith("shift/") and k.endswith(f"/{s}")]
+  shift_baselines = [k for k in agg if k.startswith("shift/") and k.count("/") == 1]   # shift/sac, shift/rnd
+  for s in sorted({k.split("/")[-1] for k in agg if k.startswith("shift/") and k.count("/") == 2}):
+    groups[f"shift_{s}"] = shift_baselines + [k for k in agg if k.startswith("shift/") and k.endswith(f"/{s}")]
   for file, names in groups.items():
     shown = {k: agg[k] for k in names if k in agg}
     if len(shown) < 2:

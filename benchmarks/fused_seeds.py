@@ -1,0 +1,109 @@
+"""Seeds side by side in one compiled program (`rl.fused`, PureJaxRL's vmap over runs) against one after another,
+and against the host loop (`offpolicy.sac_task`: a jitted env scan and update burst per loop step, the replay on
+the host), for SAC and RLV on RLV's Acrobot.
+
+Reported per case: milliseconds per update of one run (a loop step of `train_every` env steps and as many
+updates), after compilation, median over timed task steps; and the speed-up of R runs in one program over R
+programs of one run each (R x the 1-run time / the R-run time).
+
+  JAX_PLATFORMS=cpu .venv/bin/python benchmarks/fused_seeds.py [--runs 5] [--hidden 128,256] [--steps 1000]
+
+Measured on this 2-core CPU (see the README's RLV section for the numbers and the load they were taken under).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from vidrl_jax.methods.rlv import data as rlv_data  # noqa: E402
+from vidrl_jax.methods.rlv import model  # noqa: E402
+from vidrl_jax.rl import fused, offpolicy, sac  # noqa: E402
+from vidrl_jax.train import MetricWriter, loop_config, run  # noqa: E402
+
+
+def _config(hidden: int, steps: int, train_every: int = 1):
+  # random_steps=0: every loop step updates, so the time is the steady state's
+  return sac.sac_config(actor_hidden=(hidden, hidden), critic_hidden=(hidden, hidden), random_steps=0,
+                        train_every=train_every, num_episodes=100, eval_every_episodes=steps // 100,
+                        checkpoint_every_episodes=0)
+
+
+def _pool(n: int = 10_000) -> dict:
+  r = np.random.default_rng(0)
+  return dict(obs=r.normal(size=(1, n, 6)).astype(np.float32), next_obs=r.normal(size=(1, n, 6)).astype(np.float32),
+              discount=np.ones((1, n), np.float32), is_last=np.zeros((1, n), bool), size=np.array([n], np.int32))
+
+
+def fused_ms(runs: int, hidden: int, steps: int, method: str, repeats: int = 3) -> tuple[float, float]:
+  """(ms per update of one run, compile + first task step s) of `runs` runs in one fused program."""
+  env = rlv_data.acrobot(1)
+  kw = {}
+  if method == "rlv":
+    kw = dict(aux=model.make_aux(model.rlv_config(adversarial=False), 1), extra_pools={"observation": _pool()},
+              pool_batch=256)
+  task = fused.fused_sac_task(method, env, _config(hidden, steps), [fused.Run(f"s{s}", s) for s in range(runs)],
+                              **kw)
+  state = jax.jit(task.init)(jax.random.PRNGKey(0))
+  step = jax.jit(task.step, donate_argnums=0)
+  t = time.perf_counter()
+  state, _ = step(state, None, jax.random.PRNGKey(0))
+  jax.block_until_ready(state)
+  compile_s = time.perf_counter() - t
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    state, _ = step(state, None, jax.random.PRNGKey(0))
+    jax.block_until_ready(state)
+    times.append(time.perf_counter() - t)
+  return 1e3 * float(np.median(times)) / (steps * runs), compile_s
+
+
+def host_ms(hidden: int, steps: int, train_every: int) -> float:
+  """ms per update of the host loop's SAC (VecCollector), one run: two fresh runs of `steps` and `3 * steps` env
+  steps, the difference of their times over the difference of their updates (compilation cancels)."""
+  env = rlv_data.acrobot(1)
+  times = []
+  for n in (steps, 3 * steps):
+    config = _config(hidden, steps, train_every)
+    config.num_episodes = n // 100
+    with tempfile.TemporaryDirectory() as d:
+      t = time.perf_counter()
+      run(offpolicy.sac_task("sac", env, None, config, 0), loop_config(progress=False, checkpoint_every=10**9), d,
+          MetricWriter(d), 0)
+      times.append(time.perf_counter() - t)
+  return 1e3 * (times[1] - times[0]) / (2 * steps)
+
+
+def main() -> None:
+  p = argparse.ArgumentParser()
+  p.add_argument("--runs", type=int, default=5)
+  p.add_argument("--hidden", default="128,256")
+  p.add_argument("--steps", type=int, default=1000)
+  p.add_argument("--methods", default="sac,rlv")
+  a = p.parse_args()
+  print(f"jax {jax.__version__}, {jax.devices()[0].platform}, load average {os.getloadavg()[0]:.1f}")
+  print("| method | hidden | ms/update, 1 run | ms/update per run, "
+        f"{a.runs} runs in one program | speed-up | compile s (1 / {a.runs}) |")
+  print("|---|---|---|---|---|---|")
+  for method in a.methods.split(","):
+    for h in (int(x) for x in a.hidden.split(",")):
+      one, c1 = fused_ms(1, h, a.steps, method)
+      many, cr = fused_ms(a.runs, h, a.steps, method)
+      print(f"| {method} | {h} | {one:.2f} | {many:.2f} | {one / many:.2f}x | {c1:.1f} / {cr:.1f} |", flush=True)
+  for h in (int(x) for x in a.hidden.split(",")):
+    for te in (1, 50):
+      print(f"host loop (offpolicy.sac_task), SAC, hidden {h}, train_every {te}: "
+            f"{host_ms(h, a.steps, te):.2f} ms/update", flush=True)
+
+
+if __name__ == "__main__":
+  main()
