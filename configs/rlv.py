@@ -68,10 +68,12 @@ def base() -> ml_collections.ConfigDict:
       variants=ml_collections.ConfigDict({   # kind: pipeline.SHIFT_KINDS; the rest: rlv_config / rnd_config
           "sac": dict(kind="sac"), "rnd": dict(kind="rnd"),
           "rlv_no_adversarial": dict(kind="rlv", adversarial=False),
-          "rlv": dict(kind="rlv", adversarial=True),
-          "rlv_official": dict(kind="rlv", adversarial=True, official_stop_gradient=True),
-          # a discriminator that learns (Table 5's 3e-8 barely moves it) and a stronger adversarial weight
-          "rlv_strong_adversary": dict(kind="rlv", adversarial=True, discriminator_lr=3e-4, c3=0.1)})))
+          "rlv": dict(kind="rlv", adversarial=True),   # Table 5: c3 1e-3, discriminator lr 3e-8
+          # a discriminator that learns (Table 5's 3e-8 barely moves it) and a stronger adversarial weight, with
+          # the gradient reaching the encoder (Eq. 3-4) and stopped as in the released code
+          "rlv_strong_adversary": dict(kind="rlv", adversarial=True, discriminator_lr=3e-4, c3=0.1),
+          "rlv_strong_adversary_official": dict(kind="rlv", adversarial=True, discriminator_lr=3e-4, c3=0.1,
+                                                official_stop_gradient=True)})))
   c.loop = loop_config(log_every=100, checkpoint_every=1000, progress=False)
   return c
 

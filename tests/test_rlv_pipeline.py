@@ -191,7 +191,7 @@ def test_launcher_smoke_every_group(tmp_path):
   out = _launch(tmp_path)
   assert out.returncode == 0, out.stderr[-3000:]
   ablations = [f"ablation/{a}/medium" for a in ("actions_true", "actions_zeros", "rewards_true", "rewards_zeros")]
-  variants = ("rlv", "rlv_no_adversarial", "rlv_official", "rlv_strong_adversary")
+  variants = ("rlv", "rlv_no_adversarial", "rlv_strong_adversary", "rlv_strong_adversary_official")
   shift = ["shift/rnd"] + [f"shift/{v}/{s}" for v in variants for s in ("weak", "strong")]
   _check_results(str(tmp_path), ["sac", "rlv/low", "rlv/medium", "rlv/high", "bco/low", "bco/medium", "bco/high",
                                  "shift/sac", *ablations, *shift])

@@ -155,6 +155,8 @@ def fused_sac_task(name: str, env: VecEnv, config: ml_collections.ConfigDict, ru
     return batch
 
   def update_one(s, ring, key, size, pool_id):
+    # `key` is the loop step's; `collect` folded env steps t0.. into it, these fold 1 and 2: the streams meet
+    # only at env steps 1 and 2, inside the uniform-action phase whenever random_steps > 2 (no update is due).
     batches = draw(ring, jax.random.fold_in(key, 1), size, pool_id)
     s, metrics = sac.update_burst(s, batches, jax.random.fold_in(key, 2), learner, aux)
     return s, jax.tree.map(jnp.mean, metrics)
