@@ -29,10 +29,13 @@ def _config(preset: str, **overrides) -> ml_collections.ConfigDict:
 
 def test_conditions_of_the_paper_preset():
   """Per task: state view sac, rlv (domain none), rnd; 48x48 view sac, rnd, rlv per domain and
-  rlv_no_adversarial per shifted domain (the state view has domain 'none' only)."""
+  rlv_no_adversarial per shifted domain (the state view has domain 'none' only); Fig. 8's four ablations on the
+  Visual Pusher's pool."""
   m = mp.manipulation_config("paper")
   names = [c["name"] for c in mp.conditions(m)]
-  assert len(names) == 3 * (3 + 7) and len(set(names)) == len(names)
+  assert len(names) == 3 * (3 + 7) + 4 and len(set(names)) == len(names)
+  assert sorted(n for n in names if "ablation" in n) == [f"push-v3/img48/none/ablation_{a}_{b}" for a, b in (
+      ("actions", "true"), ("actions", "zeros"), ("rewards", "true"), ("rewards", "zeros"))]
   door = sorted(n for n in names if n.startswith("door-open-v3/"))
   assert door == sorted(["door-open-v3/state/sac", "door-open-v3/state/none/rlv", "door-open-v3/state/rnd",
                          "door-open-v3/img48/sac", "door-open-v3/img48/rnd", "door-open-v3/img48/none/rlv",
@@ -76,12 +79,16 @@ def test_summary_statistics_by_hand():
   assert r["speedup"]["t/state/rnd"]["ratio"] is None and "t/state/sac" not in r["speedup"]
   assert r["final"]["t/state/sac"]["mean"] == 1.0 and r["curves"]["t/state/none/rlv"]["mean"] == [.25, 1, 1]
   assert r["final"]["t/state/none/rlv"]["se"] == 0.0 and mp.baseline_of("t/img48/weak/rlv") == "t/img48/sac"
+  rows = mp.condition_table(r, "success", 2)
+  assert rows[2].startswith("| t/state/none/rlv | 2 | 30 | 1.00 +- 0.00 | 1.00 [1.00, 1.00] | 20 vs 30 at 1.00 (0.67")
+  assert rows[4] == "| t/state/sac | 2 | 30 | 1.00 +- 0.00 | 1.00 [1.00, 1.00] | baseline |"
 
 
 @pytest.mark.parametrize("overrides, message", [
     (dict(methods=("sac", "ppo")), "methods"), (dict(seeds=()), "seeds is empty"),
     (dict(methods=("rlv",)), "lacks 'sac'"), (dict(domains=("none", "foggy")), "domains"),
-    (dict(image_sizes=(-1,)), "image_sizes"), (dict(episodes=0), "episodes")])
+    (dict(image_sizes=(-1,)), "image_sizes"), (dict(episodes=0), "episodes"),
+    (dict(ablation_conditions=("drawer-open-v3/img48/none",)), "ablation_conditions")])
 def test_bad_configs_say_what_to_fix(tmp_path, overrides, message):
   with pytest.raises(VidrlError, match=message) as e:
     mp.train_and_evaluate_manipulation(_config("smoke", **overrides), str(tmp_path))
@@ -100,12 +107,14 @@ def test_smoke_end_to_end_and_resume(tmp_path):
   results = mp.train_and_evaluate_manipulation(_config("smoke"), workdir)
   pool = os.path.join(workdir, "manipulation", "data", "drawer-open-v3_none_state")
   assert ownership.state(pool) == "complete" and results["pools"]["drawer-open-v3/state/none"]["episodes"] == 3
-  assert set(results["curves"]) == {"drawer-open-v3/state/sac", "drawer-open-v3/state/none/rlv"}
+  assert set(results["curves"]) == {"drawer-open-v3/state/sac", "drawer-open-v3/state/none/rlv",
+                                    "drawer-open-v3/state/none/ablation_actions_true"}
   for curve in results["curves"].values():   # evaluation after every 20-step episode of 3, both seeds
     assert curve["env_steps"] == [20, 40, 60] and curve["n"] == 2
     assert all(0.0 <= v <= 1.0 for v in curve["mean"])
   stages = _stage_rows(workdir)
-  assert set(stages) == {f"mw/drawer-open-v3/state/{c}/seed{s}" for c in ("sac", "none/rlv") for s in (0, 1)}
+  assert set(stages) == {f"mw/drawer-open-v3/state/{c}/seed{s}" for c in ("sac", "none/rlv",
+                                                                         "none/ablation_actions_true") for s in (0, 1)}
   rlv_rows = MetricWriter(workdir).rows("mw/drawer-open-v3/state/none/rlv/seed1")
   assert any("aux/loss/inverse" in r for r in rlv_rows)
   assert not any("aux/loss/adversarial" in r for r in rlv_rows)   # no domain shift: c3 = 0, as the paper

@@ -17,7 +17,10 @@ named `mw/<condition>/seed<s>`, run in `workdir` (every stage resumes). Conditio
 - `<task>/<view>/<domain>/rlv`: RLV with the domain's pool; its domain-adversarial term (Eq. 3, c3) is on for a
   shifted domain and off for 'none', as the paper sets c3 = 0 without domain shift (§4.1-4.2);
 - `<task>/<view>/<domain>/rlv_no_adversarial`: RLV without the adversarial term, shifted domains only (for
-  'none' it is `rlv`).
+  'none' it is `rlv`);
+- `<task>/<view>/<domain>/ablation_<name>` (paper Fig. 8, on the pools `ablation_conditions` names): RLV with
+  other observation actions / rewards (`ablations`: `model.rlv_config` overrides, e.g. obs_actions="true" reads
+  the expert's actions, which every pool's files keep and `data.load_pool` hides from the other conditions).
 
 The shift changes pixels only (`MetaWorldEnv`'s domains recolour and relight the scene), so the state view sees
 domain 'none' only: `domains` applies to image views. Interaction and evaluation are always in domain 'none'.
@@ -83,8 +86,8 @@ class SuccessOnce:
 
 def manipulation_config(preset: str = "cpu") -> ml_collections.ConfigDict:
   """`config.manipulation` for a preset: "smoke" (seconds: one state task, 2 seeds, 20-step episodes, tiny nets),
-  "smoke_image" (the same at 16x16 pixels with a 'strong' pool), "cpu" (drawer-open, state, 3 seeds, SAC vs RLV:
-  what this 2-core CPU runs in minutes) or "paper" (the three tasks, state and 48x48 pixels, domains none / weak /
+  "smoke_image" (the same at 16x16 pixels with a 'strong' pool), "cpu" (drawer-open, state, 150-step episodes, 80 episodes
+  (12k env steps), 3 seeds, SAC vs RLV: what this 2-core CPU runs in about 12 minutes, estimated) or "paper" (the three tasks, state and 48x48 pixels, domains none / weak /
   strong for the pixels, 5 seeds, every method, Tables 1-5).
 
   Fields: `tasks` (Meta-World v3 names); `image_sizes` (0: the state view; S: S x S pixels only); `domains` (of the
@@ -96,7 +99,8 @@ def manipulation_config(preset: str = "cpu") -> ml_collections.ConfigDict:
   MLPs with pad-4 crops for pixels; one update per env step, run as bursts of `train_every`; evaluation every
   `eval_every_episodes` on `eval_episodes` greedy episodes); `rlv` (overrides of `model.rlv_config`: Table 2's
   MuJoCo c_large 10 / c_small 0, Table 5's c1 1, c3 1e-3, discriminator lr 3e-8 and [64]*3 MLPs); `rnd`
-  (overrides of `rnd.rnd_config`); `obs_batch` (observation transitions per update beside SAC's batch: 256);
+  (overrides of `rnd.rnd_config`); `ablations` ({name: `model.rlv_config` overrides}, Fig. 8) run on each pool of
+  `ablation_conditions` ("<task>/<view>/<domain>", e.g. "push-v3/img48/none": the Visual Pusher); `obs_batch` (observation transitions per update beside SAC's batch: 256);
   `min_threshold` (the least success the steps-to-threshold ratio asks for); `loop` (`loop_config`)."""
   m = ml_collections.ConfigDict()
   m.tasks = ("push-v3", "door-open-v3", "drawer-open-v3")
@@ -113,21 +117,27 @@ def manipulation_config(preset: str = "cpu") -> ml_collections.ConfigDict:
                            encoder_kernel=5, augment_pad=4, **run_)
   m.rlv = ml_collections.ConfigDict(dict(c_large=10.0, c_small=0.0, c1=1.0, c3=1e-3, discriminator_lr=3e-8))
   m.rnd = ml_collections.ConfigDict()
+  # Paper Fig. 8 (Visual Pusher): RLV with true / zero observation actions or rewards, on these pools.
+  m.ablations = ml_collections.ConfigDict({
+      "actions_true": dict(obs_actions="true"), "actions_zeros": dict(obs_actions="zeros"),
+      "rewards_true": dict(obs_rewards="true"), "rewards_zeros": dict(obs_rewards="zeros")})
+  m.ablation_conditions = ("push-v3/img48/none",)
   m.obs_batch = 256
   m.min_threshold = 0.1
   m.loop = loop_config(log_every=100, checkpoint_every=1000, progress=False)
   tiny = dict(actor_hidden=(16, 16), critic_hidden=(16, 16), batch_size=8, random_steps=20, train_every=10,
               num_episodes=3, checkpoint_every_episodes=1, eval_every_episodes=1, eval_episodes=2)
   smoke = dict(tasks=("drawer-open-v3",), image_sizes=(0,), domains=("none",), episodes=3, max_steps=20,
-               seeds=(0, 1), methods=("sac", "rlv"), obs_batch=8,
+               seeds=(0, 1), methods=("sac", "rlv"), obs_batch=8, ablation_conditions=(),
                rlv=dict(m.rlv.to_dict(), inverse_hidden=(8,), discriminator_hidden=(8,)))
   presets = {
-      "smoke": dict(smoke, sac_state=sac_config(**tiny)),
+      "smoke": dict(smoke, sac_state=sac_config(**tiny), ablation_conditions=("drawer-open-v3/state/none",),
+                    ablations=dict(actions_true=dict(obs_actions="true"))),
       "smoke_image": dict(smoke, image_sizes=(16,), domains=("strong",), methods=("sac", "rlv"), seeds=(0,),
                           sac_image=sac_config(**tiny, encoder_filters=(4,), encoder_kernel=3, augment_pad=2)),
       "cpu": dict(tasks=("drawer-open-v3",), image_sizes=(0,), domains=("none",), seeds=(0, 1, 2),
-                  methods=("sac", "rlv"), episodes=50, max_steps=100,
-                  sac_state=sac_config(**dict(run_, num_episodes=60, eval_every_episodes=5))),
+                  methods=("sac", "rlv"), episodes=50, max_steps=150, ablation_conditions=(),
+                  sac_state=sac_config(**dict(run_, num_episodes=80, eval_every_episodes=5))),
       "paper": {},
   }
   if preset not in presets:
@@ -138,6 +148,8 @@ def manipulation_config(preset: str = "cpu") -> ml_collections.ConfigDict:
 
 
 def check_config(m: ml_collections.ConfigDict) -> None:
+  targets = {f"{t}/{view_name(s)}/{d}" for t in m.tasks for s in m.image_sizes if s >= 0
+             for d in (m.domains if s else ("none",))}
   problems = [
       (not m.tasks, "manipulation.tasks is empty; name Meta-World v3 tasks, e.g. ('drawer-open-v3',)"),
       (not m.seeds, "manipulation.seeds is empty; give at least one seed, e.g. (0,)"),
@@ -151,6 +163,9 @@ def check_config(m: ml_collections.ConfigDict) -> None:
        f"manipulation.episodes, max_steps and obs_batch must be >= 1, got {m.episodes}, {m.max_steps} and "
        f"{m.obs_batch}"),
       ("sac" not in m.methods, "manipulation.methods lacks 'sac', the baseline every ratio needs; add it"),
+      (bool(set(m.ablation_conditions) - targets),
+       f"manipulation.ablation_conditions {tuple(m.ablation_conditions)} must name pools of this config, "
+       f"<task>/<view>/<domain>, from {sorted(targets)}"),
   ]
   for bad, sentence in problems:
     if bad:
@@ -170,6 +185,11 @@ def conditions(m: ml_collections.ConfigDict) -> list[dict]:
         for d in (m.domains if size else ("none",)):
           if not (method == "rlv_no_adversarial" and d == "none"):
             out.append(dict(name=f"{task}/{view}/{d}/{method}", task=task, image_size=size, domain=d, method=method))
+  for target in m.ablation_conditions:
+    task, view, d = target.split("/")
+    size = 0 if view == "state" else int(view[3:])
+    out += [dict(name=f"{target}/ablation_{a}", task=task, image_size=size, domain=d, method="rlv",
+                 overrides=overrides.to_dict()) for a, overrides in m.ablations.items()]
   return out
 
 
@@ -181,7 +201,8 @@ def _sac(m: ml_collections.ConfigDict, image_size: int) -> ml_collections.Config
 
 def make_pools(m: ml_collections.ConfigDict, root: str) -> dict[tuple, dict]:
   """{(task, image_size, domain): completion summary + `dir`} for every pool a condition needs (reused when
-  finished)."""
+  finished). The files keep the expert's actions and sparse rewards (`labelled`); `data.load_pool` drops them
+  unless an ablation with true labels asks for them."""
   pools = {}
   for c in conditions(m):
     key = (c["task"], c["image_size"], c["domain"])
@@ -191,7 +212,8 @@ def make_pools(m: ml_collections.ConfigDict, root: str) -> dict[tuple, dict]:
                                         c["image_size"])
     summary = metaworld_data.write_expert_pool(
         directory, c["task"], int(m.episodes), int(m.data_seed), image_size=int(c["image_size"]),
-        domain=c["domain"], noise=float(m.noise), max_steps=int(m.max_steps), end_on_success=bool(m.end_on_success))
+        domain=c["domain"], noise=float(m.noise), max_steps=int(m.max_steps), end_on_success=bool(m.end_on_success),
+        labelled=True)
     pools[key] = dict(summary, dir=directory)
   return pools
 
@@ -205,10 +227,12 @@ def make_task(m: ml_collections.ConfigDict, cond: dict, seed: int, pools: dict, 
   env, eval_env = envs[(task, size)]
   aux, extra = None, None
   if method in POOL_METHODS:
-    overrides = dict(m.rlv.to_dict(), adversarial=method == "rlv" and cond["domain"] != "none")
+    overrides = dict(m.rlv.to_dict(), adversarial=method == "rlv" and cond["domain"] != "none",
+                     **cond.get("overrides", {}))
     rlv = model.rlv_config(**overrides)
     aux = model.make_aux(rlv, env.action_dim)
-    pool = rlv_data.load_pool(pools[(task, size, cond["domain"])]["dir"], obs_keys=obs_keys(size))
+    labelled = "true" in (rlv.obs_actions, rlv.obs_rewards)
+    pool = rlv_data.load_pool(pools[(task, size, cond["domain"])]["dir"], labelled, obs_keys=obs_keys(size))
     extra = {rlv.source: (pool, int(m.obs_batch))}
   elif method == "rnd":
     aux = rnd.make_aux(rnd.rnd_config(**m.rnd.to_dict()))
@@ -266,29 +290,38 @@ def plot(root: str, results: dict) -> list[str]:
   return paths
 
 
-def markdown(results: dict) -> str:
-  """results.md: the pools, then per condition the final success (mean +- s.e., IQM [95% CI]) and the env steps
-  to its baseline's final success."""
-  lines = ["# RLV on Meta-World", "", f"Metric: {results['metric']}.", "",
-           "| observation pool | episodes | steps | expert success | seconds |", "|---|---|---|---|---|"]
-  lines += [f"| {k} | {p.get('episodes')} | {p.get('steps')} | {p.get('success_rate', float('nan')):.2f} | "
-            f"{p.get('seconds')} |" for k, p in results["pools"].items()]
-  lines += ["", "| condition | seeds | env steps | final success, mean +- s.e. | IQM [95% CI] | env steps to the "
-            "baseline's final (ratio [95% CI]) |", "|---|---|---|---|---|---|"]
-  for k, c in results["curves"].items():
-    f, sp = results["final"].get(k), results["speedup"].get(k)
-    if not f:
+def condition_table(results: dict, metric: str, digits: int) -> list[str]:
+  """Markdown rows, one per condition of `results` (`summarise`'s layout, which `report.summarise` shares): seeds,
+  last env step, final `metric` as mean +- s.e. and IQM [95% CI], and the env steps to the baseline's final (or the
+  threshold) against the baseline's, with the ratio and its interval. Written for any such results, so
+  `report.markdown` could use it too."""
+  num = lambda x: f"{x:.{digits}f}"
+  steps = lambda s: "never" if s is None else str(int(s))
+  out = [f"| condition | seeds | env steps | final {metric}, mean +- s.e. | IQM [95% CI] | env steps to the "
+         "baseline's final: condition vs baseline at the threshold (ratio [95% CI]) |", "|---|---|---|---|---|---|"]
+  for name, curve in results["curves"].items():
+    final, sp = results["final"].get(name), results["speedup"].get(name)
+    if final is None:
       continue
     ratio = "baseline"
     if sp is not None:
-      steps = lambda s: "never" if s is None else str(int(s))
-      ci = f" [{sp['ratio_ci'][0]:.2f}, {sp['ratio_ci'][1]:.2f}]" if sp["ratio_ci"] else ""
-      ratio = (f"{steps(sp['steps_a'])} vs {steps(sp['steps_b'])} at {sp['threshold']:.2f} ("
-               + ("n/a" if sp["ratio"] is None else f"{sp['ratio']:.2f}") + ci + ")")
-    lines.append(f"| {k} | {c['n']} | {c['env_steps'][-1]} | {f['mean']:.2f} +- {f['se']:.2f} | "
-                 f"{f['iqm']:.2f} [{f['iqm_ci'][0]:.2f}, {f['iqm_ci'][1]:.2f}] | {ratio} |")
-  lines += ["", "Seconds (this invocation): " + ", ".join(f"{k} {v}" for k, v in results["seconds"].items()), ""]
-  return "\n".join(lines)
+      interval = "" if not sp["ratio_ci"] else " [{:.2f}, {:.2f}]".format(*sp["ratio_ci"])
+      ratio = (f"{steps(sp['steps_a'])} vs {steps(sp['steps_b'])} at {sp['threshold']:.{digits}f} ("
+               f"{'n/a' if sp['ratio'] is None else format(sp['ratio'], '.2f')}{interval})")
+    out.append(f"| {name} | {curve['n']} | {curve['env_steps'][-1]} | {num(final['mean'])} +- {num(final['se'])} | "
+               f"{num(final['iqm'])} [{num(final['iqm_ci'][0])}, {num(final['iqm_ci'][1])}] | {ratio} |")
+  return out
+
+
+def markdown(results: dict) -> str:
+  """results.md: the pools (episodes, steps, the expert's success rate, seconds), then `condition_table`."""
+  pools = [f"| {k} | {p.get('episodes')} | {p.get('steps')} | {p.get('success_rate', float('nan')):.2f} | "
+           f"{p.get('seconds')} |" for k, p in results["pools"].items()]
+  seconds = ", ".join(f"{k} {v}" for k, v in results["seconds"].items())
+  return "\n".join(["# RLV on Meta-World", "", f"Metric: {results['metric']}.", "",
+                    "| observation pool | episodes | steps | expert success | seconds |", "|---|---|---|---|---|",
+                    *pools, "", *condition_table(results, "success", 2), "",
+                    f"Seconds (this invocation): {seconds}", ""])
 
 
 def train_and_evaluate_manipulation(config: ml_collections.ConfigDict, workdir: str) -> dict:
