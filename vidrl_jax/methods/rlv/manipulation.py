@@ -51,6 +51,7 @@ from vidrl_jax.methods.rlv import metaworld_data, model, report
 from vidrl_jax.rl import offpolicy, rnd
 from vidrl_jax.rl.sac import sac_config
 from vidrl_jax.train import MetricWriter, loop_config, run
+from vidrl_jax.train.checkpoint import Checkpointer
 from vidrl_jax.train.loop import Task
 
 METHODS = ("sac", "rlv", "rlv_no_adversarial", "rnd")
@@ -218,6 +219,23 @@ def make_pools(m: ml_collections.ConfigDict, root: str) -> dict[tuple, dict]:
   return pools
 
 
+def stage_name(cond: dict, seed: int) -> str:
+  return f"mw/{cond['name']}/seed{seed}"
+
+
+def finished(workdir: str, name: str, num_steps: int) -> bool:
+  """Whether stage `name` has its checkpoint of step `num_steps` (then `run` would only evaluate it again, which
+  for pixels costs `eval_episodes` rendered episodes: a rerun skips it)."""
+  directory = os.path.join(workdir, name, "checkpoints")
+  if not os.path.isdir(directory):
+    return False
+  ckpt = Checkpointer(directory)
+  try:
+    return ckpt.latest_step() == num_steps
+  finally:
+    ckpt.close()
+
+
 def make_task(m: ml_collections.ConfigDict, cond: dict, seed: int, pools: dict, envs: dict) -> Task:
   """One condition's stage for one seed: `offpolicy.sac_task` on the interaction env (domain 'none'), evaluated on
   `SuccessOnce`, with RLV's aux and the pool or RND's aux."""
@@ -236,15 +254,15 @@ def make_task(m: ml_collections.ConfigDict, cond: dict, seed: int, pools: dict, 
     extra = {rlv.source: (pool, int(m.obs_batch))}
   elif method == "rnd":
     aux = rnd.make_aux(rnd.rnd_config(**m.rnd.to_dict()))
-  return offpolicy.sac_task(f"mw/{cond['name']}/seed{seed}", env, obs_keys(size), _sac(m, size), seed,
+  return offpolicy.sac_task(stage_name(cond, seed), env, obs_keys(size), _sac(m, size), seed,
                             eval_env=SuccessOnce(eval_env), aux=aux, extra_sources=extra)
 
 
-def stage_curve(writer: MetricWriter, task: Task, train_every: int) -> tuple[np.ndarray, np.ndarray]:
+def stage_curve(writer: MetricWriter, name: str, train_every: int) -> tuple[np.ndarray, np.ndarray]:
   """(env steps, greedy success rate) of one stage from its `eval/mean_return` rows (a resumed run rewrites its
   rows: the last of a step wins). A stage's loop step t ends at env step t * train_every (one host env)."""
   curve = {int(r["step"]) * int(train_every): float(r["eval/mean_return"])
-           for r in writer.rows(task.name) if "eval/mean_return" in r}
+           for r in writer.rows(name) if "eval/mean_return" in r}
   x = np.array(sorted(curve), np.int64)
   return x, np.array([curve[s] for s in x], np.float64)
 
@@ -326,7 +344,8 @@ def markdown(results: dict) -> str:
 
 def train_and_evaluate_manipulation(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """RLV's Meta-World experiments of `config.manipulation` (`manipulation_config`) in `workdir` (module
-  docstring); returns results.json's content. A rerun resumes every stage and redoes no finished pool or stage."""
+  docstring); returns results.json's content. A rerun resumes every unfinished stage and skips finished pools and
+  stages (`finished`)."""
   m = config.manipulation
   check_config(m)
   t0, root = time.time(), os.path.join(workdir, SUBDIR)
@@ -336,10 +355,12 @@ def train_and_evaluate_manipulation(config: ml_collections.ConfigDict, workdir: 
   writer, envs, curves = MetricWriter(workdir), {}, {}
   for cond in conditions(m):
     t = time.time()
+    sac = _sac(m, cond["image_size"])
     for seed in m.seeds:
-      task = make_task(m, cond, int(seed), pools, envs)
-      run(task, m.loop, workdir, writer, int(seed))
-      curves.setdefault(cond["name"], []).append(stage_curve(writer, task, _sac(m, cond["image_size"]).train_every))
+      name = stage_name(cond, int(seed))
+      if not finished(workdir, name, offpolicy.schedule(sac, int(m.max_steps))["num_steps"]):
+        run(make_task(m, cond, int(seed), pools, envs), m.loop, workdir, writer, int(seed))
+      curves.setdefault(cond["name"], []).append(stage_curve(writer, name, sac.train_every))
     seconds[cond["name"]] = round(time.time() - t, 1)
   for pair in envs.values():
     for env in pair:
