@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 
 import ml_collections
 import numpy as np
@@ -125,6 +126,20 @@ def test_smoke_end_to_end_and_resume(tmp_path):
   assert _stage_rows(workdir) == stages   # nothing trained or logged again
   assert again["curves"] == results["curves"] and again["final"] == results["final"]
   assert again["seconds"]["total"] < results["seconds"]["total"] / 3
+  # An interruption after step 4 of 6 (the last checkpoint gone): the rerun resumes there and logs the same rows.
+  name = "mw/drawer-open-v3/state/none/rlv/seed1"
+  before = _comparable(MetricWriter(workdir).rows(name))
+  shutil.rmtree(os.path.join(workdir, name, "checkpoints", "6"))
+  os.remove(os.path.join(workdir, name, "collector", "collector_6.npz"))
+  resumed = mp.train_and_evaluate_manipulation(_config("smoke"), workdir)
+  after = _comparable(MetricWriter(workdir).rows(name))
+  assert after == before and any("critic_loss" in r and r["step"] == 6 for r in after)
+  assert resumed["curves"] == results["curves"]
+
+
+def _comparable(rows: list[dict]) -> list[dict]:
+  return sorted(({k: v for k, v in r.items() if k not in ("time", "steps_per_s")} for r in rows),
+                key=lambda r: (r["step"], sorted(r)))
 
 
 def test_image_smoke_with_a_strong_domain_pool(tmp_path):
