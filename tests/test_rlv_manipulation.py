@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 
 import ml_collections
 import numpy as np
@@ -18,7 +17,7 @@ pytest.importorskip("metaworld")
 from vidrl_jax.data import ownership  # noqa: E402
 from vidrl_jax.errors import VidrlError  # noqa: E402
 from vidrl_jax.methods.rlv import manipulation as mp  # noqa: E402
-from vidrl_jax.train import MetricWriter  # noqa: E402
+from vidrl_jax.train import MetricWriter, run  # noqa: E402
 
 
 def _config(preset: str, **overrides) -> ml_collections.ConfigDict:
@@ -126,15 +125,27 @@ def test_smoke_end_to_end_and_resume(tmp_path):
   assert _stage_rows(workdir) == stages   # nothing trained or logged again
   assert again["curves"] == results["curves"] and again["final"] == results["final"]
   assert again["seconds"]["total"] < results["seconds"]["total"] / 3
-  # An interruption after step 4 of 6 (the last checkpoint gone): the rerun resumes there and logs the same rows.
   name = "mw/drawer-open-v3/state/none/rlv/seed1"
-  before = _comparable(MetricWriter(workdir).rows(name))
-  shutil.rmtree(os.path.join(workdir, name, "checkpoints", "6"))
-  os.remove(os.path.join(workdir, name, "collector", "collector_6.npz"))
-  resumed = mp.train_and_evaluate_manipulation(_config("smoke"), workdir)
+  assert not os.path.exists(os.path.join(workdir, name, "collector"))   # a finished stage's replay is dropped
+
+
+def test_an_interrupted_stage_resumes_to_the_same_rows(tmp_path):
+  """Stopped after loop step 4 of 6 (`run(stop_after=4)`): the pipeline resumes it and logs the rows of an
+  uninterrupted run (every metric, the critic loss of step 6 included)."""
+  workdir, config = str(tmp_path), _config("smoke", seeds=(1,), ablation_conditions=())
+  m = config.manipulation
+  cond = next(c for c in mp.conditions(m) if c["method"] == "rlv")
+  pools = mp.make_pools(m, os.path.join(workdir, "manipulation"))
+  name = mp.stage_name(cond, 1)
+  run(mp.make_task(m, cond, 1, pools, {}), m.loop, workdir, MetricWriter(workdir), 1, stop_after=4)
+  assert not mp.finished(workdir, name, 6)
+  mp.train_and_evaluate_manipulation(config, workdir)
+  after = _comparable(MetricWriter(workdir).rows(name))
+  whole = str(tmp_path / "whole")
+  run(mp.make_task(m, cond, 1, pools, {}), m.loop, whole, MetricWriter(whole), 1)
+  before = _comparable(MetricWriter(whole).rows(name))
   after = _comparable(MetricWriter(workdir).rows(name))
   assert after == before and any("critic_loss" in r and r["step"] == 6 for r in after)
-  assert resumed["curves"] == results["curves"]
 
 
 def _comparable(rows: list[dict]) -> list[dict]:
