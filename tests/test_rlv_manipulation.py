@@ -171,3 +171,15 @@ def test_image_smoke_with_a_strong_domain_pool(tmp_path):
   rows = MetricWriter(workdir).rows("mw/drawer-open-v3/img16/strong/rlv/seed0")
   assert any(np.isfinite(r.get("aux/loss/adversarial", np.nan)) for r in rows)
   assert results["curves"]["drawer-open-v3/img16/sac"]["env_steps"] == [20, 40, 60]
+
+
+def test_a_fixed_layout_gives_every_pool_episode_the_same_start(tmp_path):
+  m = _config("smoke", layout_seed=3).manipulation
+  pools = mp.make_pools(m, str(tmp_path))
+  directory = pools[("drawer-open-v3", 0, "none")]["dir"]
+  assert directory.endswith("drawer-open-v3_none_state_layout3")
+  starts = [np.load(os.path.join(directory, f"{i:06d}.npz"))["state"][0] for i in range(3)]
+  np.testing.assert_array_equal(starts[0], starts[1])
+  np.testing.assert_array_equal(starts[0], starts[2])
+  free = mp.make_pools(_config("smoke").manipulation, str(tmp_path))[("drawer-open-v3", 0, "none")]["dir"]
+  assert not np.array_equal(np.load(os.path.join(free, "000001.npz"))["state"][0], starts[0])

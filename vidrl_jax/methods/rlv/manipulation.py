@@ -87,29 +87,36 @@ class SuccessOnce:
 
 
 def manipulation_config(preset: str = "cpu") -> ml_collections.ConfigDict:
-  """`config.manipulation` for a preset: "smoke" (seconds: one state task, 2 seeds, 20-step episodes, tiny nets),
-  "smoke_image" (the same at 16x16 pixels with a 'strong' pool), "cpu" (drawer-open, state, 150-step episodes, 80 episodes
-  (12k env steps), 3 seeds, SAC vs RLV: what this 2-core CPU runs in about 12 minutes, estimated) or "paper" (the three tasks, state and 48x48 pixels, domains none / weak /
-  strong for the pixels, 5 seeds, every method, Tables 1-5).
+  """`config.manipulation` for a preset:
+  - "smoke": seconds; drawer-open, state, 2 seeds, 3 episodes of 20 steps, tiny nets, SAC, RLV and one ablation;
+  - "smoke_image": the same at 16x16 pixels with a 'strong' pool, one seed, no ablation;
+  - "cpu": drawer-open, state, 3 seeds, SAC vs RLV, 80 episodes of 150 steps (12k env steps): about 10 minutes on
+    this 2-core CPU (estimated from a timed run of one seed);
+  - "paper": the three tasks, state and 48x48 pixels, domains none / weak / strong for the pixels, 5 seeds, every
+    method and Fig. 8's ablations on the Visual Pusher's pool, 500 episodes of 200 steps (Tables 1-5).
 
-  Fields: `tasks` (Meta-World v3 names); `image_sizes` (0: the state view; S: S x S pixels only); `domains` (of the
-  image views' observation data; the state view uses 'none'); `episodes`, `noise`, `data_seed` and
-  `end_on_success` of each expert pool (`metaworld_data.write_expert_pool`), `data_dir` ('' =
+  Fields: `tasks` (Meta-World v3 names); `image_sizes` (0: the state view; S: S x S pixels only); `domains` (of
+  the image views' observation data; the state view uses 'none'); `episodes`, `noise`, `data_seed` and
+  `end_on_success` of each expert pool (`metaworld_data.write_expert_pool`); `data_dir` ('' =
   workdir/manipulation/data); `max_steps` per episode (interaction, evaluation and pools; the official
-  Meta-World drawer's 200); `seeds`; `methods` (of `METHODS`); `sac_state` / `sac_image` (`sac_config`: Table 1
-  for both, Table 3's 2x256 MLPs for states, Table 4's conv encoder 16/16/32 5x5 with 2x2 max-pools and 512-256-256
-  MLPs with pad-4 crops for pixels; one update per env step, run as bursts of `train_every`; evaluation every
-  `eval_every_episodes` on `eval_episodes` greedy episodes); `rlv` (overrides of `model.rlv_config`: Table 2's
-  MuJoCo c_large 10 / c_small 0, Table 5's c1 1, c3 1e-3, discriminator lr 3e-8 and [64]*3 MLPs); `rnd`
-  (overrides of `rnd.rnd_config`); `ablations` ({name: `model.rlv_config` overrides}, Fig. 8) run on each pool of
-  `ablation_conditions` ("<task>/<view>/<domain>", e.g. "push-v3/img48/none": the Visual Pusher); `obs_batch` (observation transitions per update beside SAC's batch: 256);
-  `min_threshold` (the least success the steps-to-threshold ratio asks for); `loop` (`loop_config`)."""
+  Meta-World drawer's 200); `layout_seed` (-1: positions drawn at every reset; n >= 0: every env and pool
+  episode in the one layout of reset seed n, an easier task); `seeds`; `methods` (of `METHODS`); `sac_state` /
+  `sac_image` (`sac_config`: Table 1 for both, Table 3's 2x256 MLPs for states, Table 4's conv encoder 16/16/32
+  5x5 with 2x2 max-pools and 512-256-256 MLPs with pad-4 crops for pixels; one update per env step, run as
+  bursts of `train_every`; evaluation every `eval_every_episodes` on `eval_episodes` greedy episodes); `rlv`
+  (overrides of `model.rlv_config`: Table 2's MuJoCo c_large 10 / c_small 0, Table 5's c1 1, c3 1e-3,
+  discriminator lr 3e-8, [64]*3 MLPs); `rnd` (overrides of `rnd.rnd_config`); `ablations` ({name:
+  `model.rlv_config` overrides}, Fig. 8), run on each pool of `ablation_conditions` ("<task>/<view>/<domain>",
+  e.g. "push-v3/img48/none": the Visual Pusher); `obs_batch` (observation transitions per update beside SAC's
+  batch: 256); `min_threshold` (the least success the steps-to-threshold ratio asks for); `loop`
+  (`loop_config`)."""
   m = ml_collections.ConfigDict()
   m.tasks = ("push-v3", "door-open-v3", "drawer-open-v3")
   m.image_sizes = (0, 48)
   m.domains = ("none", "weak", "strong")
   m.episodes, m.noise, m.data_seed, m.end_on_success, m.data_dir = 100, 0.1, 0, True, ""
   m.max_steps = 200
+  m.layout_seed = -1   # -1: object and goal positions drawn at every reset (the paper's); n >= 0: one fixed layout
   m.seeds = (0, 1, 2, 3, 4)
   m.methods = METHODS
   run_ = dict(num_episodes=500, train_every=50, updates_per_step=1.0, checkpoint_every_episodes=50,
@@ -195,6 +202,10 @@ def conditions(m: ml_collections.ConfigDict) -> list[dict]:
   return out
 
 
+def _layout(m: ml_collections.ConfigDict) -> int | None:
+  return None if m.layout_seed < 0 else int(m.layout_seed)
+
+
 def _sac(m: ml_collections.ConfigDict, image_size: int) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict((m.sac_image if image_size else m.sac_state).to_dict())
   c.replay_capacity = min(int(c.replay_capacity), int(c.num_episodes) * int(m.max_steps) + 1)
@@ -212,10 +223,11 @@ def make_pools(m: ml_collections.ConfigDict, root: str) -> dict[tuple, dict]:
       continue
     directory = metaworld_data.pool_dir(m.data_dir or os.path.join(root, "data"), c["task"], c["domain"],
                                         c["image_size"])
+    directory += f"_layout{m.layout_seed}" if m.layout_seed >= 0 else ""
     summary = metaworld_data.write_expert_pool(
         directory, c["task"], int(m.episodes), int(m.data_seed), image_size=int(c["image_size"]),
         domain=c["domain"], noise=float(m.noise), max_steps=int(m.max_steps), end_on_success=bool(m.end_on_success),
-        labelled=True)
+        labelled=True, layout_seed=_layout(m))
     pools[key] = dict(summary, dir=directory)
   return pools
 
@@ -243,7 +255,8 @@ def make_task(m: ml_collections.ConfigDict, cond: dict, seed: int, pools: dict, 
   `SuccessOnce`, with RLV's aux and the pool or RND's aux."""
   task, size, method = cond["task"], int(cond["image_size"]), cond["method"]
   if (task, size) not in envs:
-    envs[(task, size)] = tuple(MetaWorldEnv(task, image_size=size, max_steps=int(m.max_steps)) for _ in range(2))
+    envs[(task, size)] = tuple(MetaWorldEnv(task, image_size=size, max_steps=int(m.max_steps),
+                                            layout_seed=_layout(m)) for _ in range(2))
   env, eval_env = envs[(task, size)]
   aux, extra = None, None
   if method in POOL_METHODS:
