@@ -39,7 +39,6 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from typing import Any
 
 import ml_collections
 import numpy as np
