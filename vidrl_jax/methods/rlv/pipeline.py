@@ -12,6 +12,8 @@ pool a program can share, trained side by side in one jitted, vmapped program):
 - `ablation/<name>` (`config.ablations`, Fig. 8): RLV with other observation actions / rewards on
   `config.ablation_quality`'s pool, a run per seed;
 - `bco/<quality>/seed<s>`: BCO(0) (`methods.rlv.baselines`), when `config.groups` holds "bco";
+- `manipulation` (`config.manipulation`): Meta-World, `methods.rlv.manipulation` (results in
+  `workdir/manipulation/`);
 - `shift/<variant>` (`config.shift`): the `shift.quality` pool seen through the fixed invertible state map of
   `methods.rlv.domain` at each strength, a run per (strength, seed); every variant has SAC's vector encoder
   (`shift.state_encoder_hidden`) so the adversarial term has features to align; a variant's `kind` is "rlv" (RLV
@@ -34,11 +36,11 @@ import numpy as np
 from vidrl_jax import io
 from vidrl_jax.errors import VidrlError
 from vidrl_jax.methods.rlv import data as rlv_data
-from vidrl_jax.methods.rlv import baselines, domain, model, report
+from vidrl_jax.methods.rlv import baselines, domain, manipulation, model, report
 from vidrl_jax.rl import fused, rnd
 from vidrl_jax.train import MetricWriter, run
 
-GROUPS = ("main", "ablations", "bco", "shift")
+GROUPS = ("main", "ablations", "bco", "shift", "manipulation")
 POOL_KEYS = ("obs", "next_obs", "discount", "is_last")
 SHIFT_KINDS = ("sac", "rnd", "rlv")   # a shift variant: SAC, SAC with RND's bonus, RLV (with its overrides)
 
@@ -134,7 +136,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   check_config(config)
   t0 = time.time()
   writer = MetricWriter(workdir)
-  pools = rlv_data.make_pools(config, workdir, writer)
+  acrobot_groups = set(config.groups) - {"manipulation"}
+  pools = rlv_data.make_pools(config, workdir, writer) if acrobot_groups else {}
   seconds = {"data": round(time.time() - t0, 1)}
   env = rlv_data.acrobot(config.env.num_envs, config.env.episode_steps)
   eval_env = rlv_data.acrobot(config.env.eval_envs, config.env.episode_steps)
@@ -148,8 +151,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     t = time.time()
     curves.update(baselines.bco_curves(config, pools, workdir, writer))
     seconds["bco"] = round(time.time() - t, 1)
+  mw = None
+  if "manipulation" in config.groups:   # Meta-World: its own results in workdir/manipulation/
+    t = time.time()
+    mw = manipulation.train_and_evaluate_manipulation(config, workdir)
+    seconds["manipulation"] = round(time.time() - t, 1)
   seconds["total"] = round(time.time() - t0, 1)
   results = report.summarise(config, pools, curves, seconds)
+  if mw is not None:
+    results["manipulation"] = {k: mw[k] for k in ("final", "speedup")}
   results["plots"] = report.plots_of(workdir, results, pools)
   io.write_json(os.path.join(workdir, "results.json"), results)
   with open(os.path.join(workdir, "results.md"), "w") as f:
