@@ -15,8 +15,9 @@ Measured 2026-12-02 on this 2-core CPU (load average 1.5), `--runs 5 --hidden 12
   | RLV           | 2.25  | 2.24                            | 1.01x    | 6.1 / 7.5              |
 
 The update at batch 256 is compute-bound on these two cores, so side by side gains nothing here. The host loop,
-SAC 2x128 (`host_ms`, 2,000 and 4,000 env steps; the difference of two runs is noisy): 3.2-3.3 ms per update at
-train_every 1 (the official schedule), about 1.0 ms at train_every 50.
+SAC 2x128 (`host_ms(128, 2000, train_every)`: runs of 2,000 and 6,000 env steps; the difference of two runs is
+noisy, 0.41 ms at train_every 50 with `host_ms(128, 1000, 50)`): 3.3 ms per update at train_every 1 (the official
+schedule), 1.0 ms at train_every 50.
 """
 
 from __future__ import annotations
@@ -76,11 +77,11 @@ def fused_ms(runs: int, hidden: int, steps: int, method: str, repeats: int = 3) 
 
 
 def host_ms(hidden: int, steps: int, train_every: int) -> float:
-  """ms per update of the host loop's SAC (VecCollector), one run: two fresh runs of `steps` and `4 * steps` env
+  """ms per update of the host loop's SAC (VecCollector), one run: two fresh runs of `steps` and `3 * steps` env
   steps, the difference of their times over the difference of their updates (compilation cancels)."""
   env = rlv_data.acrobot(1)
   times = []
-  for n in (steps, 4 * steps):
+  for n in (steps, 3 * steps):
     config = _config(hidden, steps, train_every)
     config.num_episodes = n // 100
     with tempfile.TemporaryDirectory() as d:
@@ -88,7 +89,7 @@ def host_ms(hidden: int, steps: int, train_every: int) -> float:
       run(offpolicy.sac_task("sac", env, None, config, 0), loop_config(progress=False, checkpoint_every=10**9), d,
           MetricWriter(d), 0)
       times.append(time.perf_counter() - t)
-  return 1e3 * (times[1] - times[0]) / (3 * steps)
+  return 1e3 * (times[1] - times[0]) / (2 * steps)
 
 
 def main() -> None:
