@@ -91,8 +91,9 @@ def rollout_episodes(env: VecEnv, act: Any, params: Any, rng: jax.Array,
 
 
 def write_pool(directory: str, episodes: list[dict[str, np.ndarray]], meta: dict) -> dict:
-  """Writes observation-only `episodes` into a directory the project claims; returns the completion summary (with
-  `success_rate`, the mean of `log_success`, where every episode has that key)."""
+  """Writes `episodes` (observations; true labels only where the rollout kept them) into a directory the project
+  claims; returns the completion summary (with `success_rate`, the mean of `log_success`, where every episode has
+  that key)."""
   ownership.claim(directory, {"format": FORMAT, **meta})
   for i, e in enumerate(episodes):
     io.write_npz(os.path.join(directory, f"{i:06d}.npz"), e, compress=False)
