@@ -67,7 +67,8 @@ def summarise(config: ml_collections.ConfigDict, pools: dict, curves: dict, seco
                        **stats.steps_ratio(curves[name], curves[base], threshold, seed=CI_SEED))
   return dict(pools={q: {k: p[k] for k in ("mean_return", "std_return", "episodes", "expert_episodes") if k in p}
                      for q, p in pools.items()},
-              curves=agg, final=finals, speedup=speed, seeds=list(config.seeds), seconds=seconds)
+              curves=agg, final=finals, speedup=speed, seeds=list(config.seeds), seconds=seconds,
+              ablation_quality=str(config.ablation_quality))
 
 
 def plots_of(workdir: str, results: dict, pools: dict) -> list[str]:
