@@ -24,7 +24,7 @@ import scipy.linalg
 
 from vidrl_jax.errors import VidrlError
 
-STRENGTHS = {"weak": 0.5, "strong": 1.0}   # the two shifts the experiments use
+STRENGTHS = {"none": 0.0, "weak": 0.5, "strong": 1.0}   # the two shifts the experiments use, and the control
 
 
 @dataclasses.dataclass(frozen=True)
