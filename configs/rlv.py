@@ -29,7 +29,8 @@ and their ratio), PNG curves.
   medium -81.3, high -80.7; RLV reaches SAC's final return after 10k (medium) and 5k (high) env steps against
   SAC's 20k (ratios 0.50 and 0.25); BCO(0) -100 / -96.6 / -100. Ablations (medium): true actions
   -82.2, zero actions -100, true rewards -84.0, zero rewards -83.5. Shift (strong): SAC+encoder -86.2, SAC+RND
-  -82.2, every RLV variant -100 (the discriminator separates the domains; the README says why). The full table:
+  -82.2, every RLV variant -100, also under the weak map, while the identity map (strength "none", the control)
+  gives RLV -75.0 (the discriminator separates the domains; the README says why). The full table:
   README, docs/rlv_cpu/.
   No image task runs in this preset: one 48x48 RLV update takes about 4 s on this CPU (benchmarks/rlv_steps.py).
 - `paper`: 5 seeds, SAC/RLV 2x256 for 500 episodes (50k env steps), the shift at both strengths with every
