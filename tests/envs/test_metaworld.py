@@ -11,6 +11,7 @@ from vidrl_jax.envs.host import HostEnv, episode_seed  # noqa: E402
 from vidrl_jax.envs.metaworld import MetaWorldEnv, make_sawyer_env  # noqa: E402
 from vidrl_jax.errors import VidrlError  # noqa: E402
 from vidrl_jax.methods.rlv import data, metaworld_data  # noqa: E402
+from test_host import rollout  # noqa: E402  (the host-env rollout helper of tests/envs/test_host.py)
 
 SIZE = 24   # small frames keep the tests fast; the domain differences below were measured at 24 and 48 pixels
 
@@ -23,17 +24,6 @@ def make_image_env(task='push-v3', **kwargs):
     if 'could not render' in str(e):
       pytest.skip(str(e))
     raise
-
-
-def rollout(env, seed, actions):
-  obs = [env.reset(seed)]
-  rewards = []
-  for a in actions:
-    o, r, terminal = env.step(a)
-    assert terminal is False
-    obs.append(o)
-    rewards.append(r)
-  return obs, np.asarray(rewards)
 
 
 def random_actions(n, seed=0):

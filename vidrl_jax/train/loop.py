@@ -188,6 +188,16 @@ def _read_host(workdir: str, name: str, step: int) -> dict[str, np.ndarray]:
     return {k: f[k] for k in f.files}
 
 
+def drop_collector_files(workdir: str, name: str) -> None:
+  """Removes every collector file (replay, counters) the loop wrote for stage `name`, nothing else: for a finished
+  stage whose replay nothing reads again (resuming it past its end then needs a fresh stage). The collector
+  directory goes too when that leaves it empty."""
+  _drop_host_files(workdir, name, keep=[])
+  directory = os.path.dirname(_host_path(workdir, name, 0))
+  if os.path.isdir(directory) and not os.listdir(directory):
+    os.rmdir(directory)
+
+
 def _drop_host_files(workdir: str, name: str, keep: list[int]) -> None:
   """Removes the collector files of checkpoints the Checkpointer no longer keeps."""
   for path in glob.glob(os.path.join(workdir, name, "collector", "collector_*.npz")):

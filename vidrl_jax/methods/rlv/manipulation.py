@@ -37,7 +37,6 @@ final mean success (at least `min_threshold`) with the ratio's bootstrap interva
 from __future__ import annotations
 
 import os
-import shutil
 import time
 
 import ml_collections
@@ -52,7 +51,7 @@ from vidrl_jax.rl import offpolicy, rnd
 from vidrl_jax.rl.sac import sac_config
 from vidrl_jax.train import MetricWriter, loop_config, run
 from vidrl_jax.train.checkpoint import Checkpointer
-from vidrl_jax.train.loop import Task
+from vidrl_jax.train.loop import Task, drop_collector_files
 
 METHODS = ("sac", "rlv", "rlv_no_adversarial", "rnd")
 POOL_METHODS = ("rlv", "rlv_no_adversarial")
@@ -374,7 +373,7 @@ def train_and_evaluate_manipulation(config: ml_collections.ConfigDict, workdir: 
       name = stage_name(cond, int(seed))
       if not finished(workdir, name, offpolicy.schedule(sac, int(m.max_steps))["num_steps"]):
         run(make_task(m, cond, int(seed), pools, envs), m.loop, workdir, writer, int(seed))
-        shutil.rmtree(os.path.join(workdir, name, "collector"), ignore_errors=True)   # see `finished`
+        drop_collector_files(workdir, name)   # see `finished`
       curves.setdefault(cond["name"], []).append(stage_curve(writer, name, sac.train_every))
     seconds[cond["name"]] = round(time.time() - t, 1)
   for pair in envs.values():
