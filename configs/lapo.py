@@ -91,6 +91,9 @@ def base() -> ml_collections.ConfigDict:
   c.scratch_net = "expert"
   c.online.loss_weights.sl_decoder = 1.0
   c.online_sl_batch = 256              # rollout transitions the supervised decoder head sees per minibatch
+  c.online_label_smoothing = 0.05      # official stage 3
+  # Staggered warm starts (official stage 3, env steps): PPO trains the value head, then the RL head.
+  c.online_starts = ml_collections.ConfigDict(dict(value_head=25_000, rl_head=35_000))
   c.ablations = ml_collections.ConfigDict(dict(no_vq=True, rl_no_sl=True, seeds=1))   # on the first seeds
   c.eval_episodes = 64
   c.loop = loop_config(log_every=100, checkpoint_every=500, eval_every=500)
@@ -111,6 +114,7 @@ PRESETS = {
         "offline.sizes": (16, 64), "offline.eval_episodes": 4, "eval_episodes": 4,
         "online.total_env_steps": 8 * 16 * 2, "online.num_envs": 8, "online.num_steps": 16,
         "online.num_minibatches": 2, "online.update_epochs": 1,
+        "online_starts.value_head": 0, "online_starts.rl_head": 128,
         "scratch.num_envs": 8, "scratch.num_steps": 16, "scratch.num_minibatches": 2, "scratch.update_epochs": 1,
         "loop.log_every": 2, "loop.checkpoint_every": 4, "loop.eval_every": 0,
     },

@@ -72,7 +72,30 @@ def test_online_aux_loss_only_labels_in_episode_windows():
   traj["done"] = jnp.zeros((t, n), bool)
   assert float(aux(params, traj, jax.random.PRNGKey(3))["sl_decoder"]) > 0.0
   assert not any(jax.tree.leaves(trainable["idm"])) and not any(jax.tree.leaves(trainable["net"]["torso"]))
-  assert all(jax.tree.leaves(trainable["net"]["rl_head"]))
+  assert not any(jax.tree.leaves(trainable["net"]["latent_head"]))        # the supervised path stays stage 2's
+
+
+def test_online_heads_learn_as_the_official_stage_3():
+  """The decoder learns only from the supervised loss, the RL and value heads only by PPO, from their starts."""
+  config = lapo_config.get_config("smoke")
+  config.unlock()
+  config.online_starts.value_head, config.online_starts.rl_head = 256, 384    # env steps; 8 x 16 per rollout
+  obs = np.random.default_rng(0).integers(0, 2, (4, 10, 10, 6)).astype(np.uint8) * 255
+  idm = models.idm(config).init(jax.random.PRNGKey(0), jnp.zeros((1, 3, 10, 10, 6), jnp.uint8))
+  policy = models.policy(config).init(jax.random.PRNGKey(1), obs[:1])
+  apply_fn, params, trainable, aux = decode.online_policy(config, 6, obs[:1], policy, idm, jax.random.PRNGKey(2))
+  updates_per_rollout = config.online.update_epochs * config.online.num_minibatches     # 1 x 2
+  assert set(jax.tree.leaves(trainable["net"]["decoder"])) == {0}
+  assert set(jax.tree.leaves(trainable["net"]["value_head"])) == {2 * updates_per_rollout}
+  assert set(jax.tree.leaves(trainable["net"]["rl_head"])) == {3 * updates_per_rollout}
+  rl_grads = jax.grad(lambda p: jnp.sum(apply_fn(p, jnp.asarray(obs))[0] ** 2))(params)
+  assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(rl_grads["net"]["decoder"]))
+  assert float(jnp.abs(rl_grads["net"]["rl_head"]["kernel"]).max()) > 0.0
+  traj = {"obs": jnp.asarray(np.stack([obs] * 3, 1)), "next_obs": jnp.asarray(obs[:3]),
+          "action": jnp.ones((4, 3), jnp.int32), "done": jnp.zeros((4, 3), bool)}
+  sl_grads = jax.grad(lambda p: aux(p, traj, jax.random.PRNGKey(3))["sl_decoder"])(params)
+  assert float(jnp.abs(sl_grads["net"]["decoder"]["mlp"]["out"]["kernel"]).max()) > 0.0
+  assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(sl_grads["net"]["rl_head"]))
 
 
 def test_launcher_rejects_unknown_key_and_missing_data(tmp_path):

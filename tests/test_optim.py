@@ -46,3 +46,18 @@ def test_ppo_settings_are_clip_adam_linear_decay():
   reference = optax.chain(optax.clip_by_global_norm(0.5), optax.adam(0.01, eps=1e-5))
   for a, b in zip(jax.tree.leaves(constant), jax.tree.leaves(_run(reference)[0])):
     np.testing.assert_array_equal(a, b)
+
+
+def test_int_leaves_start_learning_at_that_update_with_moments_kept():
+  mask = trainable_mask(PARAMS, lambda path: False if path.startswith("torso/") else (2 if "kernel" in path else 0))
+  assert mask == {"torso": {"kernel": False}, "head": {"kernel": 2, "bias": 0}}
+  staggered, _ = _run(make_optimizer(optim_config(lr=0.1, decay="linear"), 10, mask), steps=4)
+  full, _ = _run(make_optimizer(optim_config(lr=0.1, decay="linear"), 10), steps=4)
+  for i in range(4):
+    np.testing.assert_array_equal(staggered[i]["torso"]["kernel"], PARAMS["torso"]["kernel"])
+    np.testing.assert_array_equal(staggered[i]["head"]["bias"], full[i]["head"]["bias"])     # starts at once
+  np.testing.assert_array_equal(staggered[0]["head"]["kernel"], PARAMS["head"]["kernel"])    # updates 0, 1: still
+  np.testing.assert_array_equal(staggered[1]["head"]["kernel"], PARAMS["head"]["kernel"])
+  # From update 2 on it moves as the ungated optimiser's updates 2, 3 (same moments and schedule position).
+  np.testing.assert_allclose(staggered[3]["head"]["kernel"] - PARAMS["head"]["kernel"],
+                             full[3]["head"]["kernel"] - full[1]["head"]["kernel"], rtol=1e-6)

@@ -1,11 +1,13 @@
 """Optimiser factory shared by every method: Adam(W), global-norm clipping, warm-up then constant/linear/cosine,
-and an optional trainable mask whose frozen leaves get zero updates (and no Adam moments)."""
+and an optional trainable mask whose frozen leaves get zero updates (and no Adam moments), and whose leaves may
+instead name the update at which they start learning (staggered warm starts, e.g. LAPO's stage 3)."""
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
@@ -34,19 +36,37 @@ def schedule(config: ml_collections.ConfigDict, num_steps: int) -> optax.Schedul
   return optax.join_schedules([optax.linear_schedule(0.0, config.lr, warm), after], [warm])
 
 
-def trainable_mask(params: Any, is_trainable: Callable[[str], bool]) -> Any:
-  """A bool pytree like `params`: `is_trainable('params/torso/fc/kernel')` for each leaf's '/'-joined path."""
+def trainable_mask(params: Any, is_trainable: Callable[[str], bool | int]) -> Any:
+  """A pytree like `params` of `is_trainable('params/torso/fc/kernel')` for each leaf's '/'-joined path: a bool
+  (trainable or frozen) or an int, the optimiser update from which the leaf learns (0 = from the start)."""
   def label(path, _):
-    return bool(is_trainable("/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)))
+    out = is_trainable("/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path))
+    return out if isinstance(out, bool) else int(out)
   return jax.tree_util.tree_map_with_path(label, params)
+
+
+def start_at(starts: Any) -> optax.GradientTransformation:
+  """Zeroes each leaf's update before optimiser update `starts` (a pytree of ints like the updates). The
+  moments before it still accumulate, as PyTorch's Adam does under a learning-rate schedule that is 0 until then."""
+  def init(params):
+    del params
+    return optax.ScaleByScheduleState(count=jnp.zeros((), jnp.int32))
+
+  def update(updates, state, params=None):
+    del params
+    updates = jax.tree.map(lambda u, s: jnp.where(state.count >= s, u, jnp.zeros_like(u)), updates, starts)
+    return updates, optax.ScaleByScheduleState(count=optax.safe_int32_increment(state.count))
+
+  return optax.GradientTransformation(init, update)
 
 
 def make_optimizer(config: ml_collections.ConfigDict, num_steps: int,
                    trainable: Any | None = None) -> optax.GradientTransformation:
   """Global-norm clipping at `config.clip` (0: none), then Adam, or AdamW with `weight_decay`, on `schedule`.
 
-  `num_steps` is the number of optimiser updates the schedule spans. `trainable` (a bool pytree like the params,
-  see `trainable_mask`; None: all trainable) gives frozen leaves zero updates and no optimiser state.
+  `num_steps` is the number of optimiser updates the schedule spans. `trainable` (a pytree like the params, see
+  `trainable_mask`; None: all trainable) gives frozen (False) leaves zero updates and no optimiser state, and
+  int leaves zero updates before that optimiser update.
   """
   parts = []
   if config.clip:
@@ -56,5 +76,9 @@ def make_optimizer(config: ml_collections.ConfigDict, num_steps: int,
   tx = optax.chain(*parts)
   if trainable is None:
     return tx
-  labels = jax.tree.map(lambda t: "train" if t else "frozen", trainable)
-  return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
+  labels = jax.tree.map(lambda t: "frozen" if t is False else "train", trainable)
+  tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
+  starts = jax.tree.map(lambda t: 0 if isinstance(t, bool) else t, trainable)
+  if all(s == 0 for s in jax.tree.leaves(starts)):
+    return tx
+  return optax.chain(tx, start_at(starts))

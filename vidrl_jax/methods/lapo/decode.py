@@ -4,8 +4,9 @@
 - `fit_decoders` trains one small decoder per labelled-set size, all sizes at once under `vmap` (decoder i sees
   only the first sizes[i] labelled transitions). It serves both the latent-quality probe (accuracy on held-out
   transitions) and the offline decoding sweep of paper Fig. 4 (16 ... 4096 labels).
-- `online_policy` builds the stage-3 actor-critic and its PPO pieces: convolutions frozen, a supervised decoder
-  head trained on the rollout's (IDM latent, taken action) pairs, a zero-initialised RL head.
+- `online_policy` builds the stage-3 actor-critic and its PPO pieces: torso and latent head frozen, a decoder
+  trained only by supervision on the rollout's (IDM latent, taken action) pairs, a zero-initialised RL head and a
+  value head that PPO trains from staggered starts.
 """
 
 from __future__ import annotations
@@ -104,15 +105,19 @@ def offline_policy(config: ml_collections.ConfigDict, num_actions: int):
 
 
 def online_policy(config: ml_collections.ConfigDict, num_actions: int, obs_example: np.ndarray,
-                  policy_params, idm_params, rng: jax.Array):
+                  policy_params, idm_params, rng: jax.Array, latent_mean: np.ndarray | None = None,
+                  latent_std: np.ndarray | None = None):
   """Stage-3 network and its PPO hooks: (apply_fn, init_params, trainable_mask, aux_loss).
 
-  The torso (convolutions and their fc) and the IDM stay frozen; the latent head, decoder, RL head and value
-  head train (paper §5, learning rate 1e-2 in the config). `aux_loss` is the supervised decoder loss on the
-  rollout: the frozen IDM labels in-episode transitions (o_{t-1}, o_t, o_{t+1}) of the rollout (a random
-  `online_sl_batch` of them per minibatch) with a latent, and the decoder learns to map it to the action
-  actually taken in o_t. The decoder sees the IDM's pre-quantisation latents, the space the latent head
-  was trained to regress in stage 2.
+  As the official stage 3: the torso (convolutions and their fc) and the latent head stay frozen, so the
+  supervised path stays the stage-2 latent policy; the decoder learns only by supervision (the PPO loss does not
+  reach it), and the zero-initialised RL head and the value head learn by PPO from `config.online_starts` env steps
+  on (official: value head from 25k, RL head from 35k). `aux_loss` is the supervised decoder loss on the rollout:
+  the frozen IDM labels in-episode transitions (o_{t-1}, o_t, o_{t+1}) of the rollout (a random `online_sl_batch`
+  of them per minibatch) with a latent, and the decoder learns to map it to the action actually taken in o_t
+  (cross-entropy with label smoothing `online_label_smoothing`, official 0.05). The decoder sees the IDM's
+  pre-quantisation latents, the space the latent head was trained to regress in stage 2, standardised by
+  `latent_mean` and `latent_std` (from `standardiser` on unlabelled latents; default: none) as the offline decoders.
   """
   net = models.decoded_policy(config, num_actions)
   idm, decoder = models.idm(config), models.decoder(config, num_actions)
@@ -122,11 +127,21 @@ def online_policy(config: ml_collections.ConfigDict, num_actions: int, obs_examp
   params = dict(params)
   params["torso"] = policy_params["params"]["torso"]
   params["latent_head"] = policy_params["params"]["latent_head"]
-  init_params = {"net": params, "idm": idm_params}
-  trainable = trainable_mask(init_params, lambda path: path.startswith("net/") and not path.startswith("net/torso/"))
+  dim = config.model.latent_dim
+  norm = {"mean": jnp.zeros((dim,)) if latent_mean is None else jnp.asarray(latent_mean, jnp.float32),
+          "std": jnp.ones((dim,)) if latent_std is None else jnp.asarray(latent_std, jnp.float32)}
+  init_params = {"net": params, "idm": idm_params, "norm": norm}
+  ppo = config.online
+  updates_per_rollout = ppo.update_epochs * ppo.num_minibatches
+  start = lambda env_steps: (env_steps // (ppo.num_envs * ppo.num_steps)) * updates_per_rollout
+  starts = {"decoder": 0, "rl_head": start(config.online_starts.rl_head),
+            "value_head": start(config.online_starts.value_head)}
+  trainable = trainable_mask(init_params, lambda path: starts.get(path.split("/")[1], False)
+                             if path.startswith("net/") else False)
 
   def apply_fn(p, obs):
-    return net.apply({"params": p["net"]}, obs)
+    net_params = dict(p["net"], decoder=jax.lax.stop_gradient(p["net"]["decoder"]))   # SL-only decoder
+    return net.apply({"params": net_params}, obs, p["norm"]["mean"], p["norm"]["std"])
 
   def aux_loss(p, traj, rng):
     obs = jnp.concatenate([traj["obs"], traj["next_obs"][None]], axis=0)    # (T+1, N, ...)
@@ -140,8 +155,10 @@ def online_policy(config: ml_collections.ConfigDict, num_actions: int, obs_examp
     for j in range(k + 1):                                                  # no episode end inside
       valid &= ~traj["done"][ts + j - k, env]
     latent = jax.lax.stop_gradient(idm.apply(p["idm"], windows))
-    logits = decoder.apply({"params": p["net"]["decoder"]}, latent)
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, traj["action"][ts, env])
+    logits = decoder.apply({"params": p["net"]["decoder"]}, (latent - p["norm"]["mean"]) / p["norm"]["std"])
+    labels = optax.smooth_labels(jax.nn.one_hot(traj["action"][ts, env], num_actions),
+                                 config.online_label_smoothing)
+    ce = optax.softmax_cross_entropy(logits, labels)
     return {"sl_decoder": jnp.sum(ce * valid) / jnp.maximum(valid.sum(), 1)}
 
   return apply_fn, init_params, trainable, aux_loss

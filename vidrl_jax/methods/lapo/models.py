@@ -58,7 +58,8 @@ class LatentPolicy(nn.Module):
 class DecodedPolicy(nn.Module):
   """Stage-3 actor-critic: the latent policy plus two heads whose logits are averaged (paper §5).
 
-  The supervised head is `decoder(latent_head(h))` (the decoder maps latent actions to true actions); the RL
+  The supervised head is `decoder(latent_head(h))` (the decoder maps latent actions, standardised by
+  `latent_mean` and `latent_std`, to true actions); the RL
   head is a zero-initialised linear layer on the torso features, so at the start the policy is the decoded
   latent policy. `torso` and `latent_head` come from stage 2.
   """
@@ -70,10 +71,12 @@ class DecodedPolicy(nn.Module):
   num_actions: int
 
   @nn.compact
-  def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
+  def __call__(self, obs: jax.Array, latent_mean: jax.Array | float = 0.0,
+               latent_std: jax.Array | float = 1.0) -> tuple[jax.Array, jax.Array]:
     h = ImpalaCNN(self.channels, self.blocks, out_features=self.fc, name="torso")(image_to_float(obs))
     latent = nn.Dense(self.latent_dim, name="latent_head")(h)
-    sl_logits = ActionDecoder(self.decoder_hidden, self.num_actions, name="decoder")(latent)
+    sl_logits = ActionDecoder(self.decoder_hidden, self.num_actions, name="decoder")(
+        (latent - latent_mean) / latent_std)
     rl_logits = nn.Dense(self.num_actions, kernel_init=nn.initializers.zeros, name="rl_head")(h)
     logits = (sl_logits + rl_logits) / 2.0
     value = nn.Dense(1, name="value_head")(h)[..., 0]

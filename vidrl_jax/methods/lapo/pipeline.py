@@ -153,17 +153,17 @@ class Lapo:
     latents = {}
     lapo = latents[""] = self.latent_stages(seed, train, use_vq=c.vq.enabled, tag="", labelled=labelled)
     out.update(self.probe_and_offline(seed, train, labelled, lapo, refs, tag=""))
-    out.update(self.online(seed, lapo, refs, sl=True, tag="online"))
+    out.update(self.online(seed, train, lapo, refs, sl=True, tag="online"))
     out.update(self.scratch(seed, refs))
     out["oracle_accuracy"], out["oracle_balanced_accuracy"] = self.oracle(seed, train, labelled)
     out["random_idm_accuracy"], out["random_idm_balanced_accuracy"] = self.random_idm(seed, train, labelled)
     ablate = seed < c.seed + c.ablations.seeds
     if c.ablations.rl_no_sl and ablate:
-      out.update(self.online(seed, lapo, refs, sl=False, tag="online_rl_no_sl"))
+      out.update(self.online(seed, train, lapo, refs, sl=False, tag="online_rl_no_sl"))
     if c.ablations.no_vq and ablate:
       novq = latents["_novq"] = self.latent_stages(seed, train, use_vq=False, tag="_novq", labelled=labelled)
       out.update(self.probe_and_offline(seed, train, labelled, novq, refs, tag="_novq", offline=False))
-      out.update(self.online(seed, novq, refs, sl=False, tag="online_rl_no_sl_no_vq"))
+      out.update(self.online(seed, train, novq, refs, sl=False, tag="online_rl_no_sl_no_vq"))
     return out, latents
 
   def stage1(self, seed: int, train: Windows, use_vq: bool, tag: str, labelled: Windows | None = None):
@@ -203,13 +203,17 @@ class Lapo:
     idm = models.idm(self.config)
     return decode.embed(lambda w: idm.apply(idm_params, w), data.obs(ids, "image"))
 
+  def standardiser(self, seed: int, idm_params, train: Windows) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std of the IDM's latents on 4,096 unlabelled training windows (decoders see standardised ones)."""
+    unlabelled = np.random.default_rng([seed, 8]).integers(0, train.num_windows, 4096)
+    return decode.standardiser(self.idm_latents(idm_params, train, unlabelled))
+
   def probe(self, seed: int, idm_params, train, labelled, sizes):
     """Decoders trained on the IDM's latents, one per labelled-set size, with their held-out accuracy and
     balanced accuracy: `(decoders, accuracy, balanced_accuracy, mean, std, n_test)`."""
     c = self.config
     tr, te, y_tr, y_te = self.labelled_split(seed, labelled)
-    unlabelled = np.random.default_rng([seed, 8]).integers(0, train.num_windows, 4096)
-    mean, std = decode.standardiser(self.idm_latents(idm_params, train, unlabelled))
+    mean, std = self.standardiser(seed, idm_params, train)
     x_tr = (self.idm_latents(idm_params, labelled, tr) - mean) / std
     x_te = (self.idm_latents(idm_params, labelled, te) - mean) / std
     decoders = decode.fit_decoders(stage_rng(seed, "probe"), x_tr, y_tr, sizes, self.num_actions,
@@ -265,11 +269,13 @@ class Lapo:
     res = io.cached_json(self.path(f"seed{seed}", "random_idm.json"), compute)
     return res["accuracy"], res["balanced_accuracy"]
 
-  def online(self, seed, lapo, refs, sl: bool, tag: str) -> dict:
+  def online(self, seed, train, lapo, refs, sl: bool, tag: str) -> dict:
     c = self.config
     def compute():
+      mean, std = self.standardiser(seed, lapo["idm"], train)
       apply_fn, init_params, trainable, aux = decode.online_policy(
-          c, self.num_actions, self.obs_example(), lapo["policy"], lapo["idm"], stage_rng(seed, f"{tag}/init"))
+          c, self.num_actions, self.obs_example(), lapo["policy"], lapo["idm"], stage_rng(seed, f"{tag}/init"),
+          mean, std)
       ppo_cfg = ml_collections.ConfigDict(c.online.to_dict())
       if not sl:
         ppo_cfg.loss_weights.sl_decoder = 0.0
