@@ -48,6 +48,7 @@ def _config(fraction=0.0, **weights):
   c.stage1.batch_size = 4
   c.stage1.optim.warmup_steps = 0          # lr > 0 from the first step
   c.stage1.loss_weights.update(weights)
+  c.model.impala_channels, c.model.fc, c.model.fdm_base_channels = (4,), 16, 4    # quick to compile
   return c
 
 
@@ -87,7 +88,7 @@ def test_action_head_loss_is_the_cross_entropy_of_its_logits_and_reaches_the_idm
   data = _windows()
   config = _config(fraction=1.0, recon=0.0, vq_commit=0.0, action_ce=1.0)
   task = stages.stage1_task(config, data, "s1", seed=0, use_vq=True, num_actions=NUM_ACTIONS)
-  state = task.init(jax.random.key(0))
+  state = jax.jit(task.init)(jax.random.key(0))
   assert set(state.train.params) == {"idm", "fdm", "action_head"}
   batch = task.batch(0)
   new, metrics = jax.jit(task.step)(state, batch, jax.random.key(1))
@@ -144,7 +145,7 @@ def test_fraction_zero_is_todays_stage1_bit_for_bit():
   config = _config(fraction=0.0)
   task = stages.stage1_task(config, data, "s1", seed=0, use_vq=True)
   init, step = _todays_step(config, data)
-  state = task.init(jax.random.key(0))
+  state = jax.jit(task.init)(jax.random.key(0))
   train, vq_state = init(jax.random.key(0))
   assert set(state.train.params) == {"idm", "fdm"} and set(task.batch(0)) == {"frames"}
   for i in range(3):
@@ -162,7 +163,7 @@ def test_labels_without_a_weight_or_with_a_bad_fraction_stop_with_one_sentence()
   config.stage1.loss_weights = ml_collections.ConfigDict(dict(recon=1.0, vq_commit=0.05))
   task = stages.stage1_task(config, data, "s1", seed=0, use_vq=True)
   with pytest.raises(VidrlError, match="loss weights"):
-    task.step(task.init(jax.random.key(0)), task.batch(0), jax.random.key(0))
+    jax.eval_shape(task.step, task.init(jax.random.key(0)), task.batch(0), jax.random.key(0))
   with pytest.raises(VidrlError, match="fraction must lie in"):
     stages.stage1_task(_config(fraction=-0.1), data, "s1", seed=0, use_vq=True)
 
