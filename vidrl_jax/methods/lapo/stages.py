@@ -137,15 +137,14 @@ def stage1_task(config: ml_collections.ConfigDict, data: Windows, name: str, see
       z_q, info = quantize(state.vq, z)
       pred = fdm.apply(params["fdm"], frames[:, :-1], z_q)
       losses = {"recon": jnp.mean((pred - target) ** 2), "vq_commit": info["commitment"]}
-      if labelled is None:
-        total, metrics = weighted_sum(losses, weights)
-        return total, (metrics, z, info)
-      logits = head.apply(params["action_head"], idm.apply(params["idm"], batch["labelled_frames"]))
-      y = batch["labelled_actions"]
-      losses["action_ce"] = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+      extra = {}
+      if labelled is not None:     # LAOM: cross-entropy of the head on the labelled windows' latents
+        logits = head.apply(params["action_head"], idm.apply(params["idm"], batch["labelled_frames"]))
+        y = batch["labelled_actions"]
+        losses["action_ce"] = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+        extra["labelled_accuracy"] = jnp.mean(jnp.argmax(logits, -1) == y)
       total, metrics = weighted_sum(losses, weights)
-      metrics["labelled_accuracy"] = jnp.mean(jnp.argmax(logits, -1) == y)
-      return total, (metrics, z, info)
+      return total, ({**metrics, **extra}, z, info)
 
     (_, (metrics, z, info)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.train.params)
     train = state.train.apply_gradients(grads=grads)
