@@ -71,8 +71,14 @@ def base() -> ml_collections.ConfigDict:
       # level (probe 0.63 vs random IDM 0.63, seed 0); at 1e-3 the same run reaches 0.91 by step 1000
       # (seed 0 of the README's cpu run; `--config.stage1.optim.lr=2e-4` reproduces the first).
       optim=optim_config(lr=1e-3, clip=2.0, warmup_steps=100, decay="linear"),
-      loss_weights=ml_collections.ConfigDict(dict(recon=1.0, vq_commit=0.05)),
+      loss_weights=ml_collections.ConfigDict(dict(recon=1.0, vq_commit=0.05, action_ce=1.0)),
+      # Beyond the paper (LAOM, Nikulin et al. 2025, dunnolab/laom): `fraction` of the training windows (fixed by
+      # the seed; 0 = off, the paper's LAPO; LAOM 0.025) keep their true action; each step adds `batch_size` of
+      # them, and a head (linear as LAOM's; `head_hidden` for an MLP) on the IDM's pre-quantisation latent is
+      # trained by cross-entropy (weight loss_weights.action_ce), its gradient reaching the IDM.
+      labels=ml_collections.ConfigDict(dict(fraction=0.0, batch_size=32, head_hidden=())),
   ))
+  # Distractors (envs/distractors.py): --config.env.distractors.kind=dots (MinAtar) or squares (Procgen).
   c.stage2 = ml_collections.ConfigDict(dict(
       steps=1000, batch_size=128, optim=optim_config(lr=1e-3, decay="linear"),
       loss_weights=ml_collections.ConfigDict(dict(latent_mse=1.0)),

@@ -124,7 +124,7 @@ def test_procgen_time_limit():
 
 def test_env_config_and_make_env():
   cfg = env_config('gymnax', 'CartPole-v1', 2, params={'max_steps_in_episode': 7})
-  assert set(cfg.keys()) == {'kind', 'name', 'num_envs', 'seed', 'params'}
+  assert set(cfg.keys()) == {'kind', 'name', 'num_envs', 'seed', 'params', 'distractors'}
   assert make_env(cfg).max_episode_steps == 7
   assert env_config('gymnax', 'CartPole-v1', 2).params.to_dict() == {}
   cfg = env_config('procgen', 'coinrun', 2, distribution_mode='hard')

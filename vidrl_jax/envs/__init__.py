@@ -14,22 +14,28 @@ import jax
 import ml_collections
 
 from vidrl_jax.envs.base import EnvState, VecEnv
+from vidrl_jax.envs.distractors import distractor_config, from_config
 from vidrl_jax.errors import VidrlError
 
 KINDS = ('gymnax', 'procgen')
 _PROCGEN_DEFAULTS = dict(distribution_mode='easy', num_levels=0, start_level=0, use_backgrounds=True,
                          restrict_themes=False, use_monochrome_assets=False)
-_COMMON = ('kind', 'name', 'num_envs', 'seed')
+_COMMON = ('kind', 'name', 'num_envs', 'seed', 'distractors')
 
 
-def env_config(kind: str, name: str, num_envs: int, seed: int = 0, **kw: Any) -> ml_collections.ConfigDict:
+def env_config(kind: str, name: str, num_envs: int, seed: int = 0, distractors: dict | None = None,
+               **kw: Any) -> ml_collections.ConfigDict:
   """The env sub-config with every field present.
+
+  Every kind: `distractors` (`envs.distractors`: kind 'none' (default), 'dots' or 'squares', num, size, speed,
+  channels), moving noise the agent does not control, e.g. `--config.env.distractors.kind=dots`.
 
   gymnax: `params` (dict of `EnvParams` overrides, e.g. max_steps_in_episode, sticky_action_prob).
   procgen: distribution_mode, num_levels, start_level, use_backgrounds, restrict_themes, use_monochrome_assets,
   plus any other envpool Procgen option (center_agent, paint_vel_info, ...), passed on to `make_procgen`.
   """
   cfg = ml_collections.ConfigDict(dict(kind=kind, name=name, num_envs=num_envs, seed=seed))
+  cfg.distractors = distractor_config(**(distractors or {}))
   if kind == 'gymnax':
     unknown = sorted(set(kw) - {'params'})
     if unknown:
@@ -43,7 +49,12 @@ def env_config(kind: str, name: str, num_envs: int, seed: int = 0, **kw: Any) ->
 
 
 def make_env(config: ml_collections.ConfigDict) -> VecEnv:
-  """Builds the `VecEnv` that `config` (see `env_config`) describes."""
+  """Builds the `VecEnv` that `config` (see `env_config`) describes, with its distractors if it asks for them
+  (a config without a `distractors` field has none)."""
+  return from_config(_make_game(config), config.get('distractors'))
+
+
+def _make_game(config: ml_collections.ConfigDict) -> VecEnv:
   # Imported here so that gymnax-only users never load envpool (and its Qt runtime).
   if config.kind == 'gymnax':
     from vidrl_jax.envs.gymnax_env import make_gymnax

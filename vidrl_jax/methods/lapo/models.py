@@ -116,3 +116,9 @@ def decoded_policy(config: ml_collections.ConfigDict, num_actions: int) -> Decod
 
 def decoder(config: ml_collections.ConfigDict, num_actions: int) -> ActionDecoder:
   return ActionDecoder(tuple(config.model.decoder_hidden), num_actions)
+
+
+def action_head(config: ml_collections.ConfigDict, num_actions: int) -> ActionDecoder:
+  """Stage 1 with labels (LAOM): the IDM's pre-quantisation latent -> logits over true actions; linear (as
+  LAOM's `true_actions_head`) with `stage1.labels.head_hidden=()`, an MLP otherwise."""
+  return ActionDecoder(tuple(config.stage1.labels.head_hidden), num_actions)
