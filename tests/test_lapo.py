@@ -16,6 +16,7 @@ sys.path.insert(0, os.path.join(ROOT, "configs"))
 import lapo as lapo_config  # noqa: E402  configs/lapo.py
 
 from vidrl_jax.methods.lapo import decode, models, train_and_evaluate  # noqa: E402
+from vidrl_jax.train.optim import Start  # noqa: E402
 
 
 def _launch(*args, timeout=900):
@@ -37,15 +38,21 @@ def test_every_stage_writes_its_outputs(smoke_run):
   assert on_disk["probe_accuracy"] == results["probe_accuracy"]
   for key in ("probe_accuracy", "oracle_accuracy", "random_idm_accuracy", "online_normalised",
               "scratch_normalised", "online_rl_no_sl_normalised", "online_rl_no_sl_no_vq_normalised",
-              "probe_accuracy_novq", "probe_over_oracle", "probe_over_random_idm"):
+              "probe_accuracy_novq", "probe_over_oracle", "probe_over_random_idm", "probe_accuracy_labels",
+              "online_labels_normalised", "latent_policy_r2", "latent_action_share", "decoded_policy_agreement",
+              "latent_action_share_labels"):
     assert np.isfinite(results[key]["mean"]), key
-  assert set(results["offline_sweep_normalised"]) == {"16", "64"}
-  for name in ("latent_tsne.png", "latent_tsne_novq.png", "fdm_predictions.png", "online_decoding.png",
+  assert set(results["offline_sweep_normalised"]) == set(results["offline_sweep_normalised_labels"]) == {"16", "64"}
+  for name in ("latent_tsne.png", "latent_tsne_novq.png", "latent_tsne_labels.png", "fdm_predictions.png", "online_decoding.png",
                "offline_decoding.png", "losses.png", "metrics.jsonl", "references.json"):
     assert os.path.exists(os.path.join(workdir, name)), name
   stages = {json.loads(line)["stage"] for line in open(os.path.join(workdir, "metrics.jsonl"))}
   assert {"expert", "seed0/stage1", "seed0/stage2", "seed0/oracle", "seed0/online", "seed0/scratch",
-          "seed0/online_rl_no_sl", "seed0/stage1_novq", "seed0/online_rl_no_sl_no_vq"} <= stages
+          "seed0/online_rl_no_sl", "seed0/stage1_novq", "seed0/online_rl_no_sl_no_vq", "seed0/stage1_labels",
+          "seed0/online_labels"} <= stages
+  labelled_stage1 = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))
+                     if '"seed0/stage1_labels"' in line]
+  assert any("loss/action_ce" in row for row in labelled_stage1)
   # True actions are in the data for evaluation, and the observation-only stages never needed them:
   assert os.path.exists(os.path.join(workdir, "data", "train", "_COMPLETE.json"))
 
@@ -56,6 +63,15 @@ def test_rerun_resumes_without_retraining(smoke_run):
   again = train_and_evaluate(lapo_config.get_config("smoke"), workdir)
   assert again["probe_accuracy"] == results["probe_accuracy"]
   assert open(os.path.join(workdir, "metrics.jsonl")).read() == lines     # nothing was trained again
+
+
+def test_policy_fit_measures_against_hand_computed_values():
+  z = np.array([[0.0, 1.0], [2.0, 1.0], [4.0, 3.0], [6.0, 3.0]])
+  # SST = (9 + 1 + 1 + 9) + (1 + 1 + 1 + 1) = 24; labels (0, 0, 1, 1) predict (1, 1) and (5, 3): SSE = 4.
+  assert decode.label_share(z, np.array([0, 0, 1, 1])) == pytest.approx(1 - 4 / 24)
+  assert decode.label_share(z, np.array([0, 1, 2, 3])) == 1.0
+  assert decode.r_squared(z, z + np.array([1.0, 0.0])) == pytest.approx(1 - 4 / 24)
+  assert decode.r_squared(z, np.broadcast_to(z.mean(0), z.shape)) == 0.0
 
 
 def test_online_aux_loss_only_labels_in_episode_windows():
@@ -80,14 +96,17 @@ def test_online_heads_learn_as_the_official_stage_3():
   config = lapo_config.get_config("smoke")
   config.unlock()
   config.online_starts.value_head, config.online_starts.rl_head = 256, 384    # env steps; 8 x 16 per rollout
+  config.online_starts.heads_lr_scale = 0.25
   obs = np.random.default_rng(0).integers(0, 2, (4, 10, 10, 6)).astype(np.uint8) * 255
   idm = models.idm(config).init(jax.random.PRNGKey(0), jnp.zeros((1, 3, 10, 10, 6), jnp.uint8))
   policy = models.policy(config).init(jax.random.PRNGKey(1), obs[:1])
   apply_fn, params, trainable, aux = decode.online_policy(config, 6, obs[:1], policy, idm, jax.random.PRNGKey(2))
   updates_per_rollout = config.online.update_epochs * config.online.num_minibatches     # 1 x 2
-  assert set(jax.tree.leaves(trainable["net"]["decoder"])) == {0}
-  assert set(jax.tree.leaves(trainable["net"]["value_head"])) == {2 * updates_per_rollout}
-  assert set(jax.tree.leaves(trainable["net"]["rl_head"])) == {3 * updates_per_rollout}
+  assert set(jax.tree.leaves(trainable["net"]["decoder"])) == {Start(0)}
+  assert set(jax.tree.leaves(trainable["net"]["value_head"])) == {Start(2 * updates_per_rollout, 0.25)}
+  assert set(jax.tree.leaves(trainable["net"]["rl_head"])) == {Start(3 * updates_per_rollout, 0.25)}
+  assert not any(jax.tree.leaves(trainable["net"]["fc_sl"]))
+  np.testing.assert_array_equal(params["net"]["fc_rl"]["kernel"], policy["params"]["torso"]["fc"]["kernel"])
   rl_grads = jax.grad(lambda p: jnp.sum(apply_fn(p, jnp.asarray(obs))[0] ** 2))(params)
   assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(rl_grads["net"]["decoder"]))
   assert float(jnp.abs(rl_grads["net"]["rl_head"]["kernel"]).max()) > 0.0

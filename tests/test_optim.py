@@ -6,7 +6,7 @@ import numpy as np
 import optax
 
 from vidrl_jax.rl.ppo import ppo_config, ppo_optim_config
-from vidrl_jax.train.optim import make_optimizer, optim_config, trainable_mask
+from vidrl_jax.train.optim import Start, make_optimizer, optim_config, trainable_mask
 
 PARAMS = {"torso": {"kernel": jnp.ones((2, 2))}, "head": {"kernel": jnp.ones((2,)), "bias": jnp.zeros(())}}
 GRADS = {"torso": {"kernel": jnp.full((2, 2), 0.5)}, "head": {"kernel": jnp.asarray([1.0, -2.0]),
@@ -50,7 +50,7 @@ def test_ppo_settings_are_clip_adam_linear_decay():
 
 def test_int_leaves_start_learning_at_that_update_with_moments_kept():
   mask = trainable_mask(PARAMS, lambda path: False if path.startswith("torso/") else (2 if "kernel" in path else 0))
-  assert mask == {"torso": {"kernel": False}, "head": {"kernel": 2, "bias": 0}}
+  assert mask == {"torso": {"kernel": False}, "head": {"kernel": Start(2), "bias": Start(0)}}
   staggered, _ = _run(make_optimizer(optim_config(lr=0.1, decay="linear"), 10, mask), steps=4)
   full, _ = _run(make_optimizer(optim_config(lr=0.1, decay="linear"), 10), steps=4)
   for i in range(4):
@@ -61,3 +61,11 @@ def test_int_leaves_start_learning_at_that_update_with_moments_kept():
   # From update 2 on it moves as the ungated optimiser's updates 2, 3 (same moments and schedule position).
   np.testing.assert_allclose(staggered[3]["head"]["kernel"] - PARAMS["head"]["kernel"],
                              full[3]["head"]["kernel"] - full[1]["head"]["kernel"], rtol=1e-6)
+
+
+def test_start_scales_the_learning_rate():
+  mask = trainable_mask(PARAMS, lambda path: Start(0, 0.25) if path.startswith("torso/") else True)
+  scaled, _ = _run(make_optimizer(optim_config(lr=0.1), 10, mask), steps=2)
+  full, _ = _run(make_optimizer(optim_config(lr=0.1), 10), steps=2)
+  np.testing.assert_allclose(scaled[1]["torso"]["kernel"] - 1.0, 0.25 * (full[1]["torso"]["kernel"] - 1.0), rtol=1e-6)
+  np.testing.assert_array_equal(scaled[1]["head"]["kernel"], full[1]["head"]["kernel"])

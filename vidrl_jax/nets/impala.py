@@ -80,7 +80,7 @@ class ImpalaCNN(nn.Module):
 
   channels: Sequence[int] = IMPALA_BASE_CHANNELS
   num_blocks: int = 2
-  out_features: int = 256
+  out_features: int | None = 256      # None: the flattened convolution features, without the fc layer
   kernel_init: Initializer = torch_default_init
 
   @nn.compact
@@ -95,6 +95,8 @@ class ImpalaCNN(nn.Module):
         x = ImpalaResidualBlock(ch, kernel_init=self.kernel_init, name=f"stage{i}_res{j}")(x)
     x = nn.relu(x)
     x = x.reshape((x.shape[0], -1))
+    if self.out_features is None:
+      return x.reshape(batch_shape + x.shape[-1:])
     x = nn.Dense(self.out_features, kernel_init=self.kernel_init, name="fc")(x)
     x = nn.relu(x)
     return x.reshape(batch_shape + (self.out_features,))

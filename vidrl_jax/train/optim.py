@@ -4,6 +4,7 @@ instead name the update at which they start learning (staggered warm starts, e.g
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
 
 import jax
@@ -36,25 +37,34 @@ def schedule(config: ml_collections.ConfigDict, num_steps: int) -> optax.Schedul
   return optax.join_schedules([optax.linear_schedule(0.0, config.lr, warm), after], [warm])
 
 
-def trainable_mask(params: Any, is_trainable: Callable[[str], bool | int]) -> Any:
+@dataclasses.dataclass(frozen=True)
+class Start:
+  """A leaf of a trainable mask that learns from optimiser update `update` on, at `lr_scale` times the rate."""
+  update: int = 0
+  lr_scale: float = 1.0
+
+
+def trainable_mask(params: Any, is_trainable: Callable[[str], bool | int | Start]) -> Any:
   """A pytree like `params` of `is_trainable('params/torso/fc/kernel')` for each leaf's '/'-joined path: a bool
-  (trainable or frozen) or an int, the optimiser update from which the leaf learns (0 = from the start)."""
+  (trainable or frozen), an int (the optimiser update from which the leaf learns) or a `Start`."""
   def label(path, _):
     out = is_trainable("/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path))
-    return out if isinstance(out, bool) else int(out)
+    return out if isinstance(out, (bool, Start)) else Start(int(out))
   return jax.tree_util.tree_map_with_path(label, params)
 
 
-def start_at(starts: Any) -> optax.GradientTransformation:
-  """Zeroes each leaf's update before optimiser update `starts` (a pytree of ints like the updates). The
-  moments before it still accumulate, as PyTorch's Adam does under a learning-rate schedule that is 0 until then."""
+def staggered(starts: Any) -> optax.GradientTransformation:
+  """Zeroes each leaf's update before its `Start.update` and scales it by `Start.lr_scale` after (`starts`: a
+  pytree of `Start` like the updates). The moments before the start still accumulate, as PyTorch's Adam does
+  under a learning-rate schedule that is 0 until then (LAPO's official stage 3)."""
   def init(params):
     del params
     return optax.ScaleByScheduleState(count=jnp.zeros((), jnp.int32))
 
   def update(updates, state, params=None):
     del params
-    updates = jax.tree.map(lambda u, s: jnp.where(state.count >= s, u, jnp.zeros_like(u)), updates, starts)
+    updates = jax.tree.map(lambda u, s: jnp.where(state.count >= s.update, u * s.lr_scale, jnp.zeros_like(u)),
+                           updates, starts)
     return updates, optax.ScaleByScheduleState(count=optax.safe_int32_increment(state.count))
 
   return optax.GradientTransformation(init, update)
@@ -78,7 +88,7 @@ def make_optimizer(config: ml_collections.ConfigDict, num_steps: int,
     return tx
   labels = jax.tree.map(lambda t: "frozen" if t is False else "train", trainable)
   tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
-  starts = jax.tree.map(lambda t: 0 if isinstance(t, bool) else t, trainable)
-  if all(s == 0 for s in jax.tree.leaves(starts)):
+  starts = jax.tree.map(lambda t: Start() if isinstance(t, bool) else t, trainable)
+  if all(s == Start() for s in jax.tree.leaves(starts)):
     return tx
-  return optax.chain(tx, start_at(starts))
+  return optax.chain(tx, staggered(starts))

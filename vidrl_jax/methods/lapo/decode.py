@@ -20,7 +20,7 @@ import numpy as np
 import optax
 
 from vidrl_jax.methods.lapo import models
-from vidrl_jax.train.optim import trainable_mask
+from vidrl_jax.train.optim import Start, trainable_mask
 
 
 def embed(fn: Callable[[jax.Array], jax.Array], inputs: np.ndarray, chunk: int = 1024) -> np.ndarray:
@@ -85,6 +85,22 @@ def balanced_accuracy(stacked_params, x: np.ndarray, y: np.ndarray, hidden: Sequ
   return np.mean([(pred[:, y == a] == a).mean(axis=1) for a in present], axis=0)
 
 
+def r_squared(target: np.ndarray, pred: np.ndarray) -> float:
+  """1 - SSE / SST over all latent dimensions together: how much of the target latents' variance `pred` explains."""
+  target, pred = np.asarray(target, np.float64), np.asarray(pred, np.float64)
+  return float(1.0 - ((target - pred) ** 2).sum() / ((target - target.mean(0)) ** 2).sum())
+
+
+def label_share(latents: np.ndarray, labels: np.ndarray) -> float:
+  """The share of the latents' variance that the labels explain: R^2 of predicting each latent by the mean
+  latent of its label. 1: the latent is a function of the action; near 0: it mostly encodes something else."""
+  latents = np.asarray(latents, np.float64)
+  means = np.zeros((int(labels.max()) + 1, latents.shape[1]))
+  for a in np.unique(labels):
+    means[a] = latents[labels == a].mean(0)
+  return r_squared(latents, means[labels])
+
+
 def take(stacked, i: int):
   return jax.tree.map(lambda a: a[i], stacked)
 
@@ -109,10 +125,11 @@ def online_policy(config: ml_collections.ConfigDict, num_actions: int, obs_examp
                   latent_std: np.ndarray | None = None):
   """Stage-3 network and its PPO hooks: (apply_fn, init_params, trainable_mask, aux_loss).
 
-  As the official stage 3: the torso (convolutions and their fc) and the latent head stay frozen, so the
-  supervised path stays the stage-2 latent policy; the decoder learns only by supervision (the PPO loss does not
-  reach it), and the zero-initialised RL head and the value head learn by PPO from `config.online_starts` env steps
-  on (official: value head from 25k, RL head from 35k). `aux_loss` is the supervised decoder loss on the rollout:
+  As the official stage 3: the convolutions, the supervised path's fc and the latent head stay frozen, so the
+  supervised path stays the stage-2 latent policy; the decoder learns only by supervision at `config.online.lr`
+  (the PPO loss does not reach it); PPO trains the value head, the zero-initialised RL head and the RL path's copy
+  of the fc from `config.online_starts` env steps on, at their learning-rate scales (official: value head from
+  25k, RL head from 35k at lr/4, the fc from 50k at lr/10, with lr 1e-2). `aux_loss` is the supervised decoder loss on the rollout:
   the frozen IDM labels in-episode transitions (o_{t-1}, o_t, o_{t+1}) of the rollout (a random `online_sl_batch`
   of them per minibatch) with a latent, and the decoder learns to map it to the action actually taken in o_t
   (cross-entropy with label smoothing `online_label_smoothing`, official 0.05). The decoder sees the IDM's
@@ -125,8 +142,9 @@ def online_policy(config: ml_collections.ConfigDict, num_actions: int, obs_examp
   k = config.model.context
   params = net.init(rng, jnp.asarray(obs_example[:1]))["params"]
   params = dict(params)
-  params["torso"] = policy_params["params"]["torso"]
-  params["latent_head"] = policy_params["params"]["latent_head"]
+  torso = dict(policy_params["params"]["torso"])
+  params["fc_sl"] = params["fc_rl"] = torso.pop("fc")
+  params["torso"], params["latent_head"] = torso, policy_params["params"]["latent_head"]
   dim = config.model.latent_dim
   norm = {"mean": jnp.zeros((dim,)) if latent_mean is None else jnp.asarray(latent_mean, jnp.float32),
           "std": jnp.ones((dim,)) if latent_std is None else jnp.asarray(latent_std, jnp.float32)}
@@ -134,8 +152,10 @@ def online_policy(config: ml_collections.ConfigDict, num_actions: int, obs_examp
   ppo = config.online
   updates_per_rollout = ppo.update_epochs * ppo.num_minibatches
   start = lambda env_steps: (env_steps // (ppo.num_envs * ppo.num_steps)) * updates_per_rollout
-  starts = {"decoder": 0, "rl_head": start(config.online_starts.rl_head),
-            "value_head": start(config.online_starts.value_head)}
+  s = config.online_starts
+  starts = {"decoder": Start(0), "rl_head": Start(start(s.rl_head), s.heads_lr_scale),
+            "value_head": Start(start(s.value_head), s.heads_lr_scale),
+            "fc_rl": Start(start(s.fc_rl), s.fc_rl_lr_scale)}
   trainable = trainable_mask(init_params, lambda path: starts.get(path.split("/")[1], False)
                              if path.startswith("net/") else False)
 

@@ -56,12 +56,11 @@ class LatentPolicy(nn.Module):
 
 
 class DecodedPolicy(nn.Module):
-  """Stage-3 actor-critic: the latent policy plus two heads whose logits are averaged (paper §5).
-
-  The supervised head is `decoder(latent_head(h))` (the decoder maps latent actions, standardised by
-  `latent_mean` and `latent_std`, to true actions); the RL
-  head is a zero-initialised linear layer on the torso features, so at the start the policy is the decoded
-  latent policy. `torso` and `latent_head` come from stage 2.
+  """Stage-3 actor-critic (paper §5, official stage 3): the latent policy's convolutions feed two paths whose
+  logits are averaged. The supervised path is stage 2's fc (`fc_sl`) and latent head, then `decoder` (latent
+  actions, standardised by `latent_mean` and `latent_std`, to true actions); the RL path is a copy of that fc
+  (`fc_rl`) with a zero-initialised RL head and the value head, so at the start the policy is the decoded latent
+  policy. `torso` (the convolutions), `fc_sl`/`fc_rl` and `latent_head` come from stage 2.
   """
   channels: Sequence[int]
   blocks: int
@@ -73,13 +72,15 @@ class DecodedPolicy(nn.Module):
   @nn.compact
   def __call__(self, obs: jax.Array, latent_mean: jax.Array | float = 0.0,
                latent_std: jax.Array | float = 1.0) -> tuple[jax.Array, jax.Array]:
-    h = ImpalaCNN(self.channels, self.blocks, out_features=self.fc, name="torso")(image_to_float(obs))
-    latent = nn.Dense(self.latent_dim, name="latent_head")(h)
+    conv = ImpalaCNN(self.channels, self.blocks, out_features=None, name="torso")(image_to_float(obs))
+    h_sl = nn.relu(nn.Dense(self.fc, name="fc_sl")(conv))
+    latent = nn.Dense(self.latent_dim, name="latent_head")(h_sl)
     sl_logits = ActionDecoder(self.decoder_hidden, self.num_actions, name="decoder")(
         (latent - latent_mean) / latent_std)
-    rl_logits = nn.Dense(self.num_actions, kernel_init=nn.initializers.zeros, name="rl_head")(h)
+    h_rl = nn.relu(nn.Dense(self.fc, name="fc_rl")(conv))
+    rl_logits = nn.Dense(self.num_actions, kernel_init=nn.initializers.zeros, name="rl_head")(h_rl)
     logits = (sl_logits + rl_logits) / 2.0
-    value = nn.Dense(1, name="value_head")(h)[..., 0]
+    value = nn.Dense(1, name="value_head")(h_rl)[..., 0]
     return logits, value
 
 

@@ -164,12 +164,23 @@ class Lapo:
       novq = latents["_novq"] = self.latent_stages(seed, train, use_vq=False, tag="_novq", labelled=labelled)
       out.update(self.probe_and_offline(seed, train, labelled, novq, refs, tag="_novq", offline=False))
       out.update(self.online(seed, train, novq, refs, sl=False, tag="online_rl_no_sl_no_vq"))
+    if c.ablations.labels and ablate and not c.stage1.labels.fraction:
+      # Beyond the paper (LAOM): a small fraction of the training windows keeps its action labels in stage 1.
+      labels = latents["_labels"] = self.latent_stages(seed, train, use_vq=c.vq.enabled, tag="_labels",
+                                                       labelled=labelled, label_fraction=c.ablations.labels)
+      out.update(self.probe_and_offline(seed, train, labelled, labels, refs, tag="_labels"))
+      out.update(self.online(seed, train, labels, refs, sl=True, tag="online_labels"))
     return out, latents
 
-  def stage1(self, seed: int, train: Windows, use_vq: bool, tag: str, labelled: Windows | None = None):
-    """Stage 1; with `labelled`, the latent probe's held-out accuracy is logged every `loop.eval_every` steps."""
+  def stage1(self, seed: int, train: Windows, use_vq: bool, tag: str, labelled: Windows | None = None,
+             label_fraction: float | None = None):
+    """Stage 1; with `labelled`, the latent probe's held-out accuracy is logged every `loop.eval_every` steps;
+    `label_fraction` overrides `stage1.labels.fraction` (the labels ablation)."""
     c = self.config
-    task = stages.stage1_task(c, train, f"seed{seed}/stage1{tag}", seed, use_vq)
+    if label_fraction is not None:
+      c = ml_collections.ConfigDict(c.to_dict())
+      c.stage1.labels.fraction = float(label_fraction)
+    task = stages.stage1_task(c, train, f"seed{seed}/stage1{tag}", seed, use_vq, num_actions=self.num_actions)
     if labelled is not None:
       def evaluate(state, step):
         _, acc, *_ = self.probe(seed, state.train.params["idm"], train, labelled, [c.probe.labels])
@@ -179,9 +190,9 @@ class Lapo:
     return s1
 
   def latent_stages(self, seed: int, train: Windows, use_vq: bool, tag: str,
-                    labelled: Windows | None = None) -> dict:
+                    labelled: Windows | None = None, label_fraction: float | None = None) -> dict:
     c = self.config
-    s1 = self.stage1(seed, train, use_vq, tag, labelled)
+    s1 = self.stage1(seed, train, use_vq, tag, labelled, label_fraction)
     idm_params = s1.train.params["idm"]
     s2, _ = run(stages.stage2_task(c, train, idm_params, f"seed{seed}/stage2{tag}", seed), c.loop,
                 self.workdir, self.writer, seed)
@@ -232,19 +243,34 @@ class Lapo:
       res = {f"probe_accuracy{tag}": float(acc[i]), f"probe_balanced_accuracy{tag}": float(balanced[i]),
              "probe_labels": c.probe.labels, "probe_test_transitions": n_test}
       if offline:
+        res.update(self.policy_fit(seed, lapo, labelled, decode.take(decoders, i), mean, std, tag))
         apply_fn = decode.offline_policy(c, self.num_actions)
         sweep = {}
         for i, n in enumerate(sizes):
           if n not in c.offline.sizes:
             continue
           params = {"policy": lapo["policy"], "decoder": decode.take(decoders, i), "mean": mean, "std": std}
-          ret = self.evaluate(apply_fn, params, seed, f"offline{n}")
+          ret = self.evaluate(apply_fn, params, seed, f"offline{n}{tag}")
           sweep[str(n)] = {"return": ret, "normalised": report.normalised(ret, refs),
                            "probe_accuracy": float(acc[i])}
-        res["offline_sweep"] = sweep
+        res[f"offline_sweep{tag}"] = sweep
       return res
 
     return io.cached_json(self.path(f"seed{seed}", f"probe{tag}.json"), compute)
+
+  def policy_fit(self, seed, lapo, labelled, decoder, mean, std, tag) -> dict:
+    """Why a decoded latent policy acts as it does, on the probe's held-out windows: how much of the IDM latent's
+    variance the latent policy pi(o_t) explains (R^2) and the true action alone explains, and how often the
+    probe's decoder applied to pi(o_t) picks the action the expert took."""
+    _, te, _, y_te = self.labelled_split(seed, labelled)
+    z = self.idm_latents(lapo["idm"], labelled, te)
+    pol = models.policy(self.config)
+    z_pi = decode.embed(lambda o: pol.apply(lapo["policy"], o), labelled.obs(te, "image")[:, self.k])
+    dec = models.decoder(self.config, self.num_actions)
+    pred = decode.embed(lambda x: dec.apply(decoder, x), (z_pi - mean) / std).argmax(-1)
+    return {f"latent_policy_r2{tag}": decode.r_squared(z, z_pi),
+            f"latent_action_share{tag}": decode.label_share(z, y_te),
+            f"decoded_policy_agreement{tag}": float(np.mean(pred == y_te))}
 
   def oracle(self, seed, train, labelled) -> float:
     def compute():

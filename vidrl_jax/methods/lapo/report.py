@@ -35,9 +35,11 @@ def summarise(config, refs: dict, data_info: dict, per_seed: list[dict]) -> dict
   out["balanced_probe_over_oracle"] = _stats(balanced / np.array([r["oracle_balanced_accuracy"] for r in per_seed]))
   out["balanced_probe_over_random_idm"] = _stats(
       balanced / np.array([r["random_idm_balanced_accuracy"] for r in per_seed]))
-  sizes = sorted(per_seed[0].get("offline_sweep", {}), key=int)
-  out["offline_sweep_normalised"] = {n: _stats(r["offline_sweep"][n]["normalised"] for r in per_seed)
-                                     for n in sizes}
+  for tag in ("", "_labels"):
+    ran = [r for r in per_seed if f"offline_sweep{tag}" in r]
+    sizes = sorted(ran[0][f"offline_sweep{tag}"], key=int) if ran else []
+    out[f"offline_sweep_normalised{tag}"] = {n: _stats(r[f"offline_sweep{tag}"][n]["normalised"] for r in ran)
+                                             for n in sizes}
   online = out.get("online_normalised", {}).get("mean")
   scratch = out.get("scratch_normalised", {}).get("mean")
   offline256 = out["offline_sweep_normalised"].get("256", {}).get("mean")
@@ -47,6 +49,8 @@ def summarise(config, refs: dict, data_info: dict, per_seed: list[dict]) -> dict
   }
   if offline256 is not None:
     out["targets"]["offline decoding with 256 labels >= 0.6"] = offline256 >= 0.6
+  if offline256 is not None and scratch is not None:
+    out["targets"]["offline decoding with 256 labels >= PPO from scratch"] = offline256 >= scratch
   if online is not None and scratch is not None:
     out["targets"]["online decoding >= 0.9"] = online >= 0.9
     out["targets"]["online decoding ahead of PPO from scratch"] = online > scratch
@@ -61,7 +65,8 @@ def plots_for(lapo, labelled, per_seed: list[dict], refs: dict, latents: dict[st
   names = ACTION_NAMES.get(c.env.name, [str(a) for a in range(lapo.num_actions)])
   _, te, _, y_te = lapo.labelled_split(seed, labelled)
   te, y_te = te[:1500], y_te[:1500]
-  titles = {"": "LAPO (VQ)" if latents[""]["use_vq"] else "LAPO (no VQ)", "_novq": "no-VQ ablation"}
+  titles = {"": "LAPO (VQ)" if latents[""]["use_vq"] else "LAPO (no VQ)", "_novq": "no-VQ ablation",
+            "_labels": "LAPO + stage-1 labels (LAOM)"}
   for tag, stagesets in latents.items():
     title = titles[tag]
     z = lapo.idm_latents(stagesets["idm"], labelled, te)
@@ -72,7 +77,8 @@ def plots_for(lapo, labelled, per_seed: list[dict], refs: dict, latents: dict[st
       out["fdm"] = fdm_predictions(lapo, stagesets, labelled, te[:8])
 
   losses = {}
-  for stage, key in [("stage1", "loss/recon"), ("stage1_novq", "loss/recon"), ("stage2", "loss/latent_mse")]:
+  for stage, key in [("stage1", "loss/recon"), ("stage1_novq", "loss/recon"), ("stage1_labels", "loss/recon"),
+                     ("stage2", "loss/latent_mse")]:
     rows = [r for r in lapo.writer.rows(f"seed{seed}/{stage}") if key in r]
     if rows:
       losses[f"{stage} {key}"] = ([r["step"] for r in rows], [r[key] for r in rows])
@@ -96,14 +102,15 @@ def plots_for(lapo, labelled, per_seed: list[dict], refs: dict, latents: dict[st
     return runs[0][0][:n], np.mean([y[:n] for _, y in runs], axis=0)
 
   series = {}
-  for stage, label in [("online", "LAPO online decoding (RL + SL)"), ("online_rl_no_sl", "RL, no-SL"),
+  for stage, label in [("online", "LAPO online decoding (RL + SL)"), ("online_labels", "LAPO + stage-1 labels"),
+                       ("online_rl_no_sl", "RL, no-SL"),
                        ("online_rl_no_sl_no_vq", "RL, no-SL, no-VQ"), ("scratch", "PPO from scratch")]:
     cv = curve(stage)
     if cv is not None:
       series[label] = cv
   out["online_curves"] = plots.curves(lapo.path("online_decoding.png"), series, "environment steps",
                                       "normalised return (training episodes)",
-                                      f"{c.env.name}: online decoding (ablations: seed {seed} only)",
+                                      f"{c.env.name}: online decoding, mean over the seeds that ran each",
                                       {"expert": 1.0, "random": 0.0})
   sizes = sorted(per_seed[0].get("offline_sweep", {}), key=int)
   if sizes:
@@ -159,21 +166,29 @@ def markdown(results: dict) -> str:
       ("PPO from scratch, same env steps", f("scratch_normalised"), "0.44 at 4M frames"),
       ("ablation: RL, no-SL", f("online_rl_no_sl_normalised"), "below RL + SL"),
       ("ablation: RL, no-SL, no-VQ", f("online_rl_no_sl_no_vq_normalised"), "below RL, no-SL"),
+      ("why: share of the IDM latent's variance the true action explains", f("latent_action_share"), "—"),
+      ("why: latent policy's R² against the IDM latent", f("latent_policy_r2"), "—"),
+      ("why: decoder(π(o_t)) picks the expert's action", f("decoded_policy_agreement"), "—"),
+      ("beyond the paper (LAOM), stage-1 labels: latent probe accuracy", f("probe_accuracy_labels"), "—"),
+      ("… action share of the latent's variance", f("latent_action_share_labels"), "—"),
+      ("… offline decoding, 256 labels", _sweep(results, "256", "_labels"), "—"),
+      ("… online decoding (RL + SL)", f("online_labels_normalised"), "—"),
   ]
   lines = [f"| metric ({n} seeds: {results['seeds']}) | ours | paper (Procgen, 16 games) |", "|---|---|---|"]
   lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
-  sweep = results.get("offline_sweep_normalised", {})
-  sweep = {n: sweep[n] for n in sorted(sweep, key=int)}
-  if sweep:
-    lines += ["", "| labelled transitions | " + " | ".join(sweep) + " |", "|---" * (len(sweep) + 1) + "|",
-              "| offline decoding, normalised return | " +
-              " | ".join(f"{v['mean']:.2f} ± {v['std']:.2f}" for v in sweep.values()) + " |"]
+  sweeps = {label: results.get(f"offline_sweep_normalised{tag}", {}) for tag, label in
+            [("", "offline decoding, normalised return"), ("_labels", "… with stage-1 labels (LAOM)")]}
+  sizes = sorted(sweeps["offline decoding, normalised return"], key=int)
+  if sizes:
+    lines += ["", "| labelled transitions | " + " | ".join(sizes) + " |", "|---" * (len(sizes) + 1) + "|"]
+    lines += [f"| {label} | " + " | ".join(f"{sweep[n]['mean']:.2f} ± {sweep[n]['std']:.2f}" if n in sweep else "—"
+                                         for n in sizes) + " |" for label, sweep in sweeps.items() if sweep]
   if refs:
     lines += ["", f"Returns are normalised with the uniform-random policy ({refs['random_return']:.1f}) at 0 and "
                   f"the data-generating expert ({refs['expert_return']:.1f}) at 1, {refs['episodes']} episodes each."]
   return "\n".join(lines)
 
 
-def _sweep(results: dict, n: str) -> str:
-  r = results.get("offline_sweep_normalised", {}).get(n)
+def _sweep(results: dict, n: str, tag: str = "") -> str:
+  r = results.get(f"offline_sweep_normalised{tag}", {}).get(n)
   return "—" if r is None else f"{r['mean']:.2f} ± {r['std']:.2f}"
