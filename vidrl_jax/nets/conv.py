@@ -25,12 +25,14 @@ at 2500 frames: ~2.7 GiB per net instead of ~1.25 GiB).
 from __future__ import annotations
 
 import functools
+from typing import Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vidrl_jax.errors import VidrlError
 from vidrl_jax.nets.pixels import image_to_float
 
 IMPLS = ("matmul", "xla")
@@ -166,7 +168,7 @@ def conv_transpose_valid_matmul(x: jax.Array, kernel: jax.Array, stride: int) ->
   n, h, w, _ = x.shape
   k, s = kernel.shape[0], stride
   if h == w == 1:     # a dense layer: every output pixel from the single input pixel (no overlap, no padded taps)
-    return jnp.dot(x.reshape(n, -1), _dense_matrix(kernel)).reshape(n, k, k, -1)
+    return jnp.dot(x.reshape(n, -1), _dense_matrix(kernel)).reshape(n, *kernel.shape[:2], -1)
   return _overlap_add(_dot_nt(x, _flipped_matrix(kernel, s)), k, s, (s * (h - 1) + k, s * (w - 1) + k))
 
 
@@ -176,9 +178,8 @@ def _flipped_matrix(kernel: jax.Array, s: int) -> jax.Array:
 
 
 def _dense_matrix(kernel: jax.Array) -> jax.Array:
-  """(Cin, k * k * Cout): the transposed convolution of a 1 x 1 input as a matrix."""
-  k, _, c, o = kernel.shape
-  return jnp.moveaxis(kernel[::-1, ::-1], 2, 0).reshape(c, k * k * o)
+  """(Cin, kh * kw * Cout): the transposed convolution of a 1 x 1 input as a matrix (any kh x kw kernel)."""
+  return jnp.moveaxis(kernel[::-1, ::-1], 2, 0).reshape(kernel.shape[2], -1)
 
 
 def _convt_fwd(x, kernel, stride):
@@ -202,26 +203,75 @@ def _convt_bwd(stride, res, g):
 conv_transpose_valid_matmul.defvjp(_convt_fwd, _convt_bwd)
 
 
-class _MatmulConv(nn.Module):
-  """`nn.Conv(features, (k, k), strides=(s, s), padding='VALID')` computed by `conv_valid_matmul`; same params."""
+def resolve_impl(impl: str) -> str:
+  """"auto" -> "matmul" on the CPU backend, "xla" on GPU / TPU (whose own convolutions are the fast ones)."""
+  if impl not in (*IMPLS, "auto"):
+    raise VidrlError(f"the convolution impl must be one of {(*IMPLS, 'auto')}, got {impl!r}; pick one of those")
+  if impl == "auto":
+    return "matmul" if jax.default_backend() == "cpu" else "xla"
+  return impl
+
+
+def _check_impl(impl: str) -> None:
+  resolve_impl(impl)
+
+
+def conv2d(x: jax.Array, kernel: jax.Array, stride: int = 1, padding: str = "VALID", transpose: bool = False,
+           impl: str = "auto") -> jax.Array:
+  """`nn.Conv` / `nn.ConvTranspose` (transpose_kernel=False) without bias: NHWC `x`, HWIO `kernel`.
+
+  `padding`: "VALID", or "SAME" (stride 1, odd square kernel; not with `transpose`). "xla": XLA's convolution;
+  "matmul": `conv_valid_matmul` / `conv_transpose_valid_matmul` (a SAME convolution on the zero-padded input, a
+  kernel that covers the whole input or a transposed convolution of a 1 x 1 input: one matrix product);
+  "auto": `resolve_impl`. Square kernels, equal strides along H and W, except where the map is one GEMM.
+  """
+  impl, (kh, kw) = resolve_impl(impl), kernel.shape[:2]
+  if padding not in ("VALID", "SAME") or (padding == "SAME" and (transpose or stride != 1 or kh % 2 == 0)):
+    raise VidrlError(f"conv2d supports VALID padding, or SAME at stride 1 with an odd kernel and no transpose; "
+                     f"got padding {padding!r}, stride {stride}, kernel {kh}x{kw}, transpose {transpose}")
+  if impl == "xla":
+    if transpose:
+      return jax.lax.conv_transpose(x, kernel, (stride, stride), padding, dimension_numbers=_DN)
+    return jax.lax.conv_general_dilated(x, kernel, (stride, stride), padding, dimension_numbers=_DN)
+  n, h, w, c = x.shape
+  if transpose and h == w == 1:
+    return conv_transpose_valid_matmul(x, kernel, stride)
+  if not transpose and padding == "VALID" and (kh, kw) == (h, w):  # the kernel covers the image: a dense layer
+    return jnp.dot(x.reshape(n, 1, 1, h * w * c), kernel.reshape(h * w * c, -1))
+  if kh != kw:
+    raise VidrlError(f"the matmul convolution needs a square kernel here, got {kh}x{kw}; use impl='xla'")
+  if transpose:
+    return conv_transpose_valid_matmul(x, kernel, stride)
+  if padding == "SAME":
+    p = kh // 2
+    x = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+  return conv_valid_matmul(x, kernel, stride)
+
+
+class Conv(nn.Module):
+  """`nn.Conv(features, (k, k), strides=(s, s), padding=padding)` (or `nn.ConvTranspose` with `transpose`) computed
+  by `conv2d` with `impl`; the same params (`kernel` (kh, kw, Cin, Cout) and `bias`, the same inits) under either
+  impl. `kernel_size` an int (square) or (kh, kw)."""
   features: int
-  kernel_size: int
-  stride: int
-  transpose: bool = False  # True: `nn.ConvTranspose(..., padding='VALID')` by `conv_transpose_valid_matmul`
+  kernel_size: int | tuple[int, int]
+  stride: int = 1
+  transpose: bool = False
+  padding: str = "VALID"
+  impl: str = "auto"
+  kernel_init: Callable[..., jax.Array] = nn.initializers.lecun_normal()
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     k = self.kernel_size
-    kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, k, x.shape[-1], self.features), jnp.float32)
+    kh, kw = (k, k) if isinstance(k, int) else tuple(k)
+    kernel = self.param("kernel", self.kernel_init, (kh, kw, x.shape[-1], self.features), jnp.float32)
     bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias)
-    f = conv_transpose_valid_matmul if self.transpose else conv_valid_matmul
-    return f(x, kernel, self.stride) + bias
+    return conv2d(x, kernel, self.stride, self.padding, self.transpose, self.impl) + bias
 
 
-def _check_impl(impl: str) -> None:
-  if impl not in IMPLS:
-    raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+# The World-Models nets' and PixelEncoder's convolution: always the GEMM form.
+_MatmulConv = functools.partial(Conv, impl="matmul")
 
 
 class ConvEncoder(nn.Module):
@@ -235,10 +285,7 @@ class ConvEncoder(nn.Module):
     lead = image.shape[:-3]
     x = image_to_float(image).reshape((-1, *image.shape[-3:]))
     for i, mult in enumerate((1, 2, 4, 8)):
-      if self.impl == "xla":
-        x = nn.Conv(self.width * mult, (4, 4), strides=(2, 2), padding="VALID", name=f"conv{i}")(x)
-      else:
-        x = _MatmulConv(self.width * mult, 4, 2, name=f"conv{i}")(x)
+      x = Conv(self.width * mult, 4, 2, impl=self.impl, name=f"conv{i}")(x)
       if i < 3:
         x = nn.relu(x)
     return x.reshape((*lead, -1))
@@ -258,10 +305,7 @@ class ConvDecoder(nn.Module):
     x = x.reshape((-1, 1, 1, 32 * self.width))
     layers = ((4 * self.width, 5), (2 * self.width, 5), (self.width, 6), (self.channels, 6))
     for i, (features, k) in enumerate(layers):
-      if self.impl == "xla":
-        x = nn.ConvTranspose(features, (k, k), strides=(2, 2), padding="VALID", name=f"deconv{i}")(x)
-      else:
-        x = _MatmulConv(features, k, 2, transpose=True, name=f"deconv{i}")(x)
+      x = Conv(features, k, 2, transpose=True, impl=self.impl, name=f"deconv{i}")(x)
       if i < 3:
         x = nn.relu(x)
     return nn.sigmoid(x).reshape((*lead, *x.shape[1:]))
