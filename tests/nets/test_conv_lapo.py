@@ -15,7 +15,7 @@ import pytest
 
 from vidrl_jax.errors import VidrlError
 from vidrl_jax.nets import ImpalaCNN, UNet
-from vidrl_jax.nets.conv import conv2d, resolve_impl
+from vidrl_jax.nets.conv import auto_impl, conv2d, resolve_impl
 
 RNG = np.random.default_rng(0)
 DN = ("NHWC", "HWIO", "NHWC")
@@ -109,6 +109,9 @@ def test_conv2d_matches_lax(k, stride, padding, transpose, hw):
 def test_impl_choice_and_bad_input():
   assert resolve_impl("auto") == ("matmul" if jax.default_backend() == "cpu" else "xla")
   assert resolve_impl("xla") == "xla"
+  with auto_impl("xla"):
+    assert resolve_impl("auto") == "xla" and resolve_impl("matmul") == "matmul"
+  assert resolve_impl("auto") == ("matmul" if jax.default_backend() == "cpu" else "xla")
   with pytest.raises(VidrlError, match="impl must be one of"):
     resolve_impl("cudnn")
   with pytest.raises(VidrlError, match="SAME at stride 1"):

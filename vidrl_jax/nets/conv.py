@@ -24,6 +24,7 @@ at 2500 frames: ~2.7 GiB per net instead of ~1.25 GiB).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from typing import Callable
 
@@ -203,13 +204,27 @@ def _convt_bwd(stride, res, g):
 conv_transpose_valid_matmul.defvjp(_convt_fwd, _convt_bwd)
 
 
+_AUTO: list[str] = []  # set by `auto_impl`: what "auto" resolves to (innermost last)
+
+
 def resolve_impl(impl: str) -> str:
-  """"auto" -> "matmul" on the CPU backend, "xla" on GPU / TPU (whose own convolutions are the fast ones)."""
+  """"auto" -> "matmul" on the CPU backend, "xla" on GPU / TPU (whose own convolutions are the fast ones), unless
+  an `auto_impl` scope says otherwise."""
   if impl not in (*IMPLS, "auto"):
     raise VidrlError(f"the convolution impl must be one of {(*IMPLS, 'auto')}, got {impl!r}; pick one of those")
   if impl == "auto":
-    return "matmul" if jax.default_backend() == "cpu" else "xla"
+    return _AUTO[-1] if _AUTO else ("matmul" if jax.default_backend() == "cpu" else "xla")
   return impl
+
+
+@contextlib.contextmanager
+def auto_impl(impl: str):
+  """Within this scope (at trace time) "auto" means `impl`: A/B timing of nets built deep inside other code."""
+  _AUTO.append(resolve_impl(impl))
+  try:
+    yield
+  finally:
+    _AUTO.pop()
 
 
 def _check_impl(impl: str) -> None:
