@@ -126,25 +126,29 @@ def _dot_nt(a: jax.Array, b: jax.Array) -> jax.Array:
 # assignment would transpose the patch gradient, ~10^8 values, for the weight GEMM.) The residuals are the input
 # and the kernel; the backward pass rebuilds the patches from the input (XLA shares them with the forward's).
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def conv_valid_matmul(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def conv_valid_matmul(x: jax.Array, kernel: jax.Array, stride: int, gemm_forward: bool = False) -> jax.Array:
   """`lax.conv_general_dilated(x, kernel, (s, s), 'VALID')` for NHWC `x` and HWIO square `kernel`, no bias.
 
   Under differentiation, forward: the patches (`_patches`) times the kernel as a matrix, one GEMM; backward: input
   gradient = overlap-add of (output gradient @ kernel matrix^T), kernel gradient = patches^T @ output gradient.
-  Not differentiated: `lax.conv_general_dilated` itself.
+  Not differentiated: `lax.conv_general_dilated` itself, or with `gemm_forward` the GEMM form.
   """
   # Not differentiated (e.g. AIME's phase 2 encodes observations without gradient): XLA's own convolution, whose
-  # forward pass is the faster one. Under differentiation `_conv_fwd` computes the GEMM form, whose patches the
-  # backward pass shares.
+  # forward pass is the faster one in a plain jit; inside a loop body (a PPO rollout's `lax.scan`) the GEMM form
+  # is (`gemm_forward`). Under differentiation `_conv_fwd` computes the GEMM form, whose patches the backward
+  # pass shares.
+  if gemm_forward:
+    return jnp.dot(_patches(x, kernel.shape[0], stride), _kernel_matrix(kernel, stride))
   return jax.lax.conv_general_dilated(x, kernel, (stride, stride), "VALID", dimension_numbers=_DN)
 
 
-def _conv_fwd(x, kernel, stride):
-  return jnp.dot(_patches(x, kernel.shape[0], stride), _kernel_matrix(kernel, stride)), (x, kernel)
+def _conv_fwd(x, kernel, stride, gemm_forward):
+  return conv_valid_matmul(x, kernel, stride, True), (x, kernel)
 
 
-def _conv_bwd(stride, res, g):
+def _conv_bwd(stride, gemm_forward, res, g):
+  del gemm_forward
   x, kernel = res
   k = kernel.shape[0]
   kmat, kmat_vjp = jax.vjp(lambda kk: _kernel_matrix(kk, stride), kernel)
@@ -232,13 +236,15 @@ def _check_impl(impl: str) -> None:
 
 
 def conv2d(x: jax.Array, kernel: jax.Array, stride: int = 1, padding: str = "VALID", transpose: bool = False,
-           impl: str = "auto") -> jax.Array:
+           impl: str = "auto", gemm_forward: bool = True) -> jax.Array:
   """`nn.Conv` / `nn.ConvTranspose` (transpose_kernel=False) without bias: NHWC `x`, HWIO `kernel`.
 
   `padding`: "VALID", or "SAME" (stride 1, odd square kernel; not with `transpose`). "xla": XLA's convolution;
   "matmul": `conv_valid_matmul` / `conv_transpose_valid_matmul` (a SAME convolution on the zero-padded input, a
   kernel that covers the whole input or a transposed convolution of a 1 x 1 input: one matrix product);
   "auto": `resolve_impl`. Square kernels, equal strides along H and W, except where the map is one GEMM.
+  `gemm_forward`: "matmul" computes a convolution that is not differentiated as a GEMM too (False: by XLA's
+  convolution; see `conv_valid_matmul`).
   """
   impl, (kh, kw) = resolve_impl(impl), kernel.shape[:2]
   if padding not in ("VALID", "SAME") or (padding == "SAME" and (transpose or stride != 1 or kh % 2 == 0)):
@@ -260,7 +266,7 @@ def conv2d(x: jax.Array, kernel: jax.Array, stride: int = 1, padding: str = "VAL
   if padding == "SAME":
     p = kh // 2
     x = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
-  return conv_valid_matmul(x, kernel, stride)
+  return conv_valid_matmul(x, kernel, stride, gemm_forward)
 
 
 class Conv(nn.Module):
@@ -274,6 +280,7 @@ class Conv(nn.Module):
   padding: str = "VALID"
   impl: str = "auto"
   kernel_init: Callable[..., jax.Array] = nn.initializers.lecun_normal()
+  gemm_forward: bool = True  # see `conv2d`
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -282,11 +289,11 @@ class Conv(nn.Module):
     kernel = self.param("kernel", self.kernel_init, (kh, kw, x.shape[-1], self.features), jnp.float32)
     bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias)
-    return conv2d(x, kernel, self.stride, self.padding, self.transpose, self.impl) + bias
+    return conv2d(x, kernel, self.stride, self.padding, self.transpose, self.impl, self.gemm_forward) + bias
 
 
-# The World-Models nets' and PixelEncoder's convolution: always the GEMM form.
-_MatmulConv = functools.partial(Conv, impl="matmul")
+# PixelEncoder's convolution: always the GEMM form under differentiation, XLA's otherwise.
+_MatmulConv = functools.partial(Conv, impl="matmul", gemm_forward=False)
 
 
 class ConvEncoder(nn.Module):
@@ -300,7 +307,7 @@ class ConvEncoder(nn.Module):
     lead = image.shape[:-3]
     x = image_to_float(image).reshape((-1, *image.shape[-3:]))
     for i, mult in enumerate((1, 2, 4, 8)):
-      x = Conv(self.width * mult, 4, 2, impl=self.impl, name=f"conv{i}")(x)
+      x = Conv(self.width * mult, 4, 2, impl=self.impl, gemm_forward=False, name=f"conv{i}")(x)
       if i < 3:
         x = nn.relu(x)
     return x.reshape((*lead, -1))
