@@ -1,7 +1,7 @@
 """LAPO's IMPALA-CNN and U-Net FDM: the "matmul" convolutions (`nets.conv.conv2d`) against XLA's ("xla").
 
 Both impls get the same params (same tree: checkpoints load either way) and must give the same outputs and the
-same gradients w.r.t. params and input, at MinAtar's odd 10x10 and Procgen's 64x64; "auto" is "matmul" here.
+same gradients w.r.t. params and input, at MinAtar's odd 10x10 and Procgen's 64x64; "auto" follows `auto_impl`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 
 from vidrl_jax.errors import VidrlError
 from vidrl_jax.nets import ImpalaCNN, UNet
-from vidrl_jax.nets.conv import auto_impl, conv2d, resolve_impl
+from vidrl_jax.nets.conv import auto_impl, conv2d, loop_impl, resolve_impl
 
 RNG = np.random.default_rng(0)
 DN = ("NHWC", "HWIO", "NHWC")
@@ -107,11 +107,14 @@ def test_conv2d_matches_lax(k, stride, padding, transpose, hw):
 
 
 def test_impl_choice_and_bad_input():
-  assert resolve_impl("auto") == ("matmul" if jax.default_backend() == "cpu" else "xla")
-  assert resolve_impl("xla") == "xla"
-  with auto_impl("xla"):
-    assert resolve_impl("auto") == "xla" and resolve_impl("matmul") == "matmul"
-  assert resolve_impl("auto") == ("matmul" if jax.default_backend() == "cpu" else "xla")
+  assert resolve_impl("auto") == "xla" and resolve_impl("matmul") == "matmul"
+  assert loop_impl() == ("matmul" if jax.default_backend() == "cpu" else "xla")
+  with auto_impl("matmul"):
+    assert resolve_impl("auto") == "matmul"
+    with auto_impl("xla"):
+      assert resolve_impl("auto") == "xla" and resolve_impl("matmul") == "matmul"
+    assert resolve_impl("auto") == "matmul"
+  assert resolve_impl("auto") == "xla"
   with pytest.raises(VidrlError, match="impl must be one of"):
     resolve_impl("cudnn")
   with pytest.raises(VidrlError, match="SAME at stride 1"):

@@ -212,18 +212,29 @@ _AUTO: list[str] = []  # set by `auto_impl`: what "auto" resolves to (innermost 
 
 
 def resolve_impl(impl: str) -> str:
-  """"auto" -> "matmul" on the CPU backend, "xla" on GPU / TPU (whose own convolutions are the fast ones), unless
-  an `auto_impl` scope says otherwise."""
+  """"auto" -> what the innermost `auto_impl` scope says, else "xla".
+
+  Why "xla" outside a scope, also on the CPU: in a plain jit XLA:CPU's (jax 0.10.2) 3x3 convolutions beat the GEMM
+  form at LAPO's shapes (stage-1 step of the cpu preset 2.4x, small shapes 1.7x; benchmarks/lapo_steps.py), but
+  inside a loop body (a PPO update's minibatch `lax.scan`, a rollout's) they lose their fast path and the GEMM
+  form is ~14x faster (benchmarks/ppo_iteration.py): trace such code under `auto_impl(loop_impl())`.
+  """
   if impl not in (*IMPLS, "auto"):
     raise VidrlError(f"the convolution impl must be one of {(*IMPLS, 'auto')}, got {impl!r}; pick one of those")
   if impl == "auto":
-    return _AUTO[-1] if _AUTO else ("matmul" if jax.default_backend() == "cpu" else "xla")
+    return _AUTO[-1] if _AUTO else "xla"
   return impl
+
+
+def loop_impl() -> str:
+  """The impl for convolutions traced inside loop bodies: "matmul" on the CPU backend, "xla" on GPU / TPU."""
+  return "matmul" if jax.default_backend() == "cpu" else "xla"
 
 
 @contextlib.contextmanager
 def auto_impl(impl: str):
-  """Within this scope (at trace time) "auto" means `impl`: A/B timing of nets built deep inside other code."""
+  """Within this scope (at trace time) "auto" means `impl` ("matmul" or "xla"), e.g. `auto_impl(loop_impl())`
+  around the tracing of a PPO step; also A/B timing of nets built deep inside other code."""
   _AUTO.append(resolve_impl(impl))
   try:
     yield

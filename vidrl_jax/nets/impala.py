@@ -5,8 +5,9 @@ Follows the official LAPO PyTorch code (``lapo/models.py``: ``ConvSequence``, ``
 (relu, conv3x3, relu, conv3x3, add); then relu, flatten, dense ``out_features``, relu. LAPO uses the Procgen
 channel multiplier 4 (Cobbe et al., 2020; LAPO paper Sec. 5 and Table A.4), i.e. channels (64, 128, 128).
 
-The 3x3 convolutions are `nets.conv.Conv` with `impl` ("auto": GEMMs with hand-written gradients on the CPU,
-XLA's convolutions on GPU / TPU; the same params either way, named and shaped as `nn.Conv`'s).
+The 3x3 convolutions are `nets.conv.Conv` with `impl` ("auto": XLA's, or what a `conv.auto_impl` scope says;
+"matmul": GEMMs with hand-written gradients, much faster on the CPU inside loop bodies such as PPO's updates);
+the same params either way, named and shaped as `nn.Conv`'s.
 """
 
 import math

@@ -19,8 +19,9 @@ Differences from the official code: GroupNorm (or no norm) instead of BatchNorm,
 batch statistics); max-pooling uses 'SAME' padding (ceil) and transposed-conv outputs are cropped to the skip's
 size, so odd sizes work (MinAtar 10 -> 5 -> 3); for even sizes this is identical to the official floor pooling.
 
-Every convolution is `nets.conv.Conv` / `conv2d` with the net's `impl` ("auto": GEMMs with hand-written gradients
-on the CPU, XLA's convolutions on GPU / TPU); the params are named and shaped as `nn.Conv` / `nn.ConvTranspose`'s.
+Every convolution is `nets.conv.Conv` / `conv2d` with the net's `impl` ("auto": XLA's, or what a `conv.auto_impl`
+scope says; "matmul": GEMMs with hand-written gradients); the params are named and shaped as `nn.Conv` /
+`nn.ConvTranspose`'s, so checkpoints load under either.
 """
 
 import math
