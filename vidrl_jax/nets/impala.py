@@ -61,16 +61,19 @@ def _flatten_batch(x: jax.Array, event_ndim: int) -> tuple[jax.Array, tuple[int,
 
 
 class ImpalaResidualBlock(nn.Module):
-  """x + conv(relu(conv(relu(x)))), both convs 3x3 at full width (official ``ImpalaResidualBlock``)."""
+  """x + conv(relu(conv(relu(x)))), both convs 3x3 (official ``ImpalaResidualBlock``: the first conv at full
+  width; ``hidden`` > 0 sets its width, as the U-Net's ``ResidualLayer`` does)."""
 
   channels: int
   kernel_init: Initializer = torch_default_init
   impl: str = "auto"
+  hidden: int = 0  # the first conv's width; 0: channels
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     y = nn.relu(x)
-    y = Conv(self.channels, 3, padding="SAME", impl=self.impl, kernel_init=self.kernel_init, name="conv0")(y)
+    y = Conv(self.hidden or self.channels, 3, padding="SAME", impl=self.impl, kernel_init=self.kernel_init,
+             name="conv0")(y)
     y = nn.relu(y)
     y = Conv(self.channels, 3, padding="SAME", impl=self.impl, kernel_init=self.kernel_init, name="conv1")(y)
     return x + y

@@ -24,6 +24,8 @@ scope says; "matmul": GEMMs with hand-written gradients); the params are named a
 `nn.ConvTranspose`'s, so checkpoints load under either.
 """
 
+from __future__ import annotations
+
 import math
 
 import flax.linen as nn
@@ -32,23 +34,14 @@ import jax.numpy as jnp
 
 from vidrl_jax.nets import pool
 from vidrl_jax.nets.conv import Conv, conv2d
-from vidrl_jax.nets.impala import Initializer, torch_default_init, torch_default_transpose_init
+from vidrl_jax.nets.impala import (Initializer, ImpalaResidualBlock, torch_default_init,
+                                   torch_default_transpose_init)
 
 
-class ResidualLayer(nn.Module):
+def ResidualLayer(channels: int, kernel_init: Initializer = torch_default_init, impl: str = "auto",  # noqa: N802
+                  name: str | None = None) -> ImpalaResidualBlock:
   """x + conv3x3(relu(conv3x3(relu(x)))) with a hidden width of ``channels // 2`` (official ``ResidualLayer``)."""
-
-  channels: int
-  kernel_init: Initializer = torch_default_init
-  impl: str = "auto"
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    hidden = max(self.channels // 2, 1)
-    y = Conv(hidden, 3, padding="SAME", impl=self.impl, kernel_init=self.kernel_init, name="conv0")(nn.relu(x))
-    y = Conv(self.channels, 3, padding="SAME", impl=self.impl, kernel_init=self.kernel_init, name="conv1")(
-        nn.relu(y))
-    return x + y
+  return ImpalaResidualBlock(channels, kernel_init, impl, hidden=max(channels // 2, 1), name=name)
 
 
 class TiledCondConv(nn.Module):
