@@ -17,6 +17,9 @@ outputs up to float rounding:
   window additions (`_overlap_add`). Convolution: patches @ kernel; transposed convolution: overlap-add of
   (input @ kernel); each gradient is the other map plus two GEMMs. A convolution that is not differentiated (e.g.
   the encoder in AIME's phase 2) runs XLA's own, whose forward pass alone is the faster one.
+`conv2d` / `Conv` (used by IMPALA-CNN and the U-Net) pick either per call by `impl`: "matmul", "xla", or "auto"
+(XLA's, unless an `auto_impl` scope says otherwise: on the CPU, XLA's stride-1 3x3 convolutions win in a plain jit
+and lose badly inside loop bodies; `resolve_impl` has the numbers).
 At batch 256 on 2 shared CPU cores, forward + backward (gradients w.r.t. params and input) is about 3x (encoder)
 and 4-7x (decoder) faster than "xla" (benchmarks/conv_ops.py), for about twice XLA's temporary memory (a gradient
 at 2500 frames: ~2.7 GiB per net instead of ~1.25 GiB).
