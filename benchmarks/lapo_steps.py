@@ -2,12 +2,18 @@
 
   .venv/bin/python benchmarks/lapo_steps.py                 # all shapes
   .venv/bin/python benchmarks/lapo_steps.py --shapes=small,cpu --steps=10
+  .venv/bin/python benchmarks/lapo_steps.py --shapes=paper --steps=3 --impls=matmul   # one impl only
 
 Shapes: `paper` (batch 128, 64x64x3, IMPALA x4, U-Net scale 24 / 5 levels: the official code's), `small`
 (batch 32, 64x64x3, IMPALA x1, U-Net scale 8), `cpu` (our cpu preset: MinAtar SpaceInvaders 10x10x6). Reports the median
 wall time per step over `--steps` steps after 2 warm-up steps, the compile time, XLA's buffer sizes for the step
 (arguments + outputs + temporaries), the process's peak RSS, FLOPs per step from XLA's cost analysis and the
-achieved FLOP/s. The official PyTorch numbers on the same kind of 2-core CPU are in ../shared/FACTS.md.
+achieved FLOP/s (FLOPs of the "xla" program: the convolutions' true work, also credited to "matmul").
+`--impls`: the convolutions' implementation (`nets.conv.auto_impl`: "matmul", GEMMs with hand-written gradients,
+the CPU default; "xla", XLA's own). Several impls are compiled side by side and their steps interleaved (step i
+of every impl before step i + 1 of any), so that load from other processes falls on all alike; the last column is
+the step time of the first impl over this one's. The 1-minute load average (`uptime`) is printed before and after.
+The official PyTorch numbers on the same kind of 2-core CPU are in ../shared/FACTS.md.
 """
 
 from __future__ import annotations
@@ -29,10 +35,12 @@ from vidrl_jax import io  # noqa: E402
 from vidrl_jax.data import formats  # noqa: E402
 from vidrl_jax.data.sequence import Windows  # noqa: E402
 from vidrl_jax.methods.lapo import stages  # noqa: E402
+from vidrl_jax.nets import conv  # noqa: E402
 
 _SHAPES = flags.DEFINE_list("shapes", ["cpu", "small", "paper"], "Which shape sets to time.")
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps per measurement (after 2 warm-up steps).")
 _STAGES = flags.DEFINE_list("stages", ["stage1", "stage2"], "Which stages to time.")
+_IMPLS = flags.DEFINE_list("impls", ["matmul", "xla"], "Convolution impls to time, interleaved: matmul, xla.")
 
 SHAPES = {
     "paper": dict(obs=(64, 64, 3), batch=128, impala_channels=(64, 128, 128), impala_blocks=2,
@@ -66,37 +74,63 @@ def _dataset(shape: dict, directory: str) -> Windows:
   return formats.lapo_chunks(directory, done="last").windows(3)
 
 
-def measure(task, steps: int) -> dict:
-  state = jax.jit(task.init)(jax.random.PRNGKey(0))
-  batch = jax.tree.map(jnp.asarray, task.batch(0))
-  rng = jax.random.PRNGKey(1)
-  fn = jax.jit(task.step, donate_argnums=0)
-  t0 = time.perf_counter()
-  compiled = fn.lower(state, batch, rng).compile()
-  compile_s = time.perf_counter() - t0
+def _compile(task, impl: str):
+  with conv.auto_impl(impl):
+    state = jax.jit(task.init)(jax.random.PRNGKey(0))
+    batch = jax.tree.map(jnp.asarray, task.batch(0))
+    t0 = time.perf_counter()
+    # A fresh function per impl: jax's trace cache is keyed on the function, not on `auto_impl`.
+    step = jax.jit(lambda state, batch, rng: task.step(state, batch, rng), donate_argnums=0)
+    compiled = step.lower(state, batch, jax.random.PRNGKey(1)).compile()
+    return compiled, state, batch, time.perf_counter() - t0
+
+
+def _flops_and_bytes(compiled) -> tuple[float, float]:
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   flops = float(cost.get("flops", float("nan"))) if cost else float("nan")
   mem = compiled.memory_analysis()
   xla_bytes = (mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes
                if mem is not None else float("nan"))
-  times = []
+  return flops, xla_bytes
+
+
+def _convolutions(compiled) -> int:
+  """Convolution ops in the optimised program (a check that the impl switch took: "matmul" has few or none)."""
+  return compiled.as_text().count(" convolution(")
+
+
+def measure(task, steps: int, impls: list[str]) -> dict:
+  """{impl: timings}: every impl compiled, then `steps` + 2 steps of each, interleaved (the first 2 untimed)."""
+  runs = {impl: list(_compile(task, impl)) for impl in impls}
+  times: dict = {impl: [] for impl in impls}
+  rng = jax.random.PRNGKey(1)
   for i in range(steps + 2):
-    t = time.perf_counter()
-    state, metrics = compiled(state, batch, rng)
-    jax.block_until_ready(metrics)
-    if i >= 2:
-      times.append(time.perf_counter() - t)
-  ms = 1000 * float(np.median(times))
-  return dict(ms=ms, compile_s=compile_s, xla_gib=xla_bytes / 2**30, gflop=flops / 1e9,
-              gflops=flops / 1e9 / (ms / 1000))
+    for impl, run in runs.items():
+      t = time.perf_counter()
+      run[1], metrics = run[0](run[1], run[2], rng)
+      jax.block_until_ready(metrics)
+      if i >= 2:
+        times[impl].append(time.perf_counter() - t)
+  flops = _flops_and_bytes(runs["xla"][0])[0] if "xla" in runs else float("nan")
+  out = {}
+  for impl, (compiled, _, _, compile_s) in runs.items():
+    ms = 1000 * float(np.median(times[impl]))
+    out[impl] = dict(ms=ms, runs=[1000 * t for t in times[impl]], compile_s=compile_s, convs=_convolutions(compiled),
+                     xla_gib=_flops_and_bytes(compiled)[1] / 2**30, gflop=flops / 1e9, gflops=flops / 1e9 / (ms / 1000))
+  return out
+
+
+def _load() -> str:
+  return f"{os.getloadavg()[0]:.2f}"
 
 
 def main(argv):
   del argv
-  print(f"jax {jax.__version__}, devices {jax.devices()}")
-  print("| shapes | stage | median ms/step | compile s | XLA buffers GiB | peak RSS GiB | GFLOP/step | GFLOP/s |")
-  print("|---|---|---|---|---|---|---|---|")
+  print(f"jax {jax.__version__}, devices {jax.devices()}, impls {_IMPLS.value} (interleaved)")
+  print(f"| shapes | stage | impl | median ms/step | steps ms | compile s | XLA buffers GiB | peak RSS GiB | "
+        f"GFLOP/step | GFLOP/s | conv ops | {_IMPLS.value[0]} / this | load before, after |")
+  print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
   for name in _SHAPES.value:
     shape = SHAPES[name]
     config = _config(shape)
@@ -109,10 +143,16 @@ def main(argv):
           from vidrl_jax.methods.lapo import models
           idm_params = models.idm(config).init(jax.random.PRNGKey(0), jnp.asarray(data.obs(np.arange(1), "image")))
           task = stages.stage2_task(config, data, idm_params, "bench/stage2", 0)
-        r = measure(task, _STEPS.value)
+        load = _load()
+        results = measure(task, _STEPS.value, _IMPLS.value)
+        load = f"{load}, {_load()}"
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-        print(f"| {name} (batch {shape['batch']}) | {stage} | {r['ms']:.0f} | {r['compile_s']:.1f} | "
-              f"{r['xla_gib']:.2f} | {rss:.2f} | {r['gflop']:.1f} | {r['gflops']:.0f} |", flush=True)
+        first = results[_IMPLS.value[0]]["ms"]
+        for impl, r in results.items():
+          steps = ", ".join(f"{t:.0f}" for t in r["runs"])
+          print(f"| {name} (batch {shape['batch']}) | {stage} | {impl} | {r['ms']:.0f} | {steps} | "
+                f"{r['compile_s']:.1f} | {r['xla_gib']:.2f} | {rss:.2f} | {r['gflop']:.1f} | {r['gflops']:.0f} | "
+                f"{r['convs']} | {first / r['ms']:.2f} | {load} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,9 @@ outputs up to float rounding:
   window additions (`_overlap_add`). Convolution: patches @ kernel; transposed convolution: overlap-add of
   (input @ kernel); each gradient is the other map plus two GEMMs. A convolution that is not differentiated (e.g.
   the encoder in AIME's phase 2) runs XLA's own, whose forward pass alone is the faster one.
+`conv2d` / `Conv` (used by IMPALA-CNN and the U-Net) pick either per call by `impl`: "matmul", "xla", or "auto"
+(XLA's, unless an `auto_impl` scope says otherwise: on the CPU, XLA's stride-1 3x3 convolutions win in a plain jit
+and lose badly inside loop bodies; `resolve_impl` has the numbers).
 At batch 256 on 2 shared CPU cores, forward + backward (gradients w.r.t. params and input) is about 3x (encoder)
 and 4-7x (decoder) faster than "xla" (benchmarks/conv_ops.py), for about twice XLA's temporary memory (a gradient
 at 2500 frames: ~2.7 GiB per net instead of ~1.25 GiB).
@@ -24,13 +27,16 @@ at 2500 frames: ~2.7 GiB per net instead of ~1.25 GiB).
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from typing import Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vidrl_jax.errors import VidrlError
 from vidrl_jax.nets.pixels import image_to_float
 
 IMPLS = ("matmul", "xla")
@@ -123,25 +129,29 @@ def _dot_nt(a: jax.Array, b: jax.Array) -> jax.Array:
 # assignment would transpose the patch gradient, ~10^8 values, for the weight GEMM.) The residuals are the input
 # and the kernel; the backward pass rebuilds the patches from the input (XLA shares them with the forward's).
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def conv_valid_matmul(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def conv_valid_matmul(x: jax.Array, kernel: jax.Array, stride: int, gemm_forward: bool = False) -> jax.Array:
   """`lax.conv_general_dilated(x, kernel, (s, s), 'VALID')` for NHWC `x` and HWIO square `kernel`, no bias.
 
   Under differentiation, forward: the patches (`_patches`) times the kernel as a matrix, one GEMM; backward: input
   gradient = overlap-add of (output gradient @ kernel matrix^T), kernel gradient = patches^T @ output gradient.
-  Not differentiated: `lax.conv_general_dilated` itself.
+  Not differentiated: `lax.conv_general_dilated` itself, or with `gemm_forward` the GEMM form.
   """
   # Not differentiated (e.g. AIME's phase 2 encodes observations without gradient): XLA's own convolution, whose
-  # forward pass is the faster one. Under differentiation `_conv_fwd` computes the GEMM form, whose patches the
-  # backward pass shares.
+  # forward pass is the faster one in a plain jit; inside a loop body (a PPO rollout's `lax.scan`) the GEMM form
+  # is (`gemm_forward`). Under differentiation `_conv_fwd` computes the GEMM form, whose patches the backward
+  # pass shares.
+  if gemm_forward:
+    return jnp.dot(_patches(x, kernel.shape[0], stride), _kernel_matrix(kernel, stride))
   return jax.lax.conv_general_dilated(x, kernel, (stride, stride), "VALID", dimension_numbers=_DN)
 
 
-def _conv_fwd(x, kernel, stride):
-  return jnp.dot(_patches(x, kernel.shape[0], stride), _kernel_matrix(kernel, stride)), (x, kernel)
+def _conv_fwd(x, kernel, stride, gemm_forward):
+  return conv_valid_matmul(x, kernel, stride, True), (x, kernel)
 
 
-def _conv_bwd(stride, res, g):
+def _conv_bwd(stride, gemm_forward, res, g):
+  del gemm_forward
   x, kernel = res
   k = kernel.shape[0]
   kmat, kmat_vjp = jax.vjp(lambda kk: _kernel_matrix(kk, stride), kernel)
@@ -166,7 +176,7 @@ def conv_transpose_valid_matmul(x: jax.Array, kernel: jax.Array, stride: int) ->
   n, h, w, _ = x.shape
   k, s = kernel.shape[0], stride
   if h == w == 1:     # a dense layer: every output pixel from the single input pixel (no overlap, no padded taps)
-    return jnp.dot(x.reshape(n, -1), _dense_matrix(kernel)).reshape(n, k, k, -1)
+    return jnp.dot(x.reshape(n, -1), _dense_matrix(kernel)).reshape(n, *kernel.shape[:2], -1)
   return _overlap_add(_dot_nt(x, _flipped_matrix(kernel, s)), k, s, (s * (h - 1) + k, s * (w - 1) + k))
 
 
@@ -176,9 +186,8 @@ def _flipped_matrix(kernel: jax.Array, s: int) -> jax.Array:
 
 
 def _dense_matrix(kernel: jax.Array) -> jax.Array:
-  """(Cin, k * k * Cout): the transposed convolution of a 1 x 1 input as a matrix."""
-  k, _, c, o = kernel.shape
-  return jnp.moveaxis(kernel[::-1, ::-1], 2, 0).reshape(c, k * k * o)
+  """(Cin, kh * kw * Cout): the transposed convolution of a 1 x 1 input as a matrix (any kh x kw kernel)."""
+  return jnp.moveaxis(kernel[::-1, ::-1], 2, 0).reshape(kernel.shape[2], -1)
 
 
 def _convt_fwd(x, kernel, stride):
@@ -202,26 +211,103 @@ def _convt_bwd(stride, res, g):
 conv_transpose_valid_matmul.defvjp(_convt_fwd, _convt_bwd)
 
 
-class _MatmulConv(nn.Module):
-  """`nn.Conv(features, (k, k), strides=(s, s), padding='VALID')` computed by `conv_valid_matmul`; same params."""
+_AUTO: list[str] = []  # set by `auto_impl`: what "auto" resolves to (innermost last)
+
+
+def resolve_impl(impl: str) -> str:
+  """"auto" -> what the innermost `auto_impl` scope says, else "xla".
+
+  Why "xla" outside a scope, also on the CPU: in a plain jit XLA:CPU's (jax 0.10.2) 3x3 convolutions beat the GEMM
+  form at LAPO's shapes (stage-1 step of the cpu preset 2.4x, small shapes 1.7x; benchmarks/lapo_steps.py), but
+  inside a loop body (a PPO update's minibatch `lax.scan`, a rollout's) they lose their fast path and the GEMM
+  form is ~14x faster (benchmarks/ppo_iteration.py): trace such code under `auto_impl(loop_impl())`.
+  """
+  if impl not in (*IMPLS, "auto"):
+    raise VidrlError(f"the convolution impl must be one of {(*IMPLS, 'auto')}, got {impl!r}; pick one of those")
+  if impl == "auto":
+    return _AUTO[-1] if _AUTO else "xla"
+  return impl
+
+
+def loop_impl() -> str:
+  """The impl for convolutions traced inside loop bodies: "matmul" on the CPU backend, "xla" on GPU / TPU."""
+  return "matmul" if jax.default_backend() == "cpu" else "xla"
+
+
+@contextlib.contextmanager
+def auto_impl(impl: str):
+  """Within this scope (at trace time) "auto" means `impl` ("matmul" or "xla"), e.g. `auto_impl(loop_impl())`
+  around the tracing of a PPO step; also A/B timing of nets built deep inside other code."""
+  _AUTO.append(resolve_impl(impl))
+  try:
+    yield
+  finally:
+    _AUTO.pop()
+
+
+def _check_impl(impl: str) -> None:
+  resolve_impl(impl)
+
+
+def conv2d(x: jax.Array, kernel: jax.Array, stride: int = 1, padding: str = "VALID", transpose: bool = False,
+           impl: str = "auto", gemm_forward: bool = True) -> jax.Array:
+  """`nn.Conv` / `nn.ConvTranspose` (transpose_kernel=False) without bias: NHWC `x`, HWIO `kernel`.
+
+  `padding`: "VALID", or "SAME" (stride 1, odd square kernel; not with `transpose`). "xla": XLA's convolution;
+  "matmul": `conv_valid_matmul` / `conv_transpose_valid_matmul` (a SAME convolution on the zero-padded input, a
+  kernel that covers the whole input or a transposed convolution of a 1 x 1 input: one matrix product);
+  "auto": `resolve_impl`. Square kernels, equal strides along H and W, except where the map is one GEMM.
+  `gemm_forward`: "matmul" computes a convolution that is not differentiated as a GEMM too (False: by XLA's
+  convolution; see `conv_valid_matmul`).
+  """
+  impl, (kh, kw) = resolve_impl(impl), kernel.shape[:2]
+  if padding not in ("VALID", "SAME") or (padding == "SAME" and (transpose or stride != 1 or kh % 2 == 0)):
+    raise VidrlError(f"conv2d supports VALID padding, or SAME at stride 1 with an odd kernel and no transpose; "
+                     f"got padding {padding!r}, stride {stride}, kernel {kh}x{kw}, transpose {transpose}")
+  if impl == "xla":
+    if transpose:
+      return jax.lax.conv_transpose(x, kernel, (stride, stride), padding, dimension_numbers=_DN)
+    return jax.lax.conv_general_dilated(x, kernel, (stride, stride), padding, dimension_numbers=_DN)
+  n, h, w, c = x.shape
+  if transpose and h == w == 1:
+    return conv_transpose_valid_matmul(x, kernel, stride)
+  if not transpose and padding == "VALID" and (kh, kw) == (h, w):  # the kernel covers the image: a dense layer
+    return jnp.dot(x.reshape(n, 1, 1, h * w * c), kernel.reshape(h * w * c, -1))
+  if kh != kw:
+    raise VidrlError(f"the matmul convolution needs a square kernel here, got {kh}x{kw}; use impl='xla'")
+  if transpose:
+    return conv_transpose_valid_matmul(x, kernel, stride)
+  if padding == "SAME":
+    p = kh // 2
+    x = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+  return conv_valid_matmul(x, kernel, stride, gemm_forward)
+
+
+class Conv(nn.Module):
+  """`nn.Conv(features, (k, k), strides=(s, s), padding=padding)` (or `nn.ConvTranspose` with `transpose`) computed
+  by `conv2d` with `impl`; the same params (`kernel` (kh, kw, Cin, Cout) and `bias`, the same inits) under either
+  impl. `kernel_size` an int (square) or (kh, kw)."""
   features: int
-  kernel_size: int
-  stride: int
-  transpose: bool = False  # True: `nn.ConvTranspose(..., padding='VALID')` by `conv_transpose_valid_matmul`
+  kernel_size: int | tuple[int, int]
+  stride: int = 1
+  transpose: bool = False
+  padding: str = "VALID"
+  impl: str = "auto"
+  kernel_init: Callable[..., jax.Array] = nn.initializers.lecun_normal()
+  gemm_forward: bool = True  # see `conv2d`
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     k = self.kernel_size
-    kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, k, x.shape[-1], self.features), jnp.float32)
+    kh, kw = (k, k) if isinstance(k, int) else tuple(k)
+    kernel = self.param("kernel", self.kernel_init, (kh, kw, x.shape[-1], self.features), jnp.float32)
     bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias)
-    f = conv_transpose_valid_matmul if self.transpose else conv_valid_matmul
-    return f(x, kernel, self.stride) + bias
+    return conv2d(x, kernel, self.stride, self.padding, self.transpose, self.impl, self.gemm_forward) + bias
 
 
-def _check_impl(impl: str) -> None:
-  if impl not in IMPLS:
-    raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+# PixelEncoder's convolution: always the GEMM form under differentiation, XLA's otherwise.
+_MatmulConv = functools.partial(Conv, impl="matmul", gemm_forward=False)
 
 
 class ConvEncoder(nn.Module):
@@ -235,10 +321,7 @@ class ConvEncoder(nn.Module):
     lead = image.shape[:-3]
     x = image_to_float(image).reshape((-1, *image.shape[-3:]))
     for i, mult in enumerate((1, 2, 4, 8)):
-      if self.impl == "xla":
-        x = nn.Conv(self.width * mult, (4, 4), strides=(2, 2), padding="VALID", name=f"conv{i}")(x)
-      else:
-        x = _MatmulConv(self.width * mult, 4, 2, name=f"conv{i}")(x)
+      x = Conv(self.width * mult, 4, 2, impl=self.impl, gemm_forward=False, name=f"conv{i}")(x)
       if i < 3:
         x = nn.relu(x)
     return x.reshape((*lead, -1))
@@ -258,10 +341,7 @@ class ConvDecoder(nn.Module):
     x = x.reshape((-1, 1, 1, 32 * self.width))
     layers = ((4 * self.width, 5), (2 * self.width, 5), (self.width, 6), (self.channels, 6))
     for i, (features, k) in enumerate(layers):
-      if self.impl == "xla":
-        x = nn.ConvTranspose(features, (k, k), strides=(2, 2), padding="VALID", name=f"deconv{i}")(x)
-      else:
-        x = _MatmulConv(features, k, 2, transpose=True, name=f"deconv{i}")(x)
+      x = Conv(features, k, 2, transpose=True, impl=self.impl, name=f"deconv{i}")(x)
       if i < 3:
         x = nn.relu(x)
     return nn.sigmoid(x).reshape((*lead, *x.shape[1:]))

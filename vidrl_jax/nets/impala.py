@@ -4,6 +4,10 @@ Follows the official LAPO PyTorch code (``lapo/models.py``: ``ConvSequence``, ``
 ``get_impala``): per stage conv3x3 -> max-pool 3x3 / stride 2 with padding 1 -> residual blocks
 (relu, conv3x3, relu, conv3x3, add); then relu, flatten, dense ``out_features``, relu. LAPO uses the Procgen
 channel multiplier 4 (Cobbe et al., 2020; LAPO paper Sec. 5 and Table A.4), i.e. channels (64, 128, 128).
+
+The 3x3 convolutions are `nets.conv.Conv` with `impl` ("auto": XLA's, or what a `conv.auto_impl` scope says;
+"matmul": GEMMs with hand-written gradients, much faster on the CPU inside loop bodies such as PPO's updates);
+the same params either way, named and shaped as `nn.Conv`'s.
 """
 
 import math
@@ -14,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from vidrl_jax.nets import pool
+from vidrl_jax.nets.conv import Conv
 
 Initializer = Callable[..., jax.Array]
 
@@ -56,17 +61,21 @@ def _flatten_batch(x: jax.Array, event_ndim: int) -> tuple[jax.Array, tuple[int,
 
 
 class ImpalaResidualBlock(nn.Module):
-  """x + conv(relu(conv(relu(x)))), both convs 3x3 at full width (official ``ImpalaResidualBlock``)."""
+  """x + conv(relu(conv(relu(x)))), both convs 3x3 (official ``ImpalaResidualBlock``: the first conv at full
+  width; ``hidden`` > 0 sets its width, as the U-Net's ``ResidualLayer`` does)."""
 
   channels: int
   kernel_init: Initializer = torch_default_init
+  impl: str = "auto"
+  hidden: int = 0  # the first conv's width; 0: channels
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     y = nn.relu(x)
-    y = nn.Conv(self.channels, (3, 3), padding="SAME", kernel_init=self.kernel_init, name="conv0")(y)
+    y = Conv(self.hidden or self.channels, 3, padding="SAME", impl=self.impl, kernel_init=self.kernel_init,
+             name="conv0")(y)
     y = nn.relu(y)
-    y = nn.Conv(self.channels, (3, 3), padding="SAME", kernel_init=self.kernel_init, name="conv1")(y)
+    y = Conv(self.channels, 3, padding="SAME", impl=self.impl, kernel_init=self.kernel_init, name="conv1")(y)
     return x + y
 
 
@@ -82,17 +91,18 @@ class ImpalaCNN(nn.Module):
   num_blocks: int = 2
   out_features: int | None = 256      # None: the flattened convolution features, without the fc layer
   kernel_init: Initializer = torch_default_init
+  impl: str = "auto"  # the convolutions' (`nets.conv.conv2d`): "auto", "matmul" or "xla"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     x, batch_shape = _flatten_batch(x, 3)
     for i, ch in enumerate(self.channels):
-      x = nn.Conv(ch, (3, 3), padding="SAME", kernel_init=self.kernel_init, name=f"stage{i}_conv")(x)
+      x = Conv(ch, 3, padding="SAME", impl=self.impl, kernel_init=self.kernel_init, name=f"stage{i}_conv")(x)
       # = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1))), without XLA:CPU's slow
       # select_and_scatter in the backward pass (see nets/pool.py).
       x = pool.max_pool_3x3_s2_p1(x)
       for j in range(self.num_blocks):
-        x = ImpalaResidualBlock(ch, kernel_init=self.kernel_init, name=f"stage{i}_res{j}")(x)
+        x = ImpalaResidualBlock(ch, self.kernel_init, self.impl, name=f"stage{i}_res{j}")(x)
     x = nn.relu(x)
     x = x.reshape((x.shape[0], -1))
     if self.out_features is None:

@@ -18,7 +18,13 @@ approximately 8M parameters for the FDM". Layout follows the official ``WorldMod
 Differences from the official code: GroupNorm (or no norm) instead of BatchNorm, so apply stays pure (no
 batch statistics); max-pooling uses 'SAME' padding (ceil) and transposed-conv outputs are cropped to the skip's
 size, so odd sizes work (MinAtar 10 -> 5 -> 3); for even sizes this is identical to the official floor pooling.
+
+Every convolution is `nets.conv.Conv` / `conv2d` with the net's `impl` ("auto": XLA's, or what a `conv.auto_impl`
+scope says; "matmul": GEMMs with hand-written gradients); the params are named and shaped as `nn.Conv` /
+`nn.ConvTranspose`'s, so checkpoints load under either.
 """
+
+from __future__ import annotations
 
 import math
 
@@ -27,21 +33,15 @@ import jax
 import jax.numpy as jnp
 
 from vidrl_jax.nets import pool
-from vidrl_jax.nets.impala import Initializer, torch_default_init, torch_default_transpose_init
+from vidrl_jax.nets.conv import Conv, conv2d
+from vidrl_jax.nets.impala import (Initializer, ImpalaResidualBlock, torch_default_init,
+                                   torch_default_transpose_init)
 
 
-class ResidualLayer(nn.Module):
+def ResidualLayer(channels: int, kernel_init: Initializer = torch_default_init, impl: str = "auto",  # noqa: N802
+                  name: str | None = None) -> ImpalaResidualBlock:
   """x + conv3x3(relu(conv3x3(relu(x)))) with a hidden width of ``channels // 2`` (official ``ResidualLayer``)."""
-
-  channels: int
-  kernel_init: Initializer = torch_default_init
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    hidden = max(self.channels // 2, 1)
-    y = nn.Conv(hidden, (3, 3), padding="SAME", kernel_init=self.kernel_init, name="conv0")(nn.relu(x))
-    y = nn.Conv(self.channels, (3, 3), padding="SAME", kernel_init=self.kernel_init, name="conv1")(nn.relu(y))
-    return x + y
+  return ImpalaResidualBlock(channels, kernel_init, impl, hidden=max(channels // 2, 1), name=name)
 
 
 class TiledCondConv(nn.Module):
@@ -58,6 +58,7 @@ class TiledCondConv(nn.Module):
   features: int
   kernel_size: int = 3
   kernel_init: Initializer = torch_default_init
+  impl: str = "auto"
 
   @nn.compact
   def __call__(self, x: jax.Array, cond: jax.Array) -> jax.Array:
@@ -66,8 +67,7 @@ class TiledCondConv(nn.Module):
     kernel = self.param("kernel", self.kernel_init, (k, k, c + cond.shape[-1], self.features), jnp.float32)
     bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
     x, cond, kernel, bias = nn.dtypes.promote_dtype(x, cond, kernel, bias)  # As nn.Conv does.
-    y = jax.lax.conv_general_dilated(x, kernel[:, :, :c], (1, 1), "SAME",
-                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    y = conv2d(x, kernel[:, :, :c], 1, "SAME", impl=self.impl)
     per_tap = jnp.einsum("na,ijaf->nijf", cond, kernel[:, :, c:])  # (N, k, k, features)
     # valid[p, i]: does tap i of output position p read a real (not padded) input position?
     lo = (k - 1) // 2
@@ -91,6 +91,7 @@ class UNet(nn.Module):
     tanh_output: apply ``tanh(x) / 2`` to the output (official: always on).
     kernel_init: conv weight init (PyTorch default by default).
     convt_kernel_init: transposed-conv weight init (PyTorch's ConvTranspose2d default by default).
+    impl: the convolutions' (`nets.conv.conv2d`): "auto", "matmul" or "xla".
   """
 
   out_channels: int = 3
@@ -102,6 +103,7 @@ class UNet(nn.Module):
   tanh_output: bool = True
   kernel_init: Initializer = torch_default_init
   convt_kernel_init: Initializer = torch_default_transpose_init
+  impl: str = "auto"
 
   def _norm(self, x: jax.Array, name: str) -> jax.Array:
     if self.norm == "none":
@@ -112,7 +114,7 @@ class UNet(nn.Module):
 
   def _res(self, x: jax.Array, prefix: str) -> jax.Array:
     for j in range(self.blocks_per_level):
-      x = ResidualLayer(x.shape[-1], kernel_init=self.kernel_init, name=f"{prefix}_res{j}")(x)
+      x = ResidualLayer(x.shape[-1], self.kernel_init, self.impl, name=f"{prefix}_res{j}")(x)
     return x
 
   @nn.compact
@@ -126,16 +128,16 @@ class UNet(nn.Module):
     cond = cond.reshape((-1, cond.shape[-1]))
     h, w = x.shape[1:3]
     b, levels = self.base_channels, self.num_levels
-    init, tinit = self.kernel_init, self.convt_kernel_init
+    init, tinit, impl = self.kernel_init, self.convt_kernel_init, self.impl
     cond_map = cond[:, None, None, :]
 
     skips = []
     y = x
     for i in range(levels):
       if i == 0:  # Input injection: the latent action tiled over H, W and concatenated on channels.
-        y = TiledCondConv(b, 3, kernel_init=init, name="down0_conv")(x, cond)
+        y = TiledCondConv(b, 3, kernel_init=init, impl=impl, name="down0_conv")(x, cond)
       else:
-        y = nn.Conv(b * 2**i, (3, 3), padding="SAME", kernel_init=init, name=f"down{i}_conv")(y)
+        y = Conv(b * 2**i, 3, padding="SAME", impl=impl, kernel_init=init, name=f"down{i}_conv")(y)
       y = self._norm(y, f"down{i}_norm")
       y = self._res(y, f"down{i}")
       # = nn.max_pool(y, (2, 2), strides=(2, 2), padding="SAME"), without XLA:CPU's slow select_and_scatter
@@ -146,30 +148,29 @@ class UNet(nn.Module):
 
     # Bottleneck: VALID conv over the whole remaining map -> 1x1 (kernel 2x2 at 64x64 / 5 levels).
     kernel = y.shape[1:3]
-    y = nn.Conv(b * 2**levels, kernel, padding="VALID", kernel_init=init, name="bottleneck")(y)
+    y = Conv(b * 2**levels, kernel, impl=impl, kernel_init=init, name="bottleneck")(y)
     # Bottleneck injection: the latent action stands in for the bottleneck's skip connection.
     y = jnp.concatenate([y, cond_map], axis=-1)
 
     up_channels = [b * 2 ** (levels - 1 - i) for i in range(levels)] + [b]
     for i, ch in enumerate(up_channels):
       if i == 0:  # Inverts the bottleneck conv: 1x1 -> size of the deepest skip.
-        y = nn.ConvTranspose(ch, kernel, strides=kernel, padding="VALID", kernel_init=tinit,
-                             name="up0_convt")(y)
+        # (its stride: immaterial for a 1 x 1 input)
+        y = Conv(ch, kernel, transpose=True, impl=impl, kernel_init=tinit, name="up0_convt")(y)
       else:
         y = jnp.concatenate([y, skips[levels - i]], axis=-1)
         th, tw = skips[levels - i - 1].shape[1:3] if i < levels else (h, w)
-        y = nn.ConvTranspose(ch, (2, 2), strides=(2, 2), padding="VALID", kernel_init=tinit,
-                             name=f"up{i}_convt")(y)
+        y = Conv(ch, 2, 2, transpose=True, impl=impl, kernel_init=tinit, name=f"up{i}_convt")(y)
         y = y[:, :th, :tw]  # Undo the ceil of 'SAME' pooling on odd sizes.
       y = self._norm(y, f"up{i}_norm")
       y = self._res(y, f"up{i}")
       y = nn.relu(y)
 
     y = jnp.concatenate([y, x], axis=-1)
-    y = nn.Conv(b, (3, 3), padding="SAME", kernel_init=init, name="head_conv")(y)
+    y = Conv(b, 3, padding="SAME", impl=impl, kernel_init=init, name="head_conv")(y)
     y = self._res(y, "head")
     y = nn.relu(y)
-    y = nn.Conv(self.out_channels, (1, 1), kernel_init=init, name="out")(y)
+    y = Conv(self.out_channels, 1, impl=impl, kernel_init=init, name="out")(y)
     if self.tanh_output:
       y = jnp.tanh(y) / 2
     return y.reshape(batch_shape + y.shape[1:])
