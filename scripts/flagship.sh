@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up (idempotent) and run the flagship experiment: LAPO, cpu preset, on MinAtar through gymnax.
+# Set up (idempotent) and run the flagship experiment: LAPO, cpu preset, on MinAtar Breakout through gymnax.
 #   bash scripts/flagship.sh [--config.key=value ...]
 # Results land in runs/lapo_cpu (results.json, metrics.jsonl, plots, TensorBoard events); rerunning resumes.
 set -euo pipefail

@@ -175,6 +175,7 @@ def test_smoke_pipeline_with_labels_and_distractors(tmp_path):
   out = subprocess.run(
       [sys.executable, os.path.join(ROOT, "experiments", "lapo.py"), "--config", "configs/lapo.py:smoke",
        f"--workdir={tmp_path}", "--config.data.policy=random", "--config.until=probe",
+       "--config.env.name=SpaceInvaders-MinAtar",
        "--config.stage1.labels.fraction=0.025", "--config.stage1.labels.batch_size=8",
        "--config.env.distractors.kind=dots", "--config.env.distractors.channels=2"],
       capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)

@@ -127,3 +127,16 @@ def test_minatar_image_networks():
     apply_fn, init_fn = make_actor_critic(env.num_actions, encoder, **kwargs)
     logits, value = apply_fn(init_fn(jax.random.PRNGKey(0), obs), obs)
     assert logits.shape == (2, env.num_actions) and value.shape == (2,), encoder
+
+
+def test_cpu_step_runs_impala_convolutions_as_gemms():
+  """Inside PPO's step (loop bodies) "auto" convolutions are GEMMs on the CPU: no convolution op is compiled."""
+  env = make_gymnax("Breakout-MinAtar", 2)
+  apply_fn, init_fn = make_actor_critic(env.num_actions, "impala", channels=(4,), num_blocks=1, features=8)
+  _, obs = env.reset(jax.random.PRNGKey(0))
+  config = _small_config(num_envs=2, num_steps=4, num_minibatches=2)
+  task = ppo.make_ppo_task(env, apply_fn, init_fn(jax.random.PRNGKey(0), obs), config)
+  state = task.init(jax.random.PRNGKey(1))
+  hlo = jax.jit(task.step).lower(state, None, jax.random.PRNGKey(2)).as_text()
+  assert jax.default_backend() != "cpu" or "convolution" not in hlo
+  assert "convolution" in jax.jit(apply_fn).lower(state.train_state.params, obs).as_text()   # outside: XLA's

@@ -25,6 +25,7 @@ from flax.training.train_state import TrainState
 from vidrl_jax.envs.base import VecEnv
 from vidrl_jax.errors import VidrlError
 from vidrl_jax.losses import weighted_sum
+from vidrl_jax.nets import conv
 from vidrl_jax.nets.actor_critic import ApplyFn, Params
 from vidrl_jax.rl.evaluate import evaluate_policy
 from vidrl_jax.rl.gae import gae
@@ -223,7 +224,12 @@ def make_ppo_task(env: VecEnv, apply_fn: ApplyFn, init_params: Params | Callable
     return total, metrics
 
   def step(state: PPOState, batch: Any, rng: jax.Array) -> tuple[PPOState, dict]:
-    del batch  # PPO makes its own data
+    # The rollout and the minibatch updates are loop bodies, where XLA:CPU's convolutions (and above all their
+    # gradients) are slow: "auto" convolutions run as GEMMs there on the CPU (nets/conv.py, `loop_impl`).
+    with conv.auto_impl(conv.loop_impl()):
+      return _step(state, rng)
+
+  def _step(state: PPOState, rng: jax.Array) -> tuple[PPOState, dict]:
     rng_rollout, rng_prepare, rng_update = jax.random.split(rng, 3)
     ts = state.train_state
     (env_state, next_obs), traj = rollout(ts.params, state.env_state, state.obs, rng_rollout)
