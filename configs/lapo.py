@@ -6,14 +6,15 @@ Launch (from the repository root, after `bash scripts/setup.sh`):
   .venv/bin/python experiments/lapo.py --config configs/lapo.py:paper --workdir runs/lapo_bigfish \
       --config.env.name=bigfish      # any of the 16 Procgen games
 
-- `cpu` (the README's flagship): MinAtar Asterix through gymnax. The whole pipeline: a PPO expert, its
+- `cpu` (the README's flagship): MinAtar Breakout through gymnax. The whole pipeline: a PPO expert, its
   observation-only dataset, stage 1 (IDM + FDM + VQ), stage 2 (latent BC), the latent-quality probe against a
   random IDM and a supervised IDM, offline decoding over 16..4096 labels, online decoding against PPO from
-  scratch, and the no-VQ and RL-without-SL ablations, for `num_seeds` seeds of stages 1-3.
-  Measured (3 seeds, this 2-core CPU): latent probe 0.81 +- 0.08 vs 0.95 for a supervised IDM and 0.62 for a
-  random IDM; offline decoding with 256 labels 0.06, online decoding 0.12 vs PPO from scratch 0.11 (normalised
-  return, 250k env steps); 39 min wall for stages 1-3 and ablations on a shared machine plus 3.5 min for the
-  expert and its data. Details and the missed targets: README.md, "LAPO".
+  scratch, and the no-VQ, RL-without-SL and stage-1-labels (LAOM) ablations, for `num_seeds` seeds.
+  Measured (3 seeds, this 2-core CPU, shared): latent probe 0.95 of the supervised IDM; offline decoding with 256
+  labels 0.18 and online decoding 0.10 against PPO from scratch 0.22 (normalised return, 250k env steps); with
+  2.5% stage-1 labels 1.05 offline and 0.85 online. 61 min wall for stages 1-3 of three seeds with every ablation
+  while other jobs shared the cores, plus 4 min for the expert and its data. Details and the missed targets:
+  README.md, "LAPO".
 - `procgen_cpu` is not a preset but a documented override set for a reduced Procgen stage-1 run; see README.
 - `paper`: Procgen (easy, num_levels=0), paper Table A.4 and Cobbe et al. (2020) PPO; for a GPU/TPU.
 - `smoke`: seconds-long settings for the tests.
