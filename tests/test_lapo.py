@@ -115,6 +115,11 @@ def test_online_heads_learn_as_the_official_stage_3():
   sl_grads = jax.grad(lambda p: aux(p, traj, jax.random.PRNGKey(3))["sl_decoder"])(params)
   assert float(jnp.abs(sl_grads["net"]["decoder"]["mlp"]["out"]["kernel"]).max()) > 0.0
   assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(sl_grads["net"]["rl_head"]))
+  # "RL, no-SL": the decoder is zero and frozen, so the policy is the RL path alone.
+  apply_rl, params_rl, trainable_rl, _ = decode.online_policy(config, 6, obs[:1], policy, idm, jax.random.PRNGKey(2),
+                                                              supervised=False)
+  assert not any(jax.tree.leaves(trainable_rl["net"]["decoder"]))
+  np.testing.assert_array_equal(apply_rl(params_rl, jnp.asarray(obs))[0], 0.0)    # zero RL head, zero decoder
 
 
 def test_launcher_rejects_unknown_key_and_missing_data(tmp_path):

@@ -122,7 +122,7 @@ def offline_policy(config: ml_collections.ConfigDict, num_actions: int):
 
 def online_policy(config: ml_collections.ConfigDict, num_actions: int, obs_example: np.ndarray,
                   policy_params, idm_params, rng: jax.Array, latent_mean: np.ndarray | None = None,
-                  latent_std: np.ndarray | None = None):
+                  latent_std: np.ndarray | None = None, supervised: bool = True):
   """Stage-3 network and its PPO hooks: (apply_fn, init_params, trainable_mask, aux_loss).
 
   As the official stage 3: the convolutions, the supervised path's fc and the latent head stay frozen, so the
@@ -135,6 +135,7 @@ def online_policy(config: ml_collections.ConfigDict, num_actions: int, obs_examp
   (cross-entropy with label smoothing `online_label_smoothing`, official 0.05). The decoder sees the IDM's
   pre-quantisation latents, the space the latent head was trained to regress in stage 2, standardised by
   `latent_mean` and `latent_std` (from `standardiser` on unlabelled latents; default: none) as the offline decoders.
+  Without `supervised` (the "RL, no-SL" ablations) the decoder is zero and frozen: the policy is the RL path alone.
   """
   net = models.decoded_policy(config, num_actions)
   idm, decoder = models.idm(config), models.decoder(config, num_actions)
@@ -148,12 +149,14 @@ def online_policy(config: ml_collections.ConfigDict, num_actions: int, obs_examp
   dim = config.model.latent_dim
   norm = {"mean": jnp.zeros((dim,)) if latent_mean is None else jnp.asarray(latent_mean, jnp.float32),
           "std": jnp.ones((dim,)) if latent_std is None else jnp.asarray(latent_std, jnp.float32)}
+  if not supervised:
+    params["decoder"] = jax.tree.map(jnp.zeros_like, params["decoder"])
   init_params = {"net": params, "idm": idm_params, "norm": norm}
   ppo = config.online
   updates_per_rollout = ppo.update_epochs * ppo.num_minibatches
   start = lambda env_steps: (env_steps // (ppo.num_envs * ppo.num_steps)) * updates_per_rollout
   s = config.online_starts
-  starts = {"decoder": Start(0), "rl_head": Start(start(s.rl_head), s.heads_lr_scale),
+  starts = {"decoder": Start(0) if supervised else False, "rl_head": Start(start(s.rl_head), s.heads_lr_scale),
             "value_head": Start(start(s.value_head), s.heads_lr_scale),
             "fc_rl": Start(start(s.fc_rl), s.fc_rl_lr_scale)}
   trainable = trainable_mask(init_params, lambda path: starts.get(path.split("/")[1], False)

@@ -301,7 +301,7 @@ class Lapo:
       mean, std = self.standardiser(seed, lapo["idm"], train)
       apply_fn, init_params, trainable, aux = decode.online_policy(
           c, self.num_actions, self.obs_example(), lapo["policy"], lapo["idm"], stage_rng(seed, f"{tag}/init"),
-          mean, std)
+          mean, std, supervised=sl)
       ppo_cfg = ml_collections.ConfigDict(c.online.to_dict())
       if not sl:
         ppo_cfg.loss_weights.sl_decoder = 0.0
