@@ -70,9 +70,9 @@ def base() -> ml_collections.ConfigDict:
 
   c.stage1 = ml_collections.ConfigDict(dict(
       steps=3000, batch_size=128,
-      # lr 1e-3 (paper 2e-4 for 70k steps): at 2e-4 our 1.5k-step budget leaves the latent at the random-IDM
-      # level (probe 0.63 vs random IDM 0.63, seed 0); at 1e-3 the same run reaches 0.91 by step 1000
-      # (seed 0 of the README's cpu run; `--config.stage1.optim.lr=2e-4` reproduces the first).
+      # lr 1e-3 (paper 2e-4 for 70k steps): at 2e-4 a 1.5k-step budget left the latent at the random-IDM
+      # level (SpaceInvaders, issue #2: probe 0.63 vs random IDM 0.63, seed 0); at 1e-3 the same run reached 0.91
+      # by step 1000 (`--config.env.name=SpaceInvaders-MinAtar --config.stage1.optim.lr=2e-4` for the first).
       optim=optim_config(lr=1e-3, clip=2.0, warmup_steps=100, decay="linear"),
       loss_weights=ml_collections.ConfigDict(dict(recon=1.0, vq_commit=0.05, action_ce=1.0)),
       # Beyond the paper (LAOM, Nikulin et al. 2025, dunnolab/laom): `fraction` of the training windows (fixed by
@@ -83,8 +83,8 @@ def base() -> ml_collections.ConfigDict:
   ))
   # Distractors (envs/distractors.py): --config.env.distractors.kind=dots (MinAtar) or squares (Procgen).
   c.stage2 = ml_collections.ConfigDict(dict(
-      # 5k steps (README: on SpaceInvaders the latent policy's R^2 rose from 0.43 at 1k steps to 0.54 at 5k and
-      # no further at 20k; the decoded policy's return from 0.18 to 0.50).
+      # 5k steps (README "Why decoding failed": on SpaceInvaders 1k -> 5k steps raised the latent policy's R^2 from
+      # 0.41 to 0.51 and the decoded policy's normalised return from 0.07 to 0.43, scripts/lapo_diagnose.py).
       steps=5000, batch_size=128, optim=optim_config(lr=1e-3, decay="linear"),
       loss_weights=ml_collections.ConfigDict(dict(latent_mse=1.0)),
   ))
