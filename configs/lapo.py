@@ -13,7 +13,7 @@ Launch (from the repository root, after `bash scripts/setup.sh`):
   Measured (3 seeds, this 2-core CPU, shared): latent probe 0.95 of the supervised IDM; offline decoding with 256
   labels 0.18 and online decoding 0.10 against PPO from scratch 0.22 (normalised return, 250k env steps); with
   2.5% stage-1 labels 1.05 offline and 0.85 online. 61 min wall for stages 1-3 of three seeds with every ablation
-  while other jobs shared the cores, plus 4 min for the expert and its data. Details and the missed targets:
+  while other jobs shared the cores, plus 2 min for the expert and its data. Details and the missed targets:
   README.md, "LAPO".
 - `procgen_cpu` is not a preset but a documented override set for a reduced Procgen stage-1 run; see README.
 - `paper`: Procgen (easy, num_levels=0), paper Table A.4 and Cobbe et al. (2020) PPO; for a GPU/TPU.
