@@ -25,10 +25,18 @@ def _launch(*args, timeout=900):
                         capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT)
 
 
+def _smoke_config():
+  """The smoke preset on a distractor Breakout (two channels of random-walking dots), so that one run covers every
+  stage, every ablation (the LAOM labels one included) and the distractor wrapper."""
+  config = lapo_config.get_config("smoke")
+  config.env.distractors.kind, config.env.distractors.channels = "dots", 2
+  return config
+
+
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("lapo"))
-  results = train_and_evaluate(lapo_config.get_config("smoke"), workdir)
+  results = train_and_evaluate(_smoke_config(), workdir)
   return workdir, results
 
 
@@ -52,7 +60,13 @@ def test_every_stage_writes_its_outputs(smoke_run):
           "seed0/online_labels"} <= stages
   labelled_stage1 = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))
                      if '"seed0/stage1_labels"' in line]
-  assert any("loss/action_ce" in row for row in labelled_stage1)
+  assert labelled_stage1 and all("loss/action_ce" in row and "labelled_accuracy" in row
+                                 for row in labelled_stage1 if "loss/recon" in row)
+  shard = next(os.path.join(r, f) for r, _, fs in os.walk(os.path.join(workdir, "data", "train")) for f in fs
+               if f.endswith(".npz"))
+  frames = np.load(shard)["obs"]
+  assert frames.shape[1:] == (10, 10, 4 + 2)                   # Breakout's 4 channels + 2 distractor channels
+  assert frames[..., 4:].any(axis=(1, 2)).all()                # every frame shows its distractors
   # True actions are in the data for evaluation, and the observation-only stages never needed them:
   assert os.path.exists(os.path.join(workdir, "data", "train", "_COMPLETE.json"))
 
@@ -60,7 +74,7 @@ def test_every_stage_writes_its_outputs(smoke_run):
 def test_rerun_resumes_without_retraining(smoke_run):
   workdir, results = smoke_run
   lines = open(os.path.join(workdir, "metrics.jsonl")).read()
-  again = train_and_evaluate(lapo_config.get_config("smoke"), workdir)
+  again = train_and_evaluate(_smoke_config(), workdir)
   assert again["probe_accuracy"] == results["probe_accuracy"]
   assert open(os.path.join(workdir, "metrics.jsonl")).read() == lines     # nothing was trained again
 

@@ -1,7 +1,8 @@
 """LAPO's IMPALA-CNN and U-Net FDM: the "matmul" convolutions (`nets.conv.conv2d`) against XLA's ("xla").
 
 Both impls get the same params (same tree: checkpoints load either way) and must give the same outputs and the
-same gradients w.r.t. params and input, at MinAtar's odd 10x10 and Procgen's 64x64; "auto" follows `auto_impl`.
+same gradients w.r.t. params and input, at MinAtar's odd 10x10 and even sizes (IMPALA at Procgen's 64x64); "auto"
+follows `auto_impl`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,13 @@ from vidrl_jax.nets import ImpalaCNN, UNet
 from vidrl_jax.nets.conv import auto_impl, conv2d, loop_impl, resolve_impl
 
 RNG = np.random.default_rng(0)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_rng():
+  """Every test draws the same inputs and params whichever tests ran before it."""
+  global RNG
+  RNG = np.random.default_rng(0)
 DN = ("NHWC", "HWIO", "NHWC")
 
 
@@ -75,15 +83,17 @@ def test_impala_impls_match(hw, channels, blocks):
   _compare(lambda impl: ImpalaCNN(channels, blocks, out_features=16, impl=impl), x)
 
 
-@pytest.mark.parametrize("hw,base,levels,norm", [((10, 10), 4, 2, "group"), ((64, 64), 4, 5, "group"),
+@pytest.mark.parametrize("hw,base,levels,norm", [((10, 10), 4, 2, "group"), ((16, 16), 4, 3, "group"),
                                                  ((9, 7), 4, 2, "none")])
 def test_unet_impls_match(hw, base, levels, norm):
-  """MinAtar's 10x10 (pooling 10 -> 5 -> 3, a 3x3 bottleneck), the paper's 64x64 with 5 levels (2x2 bottleneck)
-  and a non-square odd image (a 3x2 bottleneck kernel, transposed convolutions cropped to odd skips). Two norm
-  groups: a GroupNorm over one value per group (one channel at the 1x1 bottleneck) is zero plus rounding noise
-  amplified by 1 / sqrt(eps), which would differ between any two summation orders."""
+  """MinAtar's 10x10 (pooling 10 -> 5 -> 3, a 3x3 bottleneck), even sizes halving to a 2x2 bottleneck as the
+  paper's 64x64 with 5 levels does (16x16 with 3 levels: the same code path, a fraction of the compile time)
+  and a non-square odd image (a 3x2 bottleneck kernel, transposed convolutions cropped to odd skips). One norm
+  group: a group of few channels can be (nearly) constant for random params (a half-channel residual conv after a
+  relu), and then GroupNorm amplifies rounding by up to 1 / sqrt(eps): XLA's own jitted float32 gradient then
+  differs by 80% from the float64 one, which the matmul impl matches (seen with two groups at 10x10)."""
   x, cond = _normal(2, *hw, 6), _normal(2, 5)
-  _compare(lambda impl: UNet(out_channels=3, base_channels=base, num_levels=levels, norm=norm, norm_groups=2,
+  _compare(lambda impl: UNet(out_channels=3, base_channels=base, num_levels=levels, norm=norm, norm_groups=1,
                              impl=impl), x, cond, plain=False)  # (the plain forward: tested with IMPALA)
 
 
