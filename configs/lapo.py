@@ -136,10 +136,10 @@ PRESETS = {
         "loop.log_every": 2, "loop.checkpoint_every": 4, "loop.eval_every": 0,
     },
     "cpu": {},
-    # Reduced Procgen run: stage-1 latent quality only (probe vs random IDM vs supervised IDM) on Miner (a
-    # static screen where a move shifts the digger by a whole tile: of 18 games, the one whose frame differences
-    # told the action best), from uniform-random-policy data, small IMPALA and U-Net, lr 3e-4 (at the MinAtar
-    # 1e-3 even the supervised IDM stayed at chance: README "Reduced Procgen run").
+    # Reduced Procgen run: stage-1 latent quality only (probe vs random IDM vs supervised IDM) on Miner (a move
+    # shifts the digger by a whole tile; with Heist, the game whose frame differences tell the action best in
+    # scripts/procgen_action_signal.py), from uniform-random-policy data, small IMPALA and U-Net, lr 3e-4 (at the
+    # MinAtar 1e-3 even the supervised IDM stayed at chance: README "Reduced Procgen run").
     "procgen_cpu": {
         "num_seeds": 1, "until": "probe", "data.policy": "random",
         "env": env_config("procgen", "miner", num_envs=16, distribution_mode="easy", num_levels=0),

@@ -19,6 +19,7 @@ from vidrl_jax.nets import ImpalaCNN, UNet
 from vidrl_jax.nets.conv import auto_impl, conv2d, loop_impl, resolve_impl
 
 RNG = np.random.default_rng(0)
+DN = ("NHWC", "HWIO", "NHWC")
 
 
 @pytest.fixture(autouse=True)
@@ -26,7 +27,6 @@ def _fresh_rng():
   """Every test draws the same inputs and params whichever tests ran before it."""
   global RNG
   RNG = np.random.default_rng(0)
-DN = ("NHWC", "HWIO", "NHWC")
 
 
 def _normal(*shape: int) -> jax.Array:
