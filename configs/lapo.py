@@ -13,8 +13,9 @@ Launch (from the repository root, after `bash scripts/setup.sh`):
   Measured (3 seeds, this 2-core CPU, shared): latent probe 0.95 of the supervised IDM; offline decoding with 256
   labels 0.18 and online decoding 0.10 against PPO from scratch 0.22 (normalised return, 250k env steps); with
   2.5% stage-1 labels 1.05 offline and 0.85 online. 61 min wall for stages 1-3 of three seeds with every ablation
-  while other jobs shared the cores, plus 2 min for the expert and its data. Details and the missed targets:
-  README.md, "LAPO".
+  while other jobs shared the cores, plus 2 min for the expert and its data. With `--config.stage1.steps=12000`
+  (3 seeds, no ablations, 28 min): offline decoding with 256 labels 0.54, online 0.19. Details and the missed
+  targets: README.md, "LAPO".
 - `procgen_cpu`: a reduced Procgen stage-1 run (Miner, uniform-random data, latent probe only). Measured (seed 0,
   39 min wall here): probe 0.134 against a random IDM's 0.078 (1.72x) and a supervised IDM's 0.272 (0.49x);
   README.md, "Reduced Procgen run".
