@@ -1,4 +1,5 @@
-"""What every `experiments/<method>.py` launcher shares: multi-host start-up and one-sentence errors."""
+"""What every `experiments/<method>.py` launcher shares: multi-process start-up, one-sentence errors, the
+XLA compilation cache."""
 
 from __future__ import annotations
 
@@ -15,15 +16,18 @@ from ml_collections import config_flags
 from vidrl_jax.errors import VidrlError
 
 
-def main(train_and_evaluate: Callable, config, workdir: str) -> None:
-  """Runs `train_and_evaluate(config, workdir)`; a VidrlError ends the run with its sentence, exit status 1."""
+def main(train_and_evaluate: Callable, config, workdir: str, distributed: dict | None = None) -> None:
+  """Runs `train_and_evaluate(config, workdir)`; a VidrlError ends the run with its sentence, exit status 1.
+  `distributed`: the keyword arguments of `init_distributed` (the launcher's flags)."""
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)   # orbax logs every checkpoint read at INFO
   enable_compilation_cache()
-  if os.environ.get("VIDRL_DISTRIBUTED") == "1":   # multi-host TPU/GPU: set by the pod launcher
-    jax.distributed.initialize()
   if not workdir:
     sys.exit("error: --workdir is required (rerunning with the same workdir resumes the run)")
+  try:
+    init_distributed(**(distributed or {}))
+  except VidrlError as e:
+    sys.exit(f"error: {e}")
   os.makedirs(workdir, exist_ok=True)
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "config.json"), "w") as f:
@@ -41,7 +45,77 @@ def run_launcher(train_and_evaluate: Callable, default_config: str, what: str) -
   `--workdir` flags, then `main` under absl with one-sentence flag errors (`parse_flags`)."""
   config = config_flags.DEFINE_config_file("config", default_config, f"{what} config and preset.")
   workdir = workdir_flag()
-  app.run(lambda argv: main(train_and_evaluate, config.value, workdir.value), flags_parser=parse_flags)
+  dist = distributed_flags()
+  app.run(lambda argv: main(train_and_evaluate, config.value, workdir.value,
+                            {k: f.value for k, f in dist.items()}), flags_parser=parse_flags)
+
+
+def distributed_flags() -> dict[str, flags.FlagHolder]:
+  """The multi-process flags every launcher takes (`init_distributed`'s arguments)."""
+  return dict(
+      auto=flags.DEFINE_bool("distributed", False, "Start JAX's multi-process runtime, detecting the cluster (a TPU "
+                             "pod slice, SLURM, Open MPI); also VIDRL_DISTRIBUTED=1."),
+      coordinator_address=flags.DEFINE_string("coordinator_address", None, "host:port of process 0's coordinator "
+                                              "(default: $JAX_COORDINATOR_ADDRESS)."),
+      num_processes=flags.DEFINE_integer("num_processes", None, "Processes in the run (default: "
+                                         "$JAX_NUM_PROCESSES)."),
+      process_id=flags.DEFINE_integer("process_id", None, "This process's index, 0 .. num_processes - 1 (default: "
+                                      "$JAX_PROCESS_ID)."),
+      heartbeat_timeout_s=flags.DEFINE_integer("heartbeat_timeout_s", 100, "Seconds without a heartbeat after "
+                                               "which a process counts as dead and the others stop."),
+      init_timeout_s=flags.DEFINE_integer("init_timeout_s", 300, "Seconds to wait for every process to join."))
+
+
+def init_distributed(auto: bool = False, coordinator_address: str | None = None, num_processes: int | None = None,
+                     process_id: int | None = None, heartbeat_timeout_s: int = 100, init_timeout_s: int = 300) -> bool:
+  """Starts JAX's multi-process runtime when asked to; returns whether it did.
+
+  Asked to by `auto` (or VIDRL_DISTRIBUTED=1: JAX detects the cluster, e.g. every host of a TPU pod slice) or by a
+  process count and id, from the arguments or the environment variables JAX_NUM_PROCESSES and JAX_PROCESS_ID
+  (with the coordinator's host:port from JAX_COORDINATOR_ADDRESS, which JAX reads itself), for clusters JAX does not
+  detect, e.g. processes on one machine or hosts started by hand. After it, `jax.devices()` lists every process's
+  devices, the mesh (`train.mesh.make_mesh`) spans them, and each process feeds its own slice of every batch. A
+  process that dies makes the others stop within `heartbeat_timeout_s` (JAX's coordination service ends them
+  with "the JAX distributed service detected fatal errors ... another task died")."""
+  env = os.environ
+  auto = auto or env.get("VIDRL_DISTRIBUTED") == "1"
+  coordinator_address = coordinator_address or env.get("JAX_COORDINATOR_ADDRESS") or None
+  num_processes = _env_int("JAX_NUM_PROCESSES") if num_processes is None else num_processes
+  process_id = _env_int("JAX_PROCESS_ID") if process_id is None else process_id
+  explicit = num_processes is not None or process_id is not None
+  if not auto and not explicit:
+    return False
+  if explicit and (num_processes is None or process_id is None or coordinator_address is None):
+    raise VidrlError(f"a multi-process run started by hand needs the coordinator address, the process count and "
+                     f"this process's id, got {coordinator_address!r}, {num_processes!r} and {process_id!r}; pass "
+                     f"--coordinator_address=host:port --num_processes=N --process_id=i (or JAX_COORDINATOR_ADDRESS, "
+                     f"JAX_NUM_PROCESSES, JAX_PROCESS_ID)")
+  if explicit and not 0 <= process_id < num_processes:
+    raise VidrlError(f"process id {process_id} is not in [0, {num_processes}); give each process its own id "
+                     f"0 .. {num_processes - 1}")
+  try:
+    jax.distributed.initialize(coordinator_address, num_processes, process_id,
+                               initialization_timeout=init_timeout_s, heartbeat_timeout_seconds=heartbeat_timeout_s)
+  except (ValueError, RuntimeError) as e:
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    raise VidrlError(f"JAX's multi-process runtime did not start ({first}); outside a cluster JAX detects (TPU "
+                     f"pod, SLURM) pass --coordinator_address, --num_processes and --process_id, start the same "
+                     f"command on every process within {init_timeout_s} s, and check that process 0's address is "
+                     f"reachable") from None
+  logging.warning("process %d of %d, %d local of %d devices", jax.process_index(), jax.process_count(),
+                  jax.local_device_count(), jax.device_count())
+  return True
+
+
+def _env_int(name: str) -> int | None:
+  value = os.environ.get(name, "").strip()
+  if not value:
+    return None
+  try:
+    return int(value)
+  except ValueError:
+    raise VidrlError(f"the environment variable {name}={value!r} is not an integer; set it to a number or unset "
+                     f"it") from None
 
 
 def parse_flags(argv: Sequence[str]) -> list[str]:

@@ -173,7 +173,8 @@ def sac_task(name: str, env: Any, obs_keys: Sequence[str] | None, config: ml_col
   def policy(state: sac.SACState, obs: Mapping[str, jax.Array], rng: jax.Array) -> jax.Array:
     return sac.act(sac.policy_params(state), agent_obs(obs, image_key), rng, False, learner, A)
 
-  sampler = Sampler({"replay": (replay, B), **extra_sources}, seed)
+  # each process gathers only its rows of every update's batch (the replay is the same on every process)
+  sampler = Sampler({"replay": (replay, B), **extra_sources}, seed, jax.process_index(), jax.process_count())
   collector = make_collector(env, replay, sampler, policy,
                              rng=stage_rng(seed, f"{name}/act"), seed=seed, train_every=config.train_every,
                              updates_per_burst=K, random_steps=config.random_steps, min_transitions=B,

@@ -7,9 +7,15 @@ A method describes a stage as a `Task`: a pure `init(rng) -> state`, a pure `ste
 - online: a `collector` (`vidrl_jax.train.online.Collector`) that acts in an environment with the current state
   before each step, fills its replay buffer and gives the step's batch (a burst of updates), or None when no update
   is due.
-The loop jits the step once over the device mesh (an offline batch split on `data`, an online burst replicated,
-state replicated unless the task says otherwise), logs the metrics averaged over each logging interval (one NaN
+The loop jits the step once over the device mesh (an offline batch split on `data` along its leading axis, an
+online burst (K, B, ...) along B, state replicated unless the task says otherwise), logs the metrics averaged over each logging interval (one NaN
 check, one progress bar showing the task's `show` metrics), evaluates, checkpoints, and resumes.
+
+Several processes (`vidrl_jax.launch.init_distributed`; the mesh spans all their devices): every process runs the
+same loop; `batch(step)` and a collector's `batch(step)` give only this process's rows of the step's global batch
+(`data.mix.draw`); an online collector acts on every process alike (the same environment streams, each holding the
+whole replay) with a process-local copy of the replicated state (`mesh.local_copy`), as evaluations do; process 0
+alone writes metrics, results and the collector files, and orbax writes each checkpoint once.
 
 Exact resumption: the step's rng is `fold_in(stage_rng, step)` and the batch is `batch(step)`; a collector's state
 (replay buffer, counters, the running episode) is saved as one atomic file beside each orbax checkpoint of the
@@ -82,6 +88,7 @@ def run(task: Task, loop: ml_collections.ConfigDict, workdir: str, writer: Metri
     raise VidrlError(f"stage {task.name} has both a batch function and a collector; an online stage's collector "
                      f"gives its batches, so drop the batch function")
   mesh = mesh_lib.make_mesh()
+  primary = jax.process_index() == 0   # writes the collector files; every process reads them on resumption
   rng_init, rng_steps = jax.random.split(stage_rng(seed, task.name))
   abstract = jax.eval_shape(task.init, rng_init)
   repl = mesh_lib.replicated(mesh)
@@ -107,7 +114,8 @@ def run(task: Task, loop: ml_collections.ConfigDict, workdir: str, writer: Metri
   def step_fn(state, batch, step, rng):   # the rng is an argument, not a constant: stages of equal shapes
     return task.step(state, batch, jax.random.fold_in(rng, step))   # then compile to the same program
 
-  batch_sharding = repl if collector is not None else mesh_lib.data_sharded(mesh)
+  batch_axis = 1 if collector is not None else 0   # an online burst is (K updates, B, ...)
+  batch_sharding = mesh_lib.data_sharded(mesh, batch_axis)
   jstep = jax.jit(step_fn, in_shardings=(shardings, batch_sharding, repl, repl),
                   out_shardings=(shardings, repl), donate_argnums=0)
   every = dict(log=task.log_every or loop.log_every,
@@ -124,10 +132,11 @@ def run(task: Task, loop: ml_collections.ConfigDict, workdir: str, writer: Metri
     for step in range(start, end):
       metrics = {}
       if collector is not None:
-        metrics = collector.collect(state, step)
+        metrics = collector.collect(mesh_lib.local_copy(state), step)
         batch = collector.batch(step)
         if batch is not None:
-          state, burst = jstep(state, jax.device_put(batch, repl), jnp.asarray(step, jnp.int32), rng_steps)
+          state, burst = jstep(state, mesh_lib.put_batch(batch, mesh, batch_axis), jnp.asarray(step, jnp.int32),
+                               rng_steps)
           metrics = {**metrics, **burst}
       else:
         batch = mesh_lib.put_batch(task.batch(step), mesh) if task.batch else None
@@ -147,18 +156,18 @@ def run(task: Task, loop: ml_collections.ConfigDict, workdir: str, writer: Metri
         shown = [k for k in task.show if k in logged] or list(logged)[:2]
         bar.set_postfix({k.split("/")[-1]: f"{logged[k]:.4g}" for k in shown}, refresh=False)
       if task.evaluate and ((every["eval"] and done % every["eval"] == 0) or done == task.num_steps):
-        eval_metrics = {f"eval/{k}": v for k, v in task.evaluate(state, done).items()}
+        eval_metrics = {f"eval/{k}": v for k, v in task.evaluate(mesh_lib.local_copy(state), done).items()}
         check_finite(eval_metrics, task.name, done, last_ckpt)
         writer.write(task.name, done, eval_metrics)
       if save:
-        if collector is not None:   # written first: an orbax step never lacks its collector file
+        if collector is not None and primary:   # written first: an orbax step never lacks its collector file
           io.write_npz(_host_path(workdir, task.name, done), collector.state_dict(), compress=False)
-        ckpt.save(done, state)
+        ckpt.save(done, state)   # every process calls it; orbax writes replicated arrays once
         last_ckpt = done
-        if collector is not None:
+        if collector is not None and primary:
           _drop_host_files(workdir, task.name, keep=ckpt.all_steps())
     if start >= end and task.evaluate:  # already finished: report the final evaluation again
-      eval_metrics = {f"eval/{k}": v for k, v in task.evaluate(state, start).items()}
+      eval_metrics = {f"eval/{k}": v for k, v in task.evaluate(mesh_lib.local_copy(state), start).items()}
   finally:
     bar.close()
     writer.flush()

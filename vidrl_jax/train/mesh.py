@@ -1,7 +1,8 @@
 """Data parallelism with `jax.jit` over a device mesh: batches split on the `data` axis, parameters replicated.
 
 The same code runs on 1 CPU, N simulated CPU devices (`jax_num_cpu_devices`), a GPU, or a multi-host TPU pod
-(after `jax.distributed.initialize()`, every process passes its own slice of the batch).
+(after `jax.distributed.initialize()`, see `vidrl_jax.launch.init_distributed`): the mesh spans every process's
+devices, and every process passes only its own slice of each batch (`put_batch`).
 """
 
 from __future__ import annotations
@@ -30,21 +31,36 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
-def data_sharded(mesh: Mesh) -> NamedSharding:
-  """Leading (batch) axis split over the `data` axis."""
-  return NamedSharding(mesh, P(DATA))
+def data_sharded(mesh: Mesh, axis: int = 0) -> NamedSharding:
+  """Batch axis `axis` (0: the leading one; 1: an update burst's (K, B, ...)) split over the `data` axis."""
+  return NamedSharding(mesh, P(*([None] * axis), DATA))
 
 
-def put_batch(batch: Any, mesh: Mesh) -> Any:
-  """Process-local numpy batch -> global jax arrays sharded on their leading axis."""
-  sharding = data_sharded(mesh)
+def put_batch(batch: Any, mesh: Mesh, axis: int = 0) -> Any:
+  """Process-local numpy batch -> global jax arrays sharded on batch axis `axis`: each process passes only its own
+  rows (`jax.process_index()`'s slice of the global batch, as `data.mix.draw` gives them), which become the global
+  array's rows on this process's devices."""
+  sharding = data_sharded(mesh, axis)
   n = mesh.devices.size // jax.process_count()
 
   def put(x):
     x = np.asarray(x)
-    if x.ndim == 0 or x.shape[0] % n:
-      raise VidrlError(f"a batch leaf of shape {x.shape} cannot be split over {n} local devices; "
+    if x.ndim <= axis or x.shape[axis] % n:
+      raise VidrlError(f"a batch leaf of shape {x.shape} cannot be split over {n} local devices on axis {axis}; "
                        f"make the batch size a multiple of the device count")
     return jax.make_array_from_process_local_data(sharding, x)
 
   return jax.tree.map(put, batch)
+
+
+def local_copy(tree: Any) -> Any:
+  """The tree with every fully replicated global array replaced by its copy on this process's first device.
+
+  Host-side code that mixes a train state with process-local arrays (an online collector acting in its
+  environment, an evaluation) cannot pass arrays spanning other processes' devices to `jit`; a replicated
+  array's local shard is the whole value. Other leaves (numpy, sharded arrays) are returned as they are."""
+  def local(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable and x.is_fully_replicated:
+      return x.addressable_data(0)
+    return x
+  return jax.tree.map(local, tree)
