@@ -1,5 +1,5 @@
 """The project's one file API: every file it reads, writes, lists or deletes goes through here, so a workdir or a
-dataset directory may be a local path or a bucket URL (`gs://...`, `s3://...`, any fsspec protocol).
+dataset directory may be a local path or a bucket URL (`gs://...`, `s3://...`).
 
 Local paths (no `scheme://`, or `file://`) use the operating system directly, as before. A write goes to a temp
 file beside the target and is renamed over it (`os.replace`), so a reader, or a resumed run, never sees half a file.
@@ -7,7 +7,8 @@ file beside the target and is renamed over it (`os.replace`), so a reader, or a 
 URLs go through the fsspec filesystem of their protocol (`fsspec.core.url_to_fs`; `gs://` needs the `gcsfs`
 package, `s3://` `s3fs`: requirements-tpu.txt installs gcsfs). A write is staged in a local temp file and uploaded
 with one `put_file`: an object store makes an object visible only once its upload is complete (GCS, S3), so the
-final object is written directly, never half-visible, without a temp object and a server-side copy. Object stores
+final object is written directly, never half-visible, without a temp object and a server-side copy (the staged
+file needs local disk space for the largest file written, e.g. a replay buffer's checkpoint). Object stores
 have no directories: `makedirs` is a no-op there and a "directory" exists while an object lies under it. URL
 support targets object stores (gs://, s3://, az://) and fsspec's `memory://`, which the tests use.
 Paths are joined with `join` (`os.path.join` keeps `scheme://` intact); `abspath` leaves URLs as they are.
@@ -220,14 +221,19 @@ def load_npz(path: str) -> dict[str, np.ndarray]:
     return {k: z[k] for k in z.files}
 
 
+_VERSION_FIELDS = ("size", "generation", "md5Hash", "ETag", "etag", "LastModified", "updated", "mtime", "created")
+
+
 def local_copy(path: str, cache_dir: str) -> str:
   """`path` itself when local; a URL's file downloaded once into `cache_dir` (atomically), keyed by the URL and
-  the object's fingerprint (`fs.ukey`: size, time, etag), so a rewritten object is fetched anew. For readers that
-  need a local file: memory maps (data/store.py) and zip headers read by seeking."""
+  the object's version (size, generation / etag / modification time as its filesystem reports them), so a
+  rewritten object is fetched anew. For readers that need a local file: memory maps (data/store.py)."""
   if not is_url(path):
     return _local(path)
   fs, p = _fs(path)
-  key = hashlib.sha1(f"{path}|{fs.ukey(p)}".encode()).hexdigest()[:24]
+  info = fs.info(p)
+  version = "|".join(str(info.get(k)) for k in _VERSION_FIELDS)
+  key = hashlib.sha1(f"{path}|{version}".encode()).hexdigest()[:24]
   target = os.path.join(cache_dir, "remote", f"{key}-{os.path.basename(p)}")
   if not os.path.exists(target):   # local-only: the dataset cache (see the module docstring)
     os.makedirs(os.path.dirname(target), exist_ok=True)
