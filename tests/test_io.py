@@ -235,14 +235,15 @@ def test_replay_and_plots_on_a_url(memfs):
 FILE_CALLS = {"open", "os.makedirs", "os.mkdir", "os.remove", "os.unlink", "os.rmdir", "os.replace", "os.rename",
               "os.listdir", "os.scandir", "os.walk", "os.path.exists", "os.path.isdir", "os.path.isfile",
               "glob.glob", "shutil.rmtree", "shutil.copy", "shutil.copyfile", "shutil.move", "tempfile.mkstemp",
-              "np.load", "np.save", "np.savez", "np.savez_compressed", "np.memmap", "np.lib.format.open_memmap"}
+              "os.stat", "os.path.getsize", "os.path.getmtime", "zipfile.ZipFile", "np.load", "np.save", "np.savez",
+              "np.savez_compressed", "np.memmap", "np.lib.format.open_memmap"}
 METHODS = {"savefig", "write_text", "read_text", "write_bytes", "read_bytes", "mkdir", "unlink"}
 
 # Local on purpose, with the reason: {file: {call: why}}.
 LOCAL_ONLY = {
     "vidrl_jax/data/store.py": dict.fromkeys(
         ["open", "np.load", "os.path.exists", "os.makedirs", "tempfile.mkstemp", "np.lib.format.open_memmap",
-         "os.replace", "os.remove", "np.memmap"],
+         "os.replace", "os.remove", "np.memmap", "os.stat", "zipfile.ZipFile"],
         "the uncompressed dataset cache under ~/.cache is memory-mapped, and a dataset file is read from its local "
         "copy (io.local_copy)"),
     "vidrl_jax/plots.py": {"savefig": "plots.savefig renders into a BytesIO, then writes through io"},
