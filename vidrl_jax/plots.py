@@ -1,8 +1,9 @@
-"""PNG plots written into the workdir: learning curves, 2-d embeddings coloured by label, image grids."""
+"""PNG plots written into the workdir (through `io`: it may be a bucket URL): learning curves, 2-d embeddings
+coloured by label, image grids."""
 
 from __future__ import annotations
 
-import os
+import io as _bytes
 from typing import Mapping, Sequence
 
 import matplotlib
@@ -10,6 +11,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from vidrl_jax import io  # noqa: E402
 
 # Colours for binary feature planes (MinAtar): one colour per channel, drawn over black.
 _PALETTE = np.array([[255, 215, 0], [220, 20, 60], [30, 144, 255], [50, 205, 50], [238, 130, 238],
@@ -83,9 +86,16 @@ def image_grid(path: str, rows: Mapping[str, np.ndarray], title: str) -> str:
   return _save(fig, path)
 
 
-def _save(fig, path: str) -> str:
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
+def savefig(fig, path: str, dpi: int = 110) -> str:
+  """Renders `fig` as PNG into memory and writes it through `io` (atomic; `path` may be a bucket URL), then closes
+  it: matplotlib's own `savefig(path)` only writes local files."""
+  buf = _bytes.BytesIO()
+  fig.savefig(buf, format="png", dpi=dpi)
   plt.close(fig)
+  io.write_bytes(path, buf.getvalue())
   return path
+
+
+def _save(fig, path: str) -> str:
+  fig.tight_layout()
+  return savefig(fig, path)

@@ -39,12 +39,11 @@ each file is one episode.
 
 from __future__ import annotations
 
-import glob
-import os
 from typing import Mapping, Sequence
 
 import numpy as np
 
+from vidrl_jax import io
 from vidrl_jax.data import ownership, store
 from vidrl_jax.data.sequence import RESIDENT_BYTES, Field, SequenceDataset, Source
 from vidrl_jax.errors import VidrlError
@@ -54,15 +53,21 @@ EPISODE_RESERVED = ("pre_action", "action", "reward", "is_first", "is_last", "is
 
 
 def npz_files(directory: str, what: str) -> list[str]:
-  """Sorted `.npz` files of a dataset directory (`what`: 'shards', 'episodes'); one clear error when none."""
-  if not os.path.isdir(directory):
+  """Sorted `.npz` files of a dataset directory, local or a bucket URL (`what`: 'shards', 'episodes'); one clear
+  error when none."""
+  if not io.isdir(directory):
     raise VidrlError(f"dataset directory {directory!r} does not exist; run the data-collection stage first "
                      f"or point the config's data directory at an existing dataset")
-  paths = sorted(glob.glob(os.path.join(directory, "*.npz")))
+  paths = io.glob(io.join(directory, "*.npz"))
   if not paths:
     raise VidrlError(f"dataset directory {directory!r} holds no .npz {what}; run the data-collection stage "
                      f"first or point the config's data directory at an existing dataset")
   return paths
+
+
+def _members(path: str, cache_dir: str) -> dict[str, store.Member]:
+  """The arrays of one dataset file; a file in a bucket is read from its local copy (`io.local_copy`)."""
+  return store.members(io.local_copy(path, cache_dir), source=path)
 
 
 def _check_lengths(name: str, columns: Mapping, keys: Sequence[str]) -> int:
@@ -119,9 +124,10 @@ def lapo_chunks(directory: str, done: str | None = None, obs_shape: Sequence[int
   if done not in DONE_CONVENTIONS:
     raise VidrlError(f"unknown done convention {done!r}; use 'last' (done marks an episode's last frame) or "
                      f"'first' (done marks a new episode's first frame, the official LAPO chunks)")
+  files = store.Files(cache_dir, max_open)
   sources = []
   for path in npz_files(directory, "shards"):
-    cols = store.members(path)
+    cols = _members(path, files.cache_dir)
     missing = [k for k in ("obs", "done") if k not in cols]
     if missing:
       raise VidrlError(f"shard {path} lacks the key(s) {missing} (it has {sorted(cols)}); regenerate it or "
@@ -139,7 +145,6 @@ def lapo_chunks(directory: str, done: str | None = None, obs_shape: Sequence[int
   for s in sources:
     d = _flag(s.columns["done"])
     is_first.append(d if done == "first" else np.concatenate([[False], d[:-1]]))
-  files = store.Files(cache_dir, max_open)
   obs = {"image": Field("obs", "image")}
   action = Field("ta", "action", shift=1) if everywhere("ta") else None
   reward = Field("rewards", "scalar", shift=1) if everywhere("rewards") else None
@@ -193,9 +198,9 @@ def episodes(directories: str | Sequence[str], obs_keys: Sequence[str] | None = 
     directories = [directories]
   if limit is not None and limit < 1:
     raise VidrlError(f"the episode limit must be at least 1 (or None for all), got {limit}")
-  sources = [Source(p, 0, store.members(p)) for d in directories for p in npz_files(d, "episodes")[:limit]]
-  return _episode_dataset(", ".join(directories), sources, obs_keys, store.Files(cache_dir, max_open),
-                          resident_bytes)
+  files = store.Files(cache_dir, max_open)
+  sources = [Source(p, 0, _members(p, files.cache_dir)) for d in directories for p in npz_files(d, "episodes")[:limit]]
+  return _episode_dataset(", ".join(directories), sources, obs_keys, files, resident_bytes)
 
 
 def from_episodes(episodes_: Sequence[Mapping[str, np.ndarray]], obs_keys: Sequence[str] | None = None,

@@ -16,9 +16,7 @@ read as they are (like any foreign dataset) and never rewritten.
 
 from __future__ import annotations
 
-import glob
 import json
-import os
 
 from vidrl_jax import io
 from vidrl_jax.errors import VidrlError
@@ -37,19 +35,19 @@ def _read(path: str) -> dict:
 
 def owner(directory: str) -> dict | None:
   """The owner marker's content, or None if the project did not create the directory."""
-  path = os.path.join(directory, OWNER)
-  return _read(path) if os.path.exists(path) else None
+  path = io.join(directory, OWNER)
+  return _read(path) if io.exists(path) else None
 
 
 def read_complete(directory: str) -> dict | None:
   """The summary of a finished collection, or None when the completion marker is absent."""
-  path = os.path.join(directory, MARKER)
-  return _read(path) if os.path.exists(path) else None
+  path = io.join(directory, MARKER)
+  return _read(path) if io.exists(path) else None
 
 
 def state(directory: str) -> str:
   """'absent', 'partial' (the project's own, unfinished), 'complete' (the project's own) or 'foreign'."""
-  if not os.path.exists(directory) or (os.path.isdir(directory) and not os.listdir(directory)):
+  if not io.exists(directory) or (io.isdir(directory) and not io.listdir(directory)):
     return "absent"
   if owner(directory) is None:
     return "foreign"
@@ -67,17 +65,17 @@ def claim(directory: str, meta: dict, restart: bool = True) -> None:
   if s == "complete":
     raise VidrlError(f"{directory} already holds a finished dataset; read it instead of collecting again")
   if s == "absent":
-    os.makedirs(directory, exist_ok=True)
-    io.write_json(os.path.join(directory, OWNER), {"created_by": "vidrl_jax", **meta})
+    io.makedirs(directory)
+    io.write_json(io.join(directory, OWNER), {"created_by": "vidrl_jax", **meta})
     return
   if not restart:
     return
-  for stale in glob.glob(os.path.join(directory, "*.npz")):   # ours, interrupted: redo
-    os.remove(stale)
+  for stale in io.glob(io.join(directory, "*.npz")):   # ours, interrupted: redo
+    io.remove(stale)
 
 
 def mark_complete(directory: str, summary: dict) -> None:
   """The last write of a collection (only into a directory the project claimed)."""
   if owner(directory) is None:
     raise VidrlError(f"{directory} was not claimed by the project (no {OWNER}); claim it before collecting")
-  io.write_json(os.path.join(directory, MARKER), summary)
+  io.write_json(io.join(directory, MARKER), summary)

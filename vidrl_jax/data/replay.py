@@ -218,8 +218,7 @@ class ReplayBuffer:
 
   def load(self, path: str) -> dict[str, np.ndarray]:
     """Restores from `save`'s file; returns the extra arrays saved with it."""
-    with np.load(path) as f:
-      state = {k: f[k] for k in f.files}
+    state = io.load_npz(path)
     self.load_state_dict(state)
     own = set(self.state_dict())
     return {k: v for k, v in state.items() if k not in own}

@@ -7,6 +7,10 @@ that file is mapped. The cache lies in a directory the project owns (default `~/
 override with `$VIDRL_DATA_CACHE` or the `cache_dir` argument), never beside the user's files; an entry is keyed
 by the source file's path, size and modification time, so a changed file is cached anew.
 
+Everything here is local on purpose (memory maps need local files): a dataset in a bucket (`gs://...`) is first
+downloaded whole into `<cache>/remote/` by `io.local_copy` (formats.py does it, once per object version), and its
+local copy is read from then on. The file calls of this module are the allow-listed exceptions of tests/test_io.py.
+
 `Files` keeps at most `max_open` arrays mapped (each map holds a file descriptor), least recently used first out,
 so memory and descriptors do not grow with the number of files of a dataset.
 """
@@ -56,11 +60,13 @@ class Member:
     self.fortran, self.compressed, self.offset = fortran, compressed, offset
 
 
-def members(path: str) -> dict[str, Member]:
-  """The arrays of an npz file (headers only; no data is read); a bad file is a one-sentence error."""
+def members(path: str, source: str | None = None) -> dict[str, Member]:
+  """The arrays of a local npz file (headers only; no data is read); a bad file is a one-sentence error naming
+  `source` (the file's own path by default; formats.py passes the URL of a downloaded file)."""
+  source = source or path
   out = {}
   try:
-    with open(path, "rb") as raw, zipfile.ZipFile(raw) as zf:
+    with open(path, "rb") as raw, zipfile.ZipFile(raw) as zf:   # local-only: a local file or its local copy
       for info in zf.infolist():
         if not info.filename.endswith(".npy"):
           continue
@@ -68,7 +74,8 @@ def members(path: str) -> dict[str, Member]:
           shape, dtype, fortran = _header(f)
           header_len = f.tell()
         if dtype.hasobject:
-          raise VidrlError(f"{path} stores {info.filename[:-4]!r} as Python objects; datasets need plain arrays")
+          raise VidrlError(f"{source} stores {info.filename[:-4]!r} as Python objects; datasets need plain "
+                           f"arrays")
         offset = None
         if info.compress_type == zipfile.ZIP_STORED:
           raw.seek(info.header_offset)
@@ -79,14 +86,14 @@ def members(path: str) -> dict[str, Member]:
   except VidrlError:
     raise
   except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError, KeyError, struct.error) as e:
-    raise _corrupt(path, e) from None
+    raise _corrupt(source, e) from None
   return out
 
 
 def read_small(member: Member) -> np.ndarray:
   """A member read fully into memory (for per-step flags and other small arrays)."""
   try:
-    with np.load(member.path, allow_pickle=False) as z:
+    with np.load(member.path, allow_pickle=False) as z:   # local-only: see the module docstring
       return np.asarray(z[member.key])
   except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError, KeyError) as e:
     raise _corrupt(member.path, e) from None
@@ -101,7 +108,7 @@ def _cache_path(member: Member, cache_dir: str) -> str:
 def ensure_cached(member: Member, cache_dir: str) -> str:
   """The uncompressed `.npy` of a compressed member, written once (atomically) in blocks of BLOCK bytes."""
   target = _cache_path(member, cache_dir)
-  if os.path.exists(target):
+  if os.path.exists(target):   # local-only from here on: the cache is memory-mapped
     return target
   os.makedirs(cache_dir, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=".tmp-", suffix=".npy")

@@ -1,13 +1,16 @@
-"""Orbax checkpoints of a whole train-state pytree; writes are atomic (orbax renames a finished temp dir)."""
+"""Orbax checkpoints of a whole train-state pytree; writes are atomic (orbax renames a finished temp dir).
+
+The directory may be a bucket URL: orbax reads and writes gs:// (and s3://) paths itself through etils.epath
+(gcsfs) and tensorstore, so only local paths are made absolute (`io.abspath` leaves a URL as it is)."""
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 
+from vidrl_jax import io
 from vidrl_jax.errors import VidrlError
 
 
@@ -15,7 +18,7 @@ class Checkpointer:
   """Keeps the last `keep` checkpoints of one stage under `directory`."""
 
   def __init__(self, directory: str, keep: int = 2):
-    self.directory = os.path.abspath(directory)
+    self.directory = io.abspath(directory)
     self._mngr = ocp.CheckpointManager(
         self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
 

@@ -284,7 +284,5 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   results["time_min"] = {k: round(v, 2) for k, v in timings.items()}
   results["time_min"]["total"] = round((time.time() - t0) / 60, 2)
   results["plots"] = report.plots_for(c, workdir, a.writer, table)
-  write_results(workdir, results)
-  with open(os.path.join(workdir, "results.md"), "w") as f:
-    f.write(report.markdown(results))
+  write_results(workdir, results, report.markdown(results))
   return results

@@ -96,7 +96,7 @@ class Lapo:
     splits = {"train": c.data.train_split, "labelled": c.data.labelled_split}
     if ownership.state(root) == "foreign":
       for split in splits.values():
-        if not os.path.isdir(os.path.join(root, split)):
+        if not io.isdir(os.path.join(root, split)):
           raise VidrlError(f"the dataset directory {root} has no split {split!r} and was not created by the "
                            f"project, so nothing is collected into it; name its splits with "
                            f"--config.data.train_split/labelled_split or point data.dir elsewhere")
@@ -339,9 +339,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     latents = latents or seed_latents    # the first seed's models are plotted
   results = report.summarise(config, refs, data_info, per_seed)
   results["plots"] = report.plots_for(lapo, labelled, per_seed, refs, latents)
-  write_results(workdir, results)
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, "results.md"), "w") as f:
-      f.write(report.markdown(results) + "\n")
+  write_results(workdir, results, report.markdown(results))
   lapo.writer.close()
   return results

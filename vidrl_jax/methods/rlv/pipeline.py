@@ -26,19 +26,17 @@ Curves are each run's `eval/return/<label>` rows (one greedy episode per evaluat
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
 import ml_collections
 import numpy as np
 
-from vidrl_jax import io
 from vidrl_jax.errors import VidrlError
 from vidrl_jax.methods.rlv import data as rlv_data
 from vidrl_jax.methods.rlv import baselines, domain, manipulation, model, report
 from vidrl_jax.rl import fused, rnd
-from vidrl_jax.train import MetricWriter, run
+from vidrl_jax.train import MetricWriter, run, write_results
 
 GROUPS = ("main", "ablations", "bco", "shift", "manipulation")
 POOL_KEYS = ("obs", "next_obs", "discount", "is_last")
@@ -161,7 +159,5 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if mw is not None:
     results["manipulation"] = {k: mw[k] for k in ("final", "speedup")}
   results["plots"] = report.plots_of(workdir, results, pools)
-  io.write_json(os.path.join(workdir, "results.json"), results)
-  with open(os.path.join(workdir, "results.md"), "w") as f:
-    f.write(report.markdown(results))
+  write_results(workdir, results, report.markdown(results))
   return results
