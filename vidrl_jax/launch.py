@@ -13,6 +13,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from vidrl_jax import io
 from vidrl_jax.errors import VidrlError
 
 
@@ -28,10 +29,9 @@ def main(train_and_evaluate: Callable, config, workdir: str, distributed: dict |
     init_distributed(**(distributed or {}))
   except VidrlError as e:
     sys.exit(f"error: {e}")
-  os.makedirs(workdir, exist_ok=True)
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      json.dump(config.to_dict(), f, indent=2, default=str)
+    io.makedirs(workdir)
+    io.write_text(io.join(workdir, "config.json"), json.dumps(config.to_dict(), indent=2, default=str))
   logging.info("devices: %s", jax.devices())
   try:
     results = train_and_evaluate(config, workdir)

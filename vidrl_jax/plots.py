@@ -6,6 +6,7 @@ from __future__ import annotations
 import io as _bytes
 from typing import Mapping, Sequence
 
+import jax
 import matplotlib
 
 matplotlib.use("Agg")
@@ -88,7 +89,10 @@ def image_grid(path: str, rows: Mapping[str, np.ndarray], title: str) -> str:
 
 def savefig(fig, path: str, dpi: int = 110) -> str:
   """Renders `fig` as PNG into memory and writes it through `io` (atomic; `path` may be a bucket URL), then closes
-  it: matplotlib's own `savefig(path)` only writes local files."""
+  it: matplotlib's own `savefig(path)` only writes local files. Only process 0 writes."""
+  if jax.process_index() != 0:   # a multi-process run writes its plots once
+    plt.close(fig)
+    return path
   buf = _bytes.BytesIO()
   fig.savefig(buf, format="png", dpi=dpi)
   plt.close(fig)

@@ -26,7 +26,6 @@ uninterrupted run would.
 from __future__ import annotations
 
 import dataclasses
-import glob
 import os
 import re
 import zlib
@@ -190,11 +189,10 @@ def _host_path(workdir: str, name: str, step: int) -> str:
 
 def _read_host(workdir: str, name: str, step: int) -> dict[str, np.ndarray]:
   path = _host_path(workdir, name, step)
-  if not os.path.exists(path):
+  if not io.exists(path):
     raise VidrlError(f"the checkpoint of step {step} of {name} has no collector file {path}; delete "
                      f"{os.path.join(workdir, name)} to start this stage again")
-  with np.load(path) as f:
-    return {k: f[k] for k in f.files}
+  return io.load_npz(path)
 
 
 def drop_collector_files(workdir: str, name: str) -> None:
@@ -203,13 +201,13 @@ def drop_collector_files(workdir: str, name: str) -> None:
   directory goes too when that leaves it empty."""
   _drop_host_files(workdir, name, keep=[])
   directory = os.path.dirname(_host_path(workdir, name, 0))
-  if os.path.isdir(directory) and not os.listdir(directory):
-    os.rmdir(directory)
+  if io.isdir(directory) and not io.listdir(directory):
+    io.rmtree(directory)
 
 
 def _drop_host_files(workdir: str, name: str, keep: list[int]) -> None:
   """Removes the collector files of checkpoints the Checkpointer no longer keeps."""
-  for path in glob.glob(os.path.join(workdir, name, "collector", "collector_*.npz")):
+  for path in io.glob(io.join(workdir, name, "collector", "collector_*.npz")):
     m = re.fullmatch(r"collector_(\d+)\.npz", os.path.basename(path))
     if m and int(m.group(1)) not in keep:
-      os.remove(path)
+      io.remove(path)
