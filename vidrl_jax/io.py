@@ -197,12 +197,19 @@ def read_json(path: str) -> Any:
 
 def cached_json(path: str, compute: Callable[[], Any]) -> Any:
   """The JSON result at `path`, or `compute()` written there atomically the first time: a rerun of the same
-  workdir reads a finished step's result instead of computing it again."""
+  workdir reads a finished step's result instead of computing it again. Every process computes (a computation
+  may hold collectives); process 0 alone writes."""
   if exists(path):
     return read_json(path)
   result = compute()
-  write_json(path, result)
+  if _process_index() == 0:
+    write_json(path, result)
   return result
+
+
+def _process_index() -> int:
+  import jax   # imported here: the file API itself needs no JAX
+  return jax.process_index()
 
 
 def write_npz(path: str, arrays: dict[str, np.ndarray], compress: bool = True) -> None:
