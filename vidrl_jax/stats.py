@@ -160,21 +160,30 @@ def align(curves: Sequence[Curve]) -> tuple[np.ndarray, np.ndarray]:
   return np.asarray(common), np.array([[m[s] for s in common] for m in maps], np.float64).reshape(len(maps), -1)
 
 
-def aggregate_curves(curves: Sequence[Curve], reps: int = REPS, confidence: float = CONFIDENCE, seed: int = 0) -> dict:
-  """Per common x over the seeds' curves: mean, se, IQM and their stratified-bootstrap intervals (each x a stratum:
-  its seeds resampled with replacement), as lists; `final` the seeds' last values."""
-  x, ys = align(curves)
+def columns(ys, reps: int = REPS, confidence: float = CONFIDENCE, seed: int = 0) -> dict:
+  """Per column of a (runs, columns) array (an env step of a curve, a metric of a report): mean, se, IQM and their
+  stratified-bootstrap intervals (each column a stratum: its runs resampled with replacement), as lists; one
+  bootstrap for all columns, so a report with many metrics pays for one."""
+  ys = _scores(ys)
+  if ys.ndim != 2:
+    raise VidrlError(f"columns needs a (runs, columns) array, got shape {ys.shape}; stack the seeds' values as rows")
   n, k = ys.shape
-  out = dict(x=x.tolist(), n=n, reps=int(reps), confidence=float(confidence), final=ys[:, -1].tolist() if k else [])
-  if not k:
-    return dict(out, **{key: [] for key in ("mean", "se", "iqm", "mean_ci_low", "mean_ci_high", "iqm_ci_low",
-                                              "iqm_ci_high")})
   point, ci = interval_estimates({"c": ys}, lambda s: np.concatenate([s.mean(0), iqm(s, 0)]), reps, confidence, seed)
   se_ = ys.std(axis=0, ddof=1) / np.sqrt(n) if n > 1 else np.zeros(k)
   lo, hi = ci["c"]
-  return dict(out, mean=point["c"][:k].tolist(), se=se_.tolist(), iqm=point["c"][k:].tolist(),
-              mean_ci_low=lo[:k].tolist(), mean_ci_high=hi[:k].tolist(), iqm_ci_low=lo[k:].tolist(),
-              iqm_ci_high=hi[k:].tolist())
+  return dict(n=n, reps=int(reps), confidence=float(confidence), mean=point["c"][:k].tolist(), se=se_.tolist(),
+              iqm=point["c"][k:].tolist(), mean_ci_low=lo[:k].tolist(), mean_ci_high=hi[:k].tolist(),
+              iqm_ci_low=lo[k:].tolist(), iqm_ci_high=hi[k:].tolist())
+
+
+def aggregate_curves(curves: Sequence[Curve], reps: int = REPS, confidence: float = CONFIDENCE, seed: int = 0) -> dict:
+  """`columns` of the seeds' curves at their common x (`align`), with `x` and `final` (the seeds' last values)."""
+  x, ys = align(curves)
+  out = dict(x=x.tolist(), final=ys[:, -1].tolist() if ys.shape[1] else [])
+  if not ys.shape[1]:
+    return dict(out, n=len(ys), reps=int(reps), confidence=float(confidence),
+                **{key: [] for key in ("mean", "se", "iqm", "mean_ci_low", "mean_ci_high", "iqm_ci_low", "iqm_ci_high")})
+  return dict(out, **columns(ys, reps, confidence, seed))
 
 
 def steps_to(curve_x, curve_y, threshold: float) -> float | None:
