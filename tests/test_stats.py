@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from rliable import metrics as rly_metrics
 
 from vidrl_jax import stats
 from vidrl_jax.errors import VidrlError
@@ -81,6 +82,10 @@ def test_probability_of_improvement_by_hand():
   assert 0.0 <= r["ci"][0] <= r["p"] <= r["ci"][1] <= 1.0
   always = stats.probability_of_improvement([[2, 3], [4, 5]], [[0, 0], [1, 1]], reps=100)
   assert always["p"] == 1.0 and always["ci"] == [1.0, 1.0]
+  rng = np.random.default_rng(2)   # with ties and unequal run counts: rliable's own (scipy's Mann-Whitney U)
+  x, y = rng.integers(0, 4, (5, 3)).astype(float), rng.integers(0, 4, (3, 3)).astype(float)
+  assert stats.improvement(x, y) == pytest.approx(rly_metrics.probability_of_improvement(x, y))
+  assert stats.improvement(x, x) == 0.5
   with pytest.raises(VidrlError, match="same tasks"):
     stats.probability_of_improvement([[1, 2]], [[1, 2, 3]])
 

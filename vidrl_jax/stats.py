@@ -119,16 +119,23 @@ def summary(scores, reps: int = REPS, confidence: float = CONFIDENCE, seed: int 
               reps=int(reps), confidence=float(confidence))
 
 
+def improvement(scores_x, scores_y) -> float:
+  """rliable's `metrics.probability_of_improvement` P(X > Y), vectorised (rliable runs scipy's Mann-Whitney test per
+  task, 30 s for 2000 resamples of 15 tasks): per task the share of (run of X, run of Y) pairs that X wins, a tie
+  counting 1/2 (= U / (n_x n_y)), averaged over tasks."""
+  d = np.asarray(scores_x, np.float64)[:, None, :] - np.asarray(scores_y, np.float64)[None, :, :]
+  return float(np.mean((d > 0) + 0.5 * (d == 0)))
+
+
 def probability_of_improvement(scores_x, scores_y, reps: int = REPS, confidence: float = CONFIDENCE,
                                seed: int = 0) -> dict:
-  """rliable's P(X > Y): per task the Mann-Whitney probability that a run of X beats a run of Y (ties count 1/2),
-  averaged over tasks; with its interval, X's and Y's runs resampled independently within each task."""
+  """P(X > Y) (`improvement`) with its interval, X's and Y's runs resampled independently within each task
+  (rliable's `StratifiedIndependentBootstrap`)."""
   x, y = _table(scores_x), _table(scores_y)
   if x.shape[1] != y.shape[1]:
     raise VidrlError(f"probability of improvement needs the same tasks for both methods, got {x.shape[1]} and "
                      f"{y.shape[1]} columns; pass (runs, tasks) arrays with the tasks in the same order")
-  point, ci = interval_estimates({"p": [x, y]}, lambda a, b: np.array([rly_metrics.probability_of_improvement(a, b)]),
-                                 reps, confidence, seed)
+  point, ci = interval_estimates({"p": [x, y]}, lambda a, b: np.array([improvement(a, b)]), reps, confidence, seed)
   return dict(p=float(point["p"][0]), ci=[float(ci["p"][0, 0]), float(ci["p"][1, 0])], reps=int(reps),
               confidence=float(confidence))
 
