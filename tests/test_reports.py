@@ -1,4 +1,4 @@
-"""Reports' statistics on hand-made results: LAPO's summary and table, AIME's multi-seed aggregation."""
+"""Reports' statistics on hand-made results: LAPO's summary and table, AIME's multi-seed aggregation, RLV's curves."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 from vidrl_jax.errors import VidrlError
 from vidrl_jax.methods.aime import report as aime_report
 from vidrl_jax.methods.lapo import report as lapo_report
+from vidrl_jax.methods.rlv import report as rlv_report
 
 
 def _lapo_seed(seed: int, probe: float, online: float | None = None) -> dict:
@@ -118,3 +119,26 @@ def test_aime_seed_aggregation_refuses_bad_inputs(tmp_path):
   with pytest.raises(VidrlError, match="did not write"):          # never into a directory the project did not write
     aime_report.aggregate_seeds([s0], s0, reps=10)
   assert sorted(os.listdir(s0)) == ["config.json", "results.json"]
+
+
+def test_rlv_curves_are_iqm_with_intervals_by_hand(tmp_path):
+  """4 seeds per condition: IQM per env step is the mean of the middle two; the table and plots say so."""
+  x = np.array([100, 200])
+  sac = [(x, np.array([v, 2 * v])) for v in (-100.0, -80.0, -60.0, 0.0)]         # IQM -70 then -140
+  rlv = [(x, np.array([v, v / 2])) for v in (-90.0, -50.0, -40.0, -30.0)]        # IQM -45 then -22.5
+  config = ml_collections.ConfigDict({"seeds": [0, 1, 2, 3], "ablation_quality": "medium"})
+  pools = {"medium": {"mean_return": -20.0, "episodes": 3}}
+  r = rlv_report.summarise(config, pools, {"sac": sac, "rlv/medium": rlv}, {"total": 1.0})
+  c = r["curves"]["rlv/medium"]
+  assert c["n"] == 4 and c["env_steps"] == [100, 200] and c["iqm"] == pytest.approx([-45.0, -22.5])
+  assert c["mean"] == pytest.approx([-52.5, -26.25])
+  assert all(lo < m < hi for lo, m, hi in zip(c["iqm_ci_low"], c["iqm"], c["iqm_ci_high"]))
+  assert r["final"]["sac"]["iqm"] == pytest.approx(-140.0) and r["final"]["sac"]["n"] == 4
+  md = rlv_report.markdown(r)
+  assert "| rlv/medium | 4 | 200 |" in md and "95% stratified-bootstrap confidence interval" in md
+  paths = rlv_report.plots_of(str(tmp_path), r, pools)
+  assert [os.path.basename(p) for p in paths] == ["returns_medium.png", "ablations.png"]   # sac + rlv/medium each
+  assert all(os.path.getsize(p) > 0 for p in paths)
+  series, spread, what = rlv_report.iqm_bands(r["curves"])
+  assert list(series) == ["rlv/medium (4 seeds)", "sac (4 seeds)"] and "IQM" in what
+  assert series["sac (4 seeds)"][1] == pytest.approx([-70.0, -140.0]) and spread["sac (4 seeds)"][0][0] <= -70.0
