@@ -27,7 +27,7 @@ def summarise(c: ml_collections.ConfigDict, table: dict, demo_returns: dict, ran
   """Headline numbers: normalised returns per cell and how many cells AIME leads BCO(0) in."""
   out = {"experts": {t: d["mean_return"] for t, d in demo_returns.items()},
          "random_return": None if random_summary is None else random_summary["mean_return"],
-         "table": {}, "raw": table, "aime_ahead_of_bco": {}}
+         "table": {}, "raw": table, "aime_ahead_of_bco": {}, "seed": c.get("seed")}
   ahead = total = 0
   for setting, cells in table.items():
     norm = {k: _norm(v) for k, v in cells.items()}
@@ -47,6 +47,8 @@ def markdown(results: dict) -> str:
   lines.append("Experts (mean demo return): " + ", ".join(f"{t} {r:.1f}" for t, r in results["experts"].items()))
   if results.get("random_return") is not None:
     lines.append(f"Uniform-random policy return: {results['random_return']:.1f}")
+  lines.append(f"One seed ({results.get('seed')}), so no interval: run the config with other --config.seed values "
+               f"and aggregate the workdirs with scripts/aggregate_seeds.py for IQMs with 95% intervals over seeds.")
   for setting, norm in results["table"].items():
     cols = list(next(iter(norm["aime"].values())).keys()) if norm["aime"] else []
     lines += ["", f"## {setting}: AIME / BCO(0)", "",
