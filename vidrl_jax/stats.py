@@ -121,8 +121,8 @@ def summary(scores, reps: int = REPS, confidence: float = CONFIDENCE, seed: int 
 
 def improvement(scores_x, scores_y) -> float:
   """rliable's `metrics.probability_of_improvement` P(X > Y), vectorised (rliable runs scipy's Mann-Whitney test per
-  task, 30 s for 2000 resamples of 15 tasks): per task the share of (run of X, run of Y) pairs that X wins, a tie
-  counting 1/2 (= U / (n_x n_y)), averaged over tasks."""
+  task: 27 s for 2000 resamples of 3 runs x 15 tasks on the 2-core CPU, 0.2 s here): per task the share of (run of
+  X, run of Y) pairs that X wins, a tie counting 1/2 (= U / (n_x n_y)), averaged over tasks."""
   d = np.asarray(scores_x, np.float64)[:, None, :] - np.asarray(scores_y, np.float64)[None, :, :]
   return float(np.mean((d > 0) + 0.5 * (d == 0)))
 
