@@ -40,6 +40,11 @@ def interval_name(confidence: float = CONFIDENCE) -> str:
   return f"{100 * confidence:g}% stratified-bootstrap confidence interval (rliable, percentile method)"
 
 
+def seeds(n: int) -> str:
+  """'1 seed', '3 seeds': how many runs a number stands on, as tables and plot labels say it."""
+  return f"{n} seed{'' if n == 1 else 's'}"
+
+
 def _scores(scores) -> np.ndarray:
   x = np.asarray(scores, np.float64)
   if x.size == 0 or x.ndim not in (1, 2):
@@ -188,8 +193,8 @@ def aggregate_curves(curves: Sequence[Curve], reps: int = REPS, confidence: floa
   x, ys = align(curves)
   out = dict(x=x.tolist(), final=ys[:, -1].tolist() if ys.shape[1] else [])
   if not ys.shape[1]:
-    return dict(out, n=len(ys), reps=int(reps), confidence=float(confidence),
-                **{key: [] for key in ("mean", "se", "iqm", "mean_ci_low", "mean_ci_high", "iqm_ci_low", "iqm_ci_high")})
+    keys = ("mean", "se", "iqm", "mean_ci_low", "mean_ci_high", "iqm_ci_low", "iqm_ci_high")
+    return dict(out, n=len(ys), reps=int(reps), confidence=float(confidence), **{key: [] for key in keys})
   return dict(out, **columns(ys, reps, confidence, seed))
 
 

@@ -236,11 +236,11 @@ def aggregate_seeds(workdirs: list[str], out: str, reps: int = stats.REPS, seed:
     bc = f" (BC: x {len(s['per_cell']['bc'])} demo tasks)" if "bc" in s["per_cell"] else ""
     results["plots"][f"profile_{setting}"] = plots.performance_profiles(
         os.path.join(out, f"profile_{setting}.png"), s["profiles"],
-        f"{setting}: {n} seeds x {len(s['cells'])} cells{bc}, 95% stratified-bootstrap bands")
+        f"{setting}: {stats.seeds(n)} x {len(s['cells'])} cells{bc}, 95% stratified-bootstrap bands")
     results["plots"][f"iqm_{setting}"] = plots.intervals(
         os.path.join(out, f"iqm_{setting}.png"),
         {METHODS[m]: (v["iqm"], *v["iqm_ci"]) for m, v in s["overall"].items()},
-        "IQM of normalised return [95% CI]", f"{setting}: IQM over {n} seeds x {len(s['cells'])} cells{bc}")
+        "IQM of normalised return [95% CI]", f"{setting}: IQM over {stats.seeds(n)} x {len(s['cells'])} cells{bc}")
   io.write_json(os.path.join(out, "results.json"), results)
   with open(os.path.join(out, "results.md"), "w") as f:
     f.write(seeds_markdown(results))
@@ -252,10 +252,11 @@ def seeds_markdown(results: dict) -> str:
   cells AIME leads, each with its interval, and what the intervals are."""
   n = results["n_seeds"]
   iv = lambda v: f"{v['iqm']:.2f} [{v['iqm_ci'][0]:.2f}, {v['iqm_ci'][1]:.2f}]"
-  lines = [f"# AIME over {n} seeds {results['seeds']} (normalised return: 1 = the demonstrating expert)", "",
-           f"Every number: the interquartile mean (IQM) over the {n} seeds [its {results['interval']}, "
+  lines = [f"# AIME over {stats.seeds(n)} {results['seeds']} (normalised return: 1 = the demonstrating expert)", "",
+           f"Every number: the interquartile mean (IQM) over the {stats.seeds(n)} [its {results['interval']}, "
            f"{results['bootstrap_reps']} resamples]. With fewer than 4 seeds the IQM trims nothing (it is the mean), "
-           f"and a bootstrap never reaches beyond the seeds' range, so per-cell intervals over {n} seeds are rough.",
+           f"and a bootstrap never reaches beyond the seeds' range, so per-cell intervals over {stats.seeds(n)} are "
+           f"rough.",
            "", "Workdirs: " + ", ".join(results["workdirs"])]
   for setting, s in results["settings"].items():
     rows = list(dict.fromkeys(c.split("/")[0] for c in s["cells"]))
@@ -267,7 +268,7 @@ def seeds_markdown(results: dict) -> str:
                                       for c in cols) + " |" for r in rows]
     if "bc" in cell:
       lines.append("| BC, true actions | " + " | ".join(iv(cell["bc"][c]) for c in cols) + " |")
-    lines += ["", f"Over all cells ({n} seeds x {len(s['cells'])} cells, cells as the strata of the bootstrap): "
+    lines += ["", f"Over all cells ({stats.seeds(n)} x {len(s['cells'])} cells, cells as the strata of the bootstrap): "
               + "; ".join(f"{METHODS[m]} {iv(v)}" for m, v in s["overall"].items()) + "."]
     p, k = s["p_aime_over_bco"], s["aime_ahead_of_bco"]
     lines.append(f"P(AIME > BCO(0)) (rliable's probability of improvement, averaged over cells): {p['p']:.2f} "

@@ -114,7 +114,7 @@ def plots_for(lapo, labelled, per_seed: list[dict], refs: dict, latents: dict[st
     return out
 
   def curve(stage: str, ykey: str = "episode_return"):
-    """Normalised return against env steps, averaged over the seeds that ran `stage` (ablations: fewer)."""
+    """Normalised return against env steps over the seeds that ran `stage` (ablations: fewer), row by row."""
     runs = []
     for r in per_seed:
       rows = [row for row in lapo.writer.rows(f"seed{r['seed']}/{stage}") if ykey in row]
@@ -125,30 +125,37 @@ def plots_for(lapo, labelled, per_seed: list[dict], refs: dict, latents: dict[st
     if not runs:
       return None
     n = min(len(x) for x, _ in runs)
-    return runs[0][0][:n], np.mean([y[:n] for _, y in runs], axis=0)
+    return runs[0][0][:n], np.array([y[:n] for _, y in runs])
 
-  series = {}
+  series, spread = {}, {}
   for stage, label in [("online", "LAPO online decoding (RL + SL)"), ("online_labels", "LAPO + stage-1 labels"),
                        ("online_rl_no_sl", "RL, no-SL"),
                        ("online_rl_no_sl_no_vq", "RL, no-SL, no-VQ"), ("scratch", "PPO from scratch")]:
     cv = curve(stage)
     if cv is not None:
-      series[label] = cv
+      _iqm_band(series, spread, f"{label} ({stats.seeds(len(cv[1]))})", cv[0], cv[1])
   out["online_curves"] = plots.curves(lapo.path("online_decoding.png"), series, "environment steps",
-                                      "normalised return (training episodes)",
-                                      f"{c.env.name}: online decoding, mean over the seeds that ran each",
-                                      {"expert": 1.0, "random": 0.0})
+                                      "normalised return (training episodes), IQM",
+                                      f"{c.env.name}: online decoding, IQM over seeds\n"
+                                      f"shaded: 95% stratified-bootstrap CI", {"expert": 1.0, "random": 0.0},
+                                      spread=spread)
   sizes = sorted(per_seed[0].get("offline_sweep", {}), key=int)
   if sizes:
-    ys = np.mean([[r["offline_sweep"][n]["normalised"] for n in sizes] for r in per_seed], axis=0)
-    accs = np.mean([[r["offline_sweep"][n]["probe_accuracy"] for n in sizes] for r in per_seed], axis=0)
-    out["offline_sweep"] = plots.curves(lapo.path("offline_decoding.png"),
-                                        {"normalised return": ([int(n) for n in sizes], ys),
-                                         "decoder accuracy (held out)": ([int(n) for n in sizes], accs)},
-                                        "action-labelled transitions", "value",
-                                        f"{c.env.name}: offline decoding, mean of {len(per_seed)} seeds",
-                                        {"expert": 1.0})
+    series, spread, x = {}, {}, [int(n) for n in sizes]
+    for key, label in [("normalised", "normalised return"), ("probe_accuracy", "decoder accuracy (held out)")]:
+      _iqm_band(series, spread, label, x, np.array([[r["offline_sweep"][n][key] for n in sizes] for r in per_seed]))
+    out["offline_sweep"] = plots.curves(lapo.path("offline_decoding.png"), series, "action-labelled transitions",
+                                        "value, IQM over seeds",
+                                        f"{c.env.name}: offline decoding, IQM of {stats.seeds(len(per_seed))}\n"
+                                        f"shaded: 95% stratified-bootstrap CI", {"expert": 1.0}, spread=spread)
   return out
+
+
+def _iqm_band(series: dict, spread: dict, label: str, x, ys: np.ndarray) -> None:
+  """Adds the IQM over seeds of `ys` (seeds, points) and its 95% stratified-bootstrap band under `label`."""
+  c = stats.columns(ys, seed=CI_SEED)
+  series[label] = (x, c["iqm"])
+  spread[label] = (c["iqm_ci_low"], c["iqm_ci_high"])
 
 
 def fdm_predictions(lapo, stagesets: dict, data, ids: np.ndarray) -> str:
@@ -184,7 +191,7 @@ def markdown(results: dict) -> str:
 
   def f(key):
     r = results.get(key)
-    return _cell(r) + ("" if r is None or r["n"] == n else f" ({r['n']} seeds)")
+    return _cell(r) + ("" if r is None or r["n"] == n else f" ({stats.seeds(r['n'])})")
 
   refs = results.get("references") or {}
   rows = [
@@ -209,7 +216,7 @@ def markdown(results: dict) -> str:
       ("… offline decoding, 256 labels", _sweep(results, "256", "_labels"), "—"),
       ("… online decoding (RL + SL)", f("online_labels_normalised"), "—"),
   ]
-  lines = [f"| metric | ours: IQM [95% CI] over {n} seeds {results['seeds']} | paper (Procgen, 16 games) |",
+  lines = [f"| metric | ours: IQM [95% CI] over {stats.seeds(n)} {results['seeds']} | paper (Procgen, 16 games) |",
            "|---|---|---|"]
   lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
   sweeps = {label: results.get(f"offline_sweep_normalised{tag}", {}) for tag, label in
@@ -221,7 +228,7 @@ def markdown(results: dict) -> str:
               for label, sweep in sweeps.items() if sweep]
   interval = results.get("interval", stats.interval_name())
   reps = results.get("bootstrap_reps", stats.REPS)
-  lines += ["", f"{n} seeds. IQM: the interquartile mean over seeds (the middle half of the sorted values; with "
+  lines += ["", f"{stats.seeds(n)}. IQM: the interquartile mean over seeds (the middle half of the sorted values; with "
                 f"fewer than 4 seeds nothing is trimmed and it is the mean); [a, b]: its {interval}, {reps} "
                 f"resamples of the seeds (a bootstrap never reaches beyond the seeds' range, so with this few seeds "
                 f"it is a rough interval). Means and per-seed values are in results.json."]

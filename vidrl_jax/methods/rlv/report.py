@@ -103,7 +103,7 @@ def plots_of(workdir: str, results: dict, pools: dict) -> list[str]:
 def iqm_bands(shown: dict[str, dict]) -> tuple[dict, dict, str]:
   """(series, bands, what the band is) for `plots.curves` from `aggregate`s: per condition (labelled with its number
   of seeds) the IQM over seeds against env steps and its 95% stratified-bootstrap interval."""
-  label = lambda k, v: f"{k} ({v['n']} seed{'s' if v['n'] != 1 else ''})"
+  label = lambda k, v: f"{k} ({stats.seeds(v['n'])})"
   series = {label(k, v): (v["env_steps"], v["iqm"]) for k, v in shown.items()}
   spread = {label(k, v): (v["iqm_ci_low"], v["iqm_ci_high"]) for k, v in shown.items()}
   return series, spread, "shaded: 95% stratified-bootstrap CI of the IQM over seeds"
