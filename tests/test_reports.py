@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import re
 
 import ml_collections
 import numpy as np
@@ -13,6 +15,8 @@ from vidrl_jax.errors import VidrlError
 from vidrl_jax.methods.aime import report as aime_report
 from vidrl_jax.methods.lapo import report as lapo_report
 from vidrl_jax.methods.rlv import report as rlv_report
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _lapo_seed(seed: int, probe: float, online: float | None = None) -> dict:
@@ -142,3 +146,16 @@ def test_rlv_curves_are_iqm_with_intervals_by_hand(tmp_path):
   series, spread, what = rlv_report.iqm_bands(r["curves"])
   assert list(series) == ["rlv/medium (4 seeds)", "sac (4 seeds)"] and "IQM" in what
   assert series["sac (4 seeds)"][1] == pytest.approx([-70.0, -140.0]) and spread["sac (4 seeds)"][0][0] <= -70.0
+
+
+def test_aggregate_seeds_script(tmp_path, capsys):
+  spec = importlib.util.spec_from_file_location("aggregate_seeds", os.path.join(ROOT, "scripts", "aggregate_seeds.py"))
+  script = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(script)
+  s0, s1 = _two_seeds(tmp_path)
+  script.main(["aime", s0, s1, "--out", str(tmp_path / "agg"), "--reps", "50"])
+  assert "# AIME over 2 seeds [0, 1]" in capsys.readouterr().out
+  assert json.load(open(tmp_path / "agg" / "results.json"))["bootstrap_reps"] == 50
+  with pytest.raises(SystemExit, match=r"^error: .*missing/results.json does not exist; ") as e:
+    script.main(["aime", s0, str(tmp_path / "missing"), "--out", str(tmp_path / "agg")])
+  assert not re.search(r"[.;]\s+[A-Z]", str(e.value))   # one sentence
