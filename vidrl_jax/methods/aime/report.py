@@ -106,7 +106,6 @@ def plots_for(c: ml_collections.ConfigDict, workdir: str, writer, table: dict) -
   return out
 
 
-
 # ---------------------------------------------------------------------------------------------------------------
 # Several seeds: `aggregate_seeds(workdirs, out)` (scripts/aggregate_seeds.py aime ...)
 
@@ -236,7 +235,7 @@ def aggregate_seeds(workdirs: list[str], out: str, reps: int = stats.REPS, seed:
     bc = f" (BC: x {len(s['per_cell']['bc'])} demo tasks)" if "bc" in s["per_cell"] else ""
     results["plots"][f"profile_{setting}"] = plots.performance_profiles(
         os.path.join(out, f"profile_{setting}.png"), s["profiles"],
-        f"{setting}: {stats.seeds(n)} x {len(s['cells'])} cells{bc}, 95% stratified-bootstrap bands")
+        f"{setting}: {stats.seeds(n)} x {len(s['cells'])} cells{bc}\nshaded: 95% stratified-bootstrap CI")
     results["plots"][f"iqm_{setting}"] = plots.intervals(
         os.path.join(out, f"iqm_{setting}.png"),
         {METHODS[m]: (v["iqm"], *v["iqm_ci"]) for m, v in s["overall"].items()},
