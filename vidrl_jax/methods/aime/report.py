@@ -47,8 +47,9 @@ def markdown(results: dict) -> str:
   lines.append("Experts (mean demo return): " + ", ".join(f"{t} {r:.1f}" for t, r in results["experts"].items()))
   if results.get("random_return") is not None:
     lines.append(f"Uniform-random policy return: {results['random_return']:.1f}")
-  lines.append(f"One seed ({results.get('seed')}), so no interval: run the config with other --config.seed values "
-               f"and aggregate the workdirs with scripts/aggregate_seeds.py for IQMs with 95% intervals over seeds.")
+  seed = "" if results.get("seed") is None else f" (seed {results['seed']})"
+  lines.append(f"One seed{seed}, so no interval: run the config with other --config.seed values and aggregate the "
+               f"workdirs with scripts/aggregate_seeds.py for IQMs with 95% intervals over seeds.")
   for setting, norm in results["table"].items():
     cols = list(next(iter(norm["aime"].values())).keys()) if norm["aime"] else []
     lines += ["", f"## {setting}: AIME / BCO(0)", "",
