@@ -1,5 +1,6 @@
 """PNG plots written into the workdir (through `io`: it may be a bucket URL): learning curves, 2-d embeddings
-coloured by label, image grids."""
+coloured by label, image grids, and the multi-seed statistics of `vidrl_jax.stats` (rliable's performance
+profiles, interval estimates)."""
 
 from __future__ import annotations
 
@@ -84,6 +85,37 @@ def image_grid(path: str, rows: Mapping[str, np.ndarray], title: str) -> str:
       if i == 0:
         ax.set_ylabel(name, fontsize=8)
   fig.suptitle(title)
+  return _save(fig, path)
+
+
+def performance_profiles(path: str, profiles: Mapping[str, Mapping[str, Sequence[float]]], title: str,
+                         xlabel: str = "normalised score (tau)") -> str:
+  """rliable's performance-profile plot of `stats.performance_profile`'s output: per method the fraction of its
+  (run, task) scores above tau, with the interval as a band."""
+  from rliable import plot_utils   # seaborn underneath: imported only where a profile is drawn
+  fig, ax = plt.subplots(figsize=(6, 4))
+  taus = np.asarray(next(iter(profiles.values()))["tau"])
+  plot_utils.plot_performance_profiles(
+      {k: np.asarray(v["profile"]) for k, v in profiles.items()}, taus,
+      performance_profile_cis={k: (np.asarray(v["ci_low"]), np.asarray(v["ci_high"])) for k, v in profiles.items()},
+      ax=ax, xlabel=xlabel, ylabel="fraction of runs with score > tau", labelsize="medium", ticklabelsize="medium")
+  ax.set_title(title, fontsize=10)
+  ax.legend(fontsize=8)
+  return _save(fig, path)
+
+
+def intervals(path: str, estimates: Mapping[str, tuple[float, float, float]], xlabel: str, title: str) -> str:
+  """One row per label: the interval [low, high] as a bar and the point estimate as a tick ({label: (point, low,
+  high)}), as rliable's interval-estimate plots."""
+  fig, ax = plt.subplots(figsize=(6, 0.9 + 0.45 * len(estimates)))
+  for i, (label, (point, lo, hi)) in enumerate(estimates.items()):
+    ax.barh(i, hi - lo, left=lo, height=0.6, alpha=0.6, color=plt.get_cmap("tab10")(i % 10))
+    ax.vlines(point, i - 0.3, i + 0.3, color="k")
+  ax.set_yticks(range(len(estimates)), list(estimates))
+  ax.invert_yaxis()
+  ax.set_xlabel(xlabel)
+  ax.set_title(title, fontsize=10)
+  ax.grid(alpha=0.3, axis="x")
   return _save(fig, path)
 
 

@@ -1,4 +1,5 @@
-"""LAPO's headline numbers (mean and std over seeds, targets from the issue) and its plots."""
+"""LAPO's headline numbers (over seeds: the IQM with its 95% stratified-bootstrap confidence interval via
+`vidrl_jax.stats`/rliable, the mean and the per-seed values; the issue's targets) and its plots."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from sklearn.manifold import TSNE
 
-from vidrl_jax import plots
+from vidrl_jax import plots, stats
 from vidrl_jax.methods.lapo import models
 from vidrl_jax.nets import vq as vq_lib
 
@@ -16,36 +17,61 @@ ACTION_NAMES = {"Asterix-MinAtar": ["noop", "left", "up", "right", "down"],
                 "Breakout-MinAtar": ["noop", "left", "right"],
                 "SpaceInvaders-MinAtar": ["noop", "left", "right", "fire"],
                 "Freeway-MinAtar": ["noop", "up", "down"]}
+CI_SEED = 0   # the bootstrap's seed: the same per-seed results give the same intervals
 
 
-def _stats(values) -> dict:
-  v = np.asarray([x for x in values if x is not None], np.float64)
-  return {"mean": float(v.mean()), "std": float(v.std()), "per_seed": v.tolist()}
+def _stats(named: dict[str, list]) -> dict[str, dict]:
+  """{metric: per-seed values} -> {metric: {n, per_seed, mean, se, iqm, iqm_ci, mean_ci}} over the seeds with a
+  finite value (an ablation runs on fewer seeds: its n says how many), the intervals `stats.INTERVAL`s of one
+  stratified bootstrap per set of seeds (`stats.columns`)."""
+  groups: dict[tuple, list[str]] = {}
+  for name, values in named.items():
+    mask = tuple(v is not None and bool(np.isfinite(v)) for v in values)
+    if any(mask):
+      groups.setdefault(mask, []).append(name)
+  out = {}
+  for mask, names in groups.items():
+    table = np.array([[float(v) for v, m in zip(named[k], mask) if m] for k in names], np.float64).T   # (runs, K)
+    c = stats.columns(table, seed=CI_SEED)
+    for j, k in enumerate(names):
+      out[k] = {"n": c["n"], "per_seed": table[:, j].tolist(), "mean": c["mean"][j], "se": c["se"][j],
+                "iqm": c["iqm"][j], "iqm_ci": [c["iqm_ci_low"][j], c["iqm_ci_high"][j]],
+                "mean_ci": [c["mean_ci_low"][j], c["mean_ci_high"][j]]}
+  return out
 
 
 def summarise(config, refs: dict, data_info: dict, per_seed: list[dict]) -> dict:
+  """results.json's content: every numeric per-seed result as `_stats` over the seeds (IQM with its 95%
+  stratified-bootstrap interval, the mean, the per-seed values), the probe ratios, the offline sweeps and the
+  issue's targets, checked on the IQM."""
   keys = sorted({k for r in per_seed for k, v in r.items() if isinstance(v, (int, float)) and k != "seed"})
   out = {"method": "lapo", "preset": config.preset, "env": config.env.name,
-         "seeds": [r["seed"] for r in per_seed], "references": refs, "data": data_info}
-  out.update({k: _stats(r.get(k) for r in per_seed) for k in keys})
-  probe = np.array([r["probe_accuracy"] for r in per_seed])
-  out["probe_over_oracle"] = _stats(probe / np.array([r["oracle_accuracy"] for r in per_seed]))
-  out["probe_over_random_idm"] = _stats(probe / np.array([r["random_idm_accuracy"] for r in per_seed]))
-  balanced = np.array([r["probe_balanced_accuracy"] for r in per_seed])
-  out["balanced_probe_over_oracle"] = _stats(balanced / np.array([r["oracle_balanced_accuracy"] for r in per_seed]))
-  out["balanced_probe_over_random_idm"] = _stats(
-      balanced / np.array([r["random_idm_balanced_accuracy"] for r in per_seed]))
+         "seeds": [r["seed"] for r in per_seed], "references": refs, "data": data_info,
+         "interval": stats.interval_name(), "bootstrap_reps": stats.REPS}
+  named = {k: [r.get(k) for r in per_seed] for k in keys}
+  ratio = lambda a, b: [r[a] / r[b] for r in per_seed]
+  named["probe_over_oracle"] = ratio("probe_accuracy", "oracle_accuracy")
+  named["probe_over_random_idm"] = ratio("probe_accuracy", "random_idm_accuracy")
+  named["balanced_probe_over_oracle"] = ratio("probe_balanced_accuracy", "oracle_balanced_accuracy")
+  named["balanced_probe_over_random_idm"] = ratio("probe_balanced_accuracy", "random_idm_balanced_accuracy")
+  sweeps = {}
   for tag in ("", "_labels"):
     ran = [r for r in per_seed if f"offline_sweep{tag}" in r]
-    sizes = sorted(ran[0][f"offline_sweep{tag}"], key=int) if ran else []
-    out[f"offline_sweep_normalised{tag}"] = {n: _stats(r[f"offline_sweep{tag}"][n]["normalised"] for r in ran)
-                                             for n in sizes}
-  online = out.get("online_normalised", {}).get("mean")
-  scratch = out.get("scratch_normalised", {}).get("mean")
-  offline256 = out["offline_sweep_normalised"].get("256", {}).get("mean")
+    sweeps[tag] = sorted(ran[0][f"offline_sweep{tag}"], key=int) if ran else []
+    for n in sweeps[tag]:
+      named[f"offline_sweep_normalised{tag}/{n}"] = [r[f"offline_sweep{tag}"][n]["normalised"]
+                                                     if f"offline_sweep{tag}" in r else None for r in per_seed]
+  summaries = _stats(named)
+  for tag, sizes in sweeps.items():
+    out[f"offline_sweep_normalised{tag}"] = {n: summaries.pop(f"offline_sweep_normalised{tag}/{n}")
+                                             for n in sizes if f"offline_sweep_normalised{tag}/{n}" in summaries}
+  out.update(summaries)
+  online = out.get("online_normalised", {}).get("iqm")
+  scratch = out.get("scratch_normalised", {}).get("iqm")
+  offline256 = out["offline_sweep_normalised"].get("256", {}).get("iqm")
   out["targets"] = {
-      "probe >= 0.9 x oracle": out["probe_over_oracle"]["mean"] >= 0.9,
-      "probe >= 2 x random IDM": out["probe_over_random_idm"]["mean"] >= 2.0,
+      "probe >= 0.9 x oracle": out["probe_over_oracle"]["iqm"] >= 0.9,
+      "probe >= 2 x random IDM": out["probe_over_random_idm"]["iqm"] >= 2.0,
   }
   if offline256 is not None:
     out["targets"]["offline decoding with 256 labels >= 0.6"] = offline256 >= 0.6
@@ -88,7 +114,7 @@ def plots_for(lapo, labelled, per_seed: list[dict], refs: dict, latents: dict[st
     return out
 
   def curve(stage: str, ykey: str = "episode_return"):
-    """Normalised return against env steps, averaged over the seeds that ran `stage` (ablations: fewer)."""
+    """Normalised return against env steps over the seeds that ran `stage` (ablations: fewer), row by row."""
     runs = []
     for r in per_seed:
       rows = [row for row in lapo.writer.rows(f"seed{r['seed']}/{stage}") if ykey in row]
@@ -99,30 +125,39 @@ def plots_for(lapo, labelled, per_seed: list[dict], refs: dict, latents: dict[st
     if not runs:
       return None
     n = min(len(x) for x, _ in runs)
-    return runs[0][0][:n], np.mean([y[:n] for _, y in runs], axis=0)
+    return runs[0][0][:n], np.array([y[:n] for _, y in runs])
 
-  series = {}
+  series, spread = {}, {}
   for stage, label in [("online", "LAPO online decoding (RL + SL)"), ("online_labels", "LAPO + stage-1 labels"),
                        ("online_rl_no_sl", "RL, no-SL"),
                        ("online_rl_no_sl_no_vq", "RL, no-SL, no-VQ"), ("scratch", "PPO from scratch")]:
     cv = curve(stage)
     if cv is not None:
-      series[label] = cv
+      _iqm_band(series, spread, f"{label} ({stats.seeds(len(cv[1]))})", cv[0], cv[1])
   out["online_curves"] = plots.curves(lapo.path("online_decoding.png"), series, "environment steps",
-                                      "normalised return (training episodes)",
-                                      f"{c.env.name}: online decoding, mean over the seeds that ran each",
-                                      {"expert": 1.0, "random": 0.0})
+                                      "normalised return (training episodes), IQM",
+                                      f"{c.env.name}: online decoding, IQM over seeds\n"
+                                      f"shaded: 95% stratified-bootstrap CI", {"expert": 1.0, "random": 0.0},
+                                      spread=spread)
   sizes = sorted(per_seed[0].get("offline_sweep", {}), key=int)
   if sizes:
-    ys = np.mean([[r["offline_sweep"][n]["normalised"] for n in sizes] for r in per_seed], axis=0)
-    accs = np.mean([[r["offline_sweep"][n]["probe_accuracy"] for n in sizes] for r in per_seed], axis=0)
-    out["offline_sweep"] = plots.curves(lapo.path("offline_decoding.png"),
-                                        {"normalised return": ([int(n) for n in sizes], ys),
-                                         "decoder accuracy (held out)": ([int(n) for n in sizes], accs)},
-                                        "action-labelled transitions", "value",
-                                        f"{c.env.name}: offline decoding, mean of {len(per_seed)} seeds",
-                                        {"expert": 1.0})
+    series, spread, x = {}, {}, [int(n) for n in sizes]
+    for key, label in [("normalised", "normalised return"), ("probe_accuracy", "decoder accuracy (held out)")]:
+      _iqm_band(series, spread, label, x, np.array([[r["offline_sweep"][n][key] for n in sizes] for r in per_seed]))
+    out["offline_sweep"] = plots.curves(lapo.path("offline_decoding.png"), series, "action-labelled transitions",
+                                        "value, IQM over seeds",
+                                        f"{c.env.name}: offline decoding, IQM of {stats.seeds(len(per_seed))}\n"
+                                        f"shaded: 95% stratified-bootstrap CI", {"expert": 1.0}, spread=spread)
   return out
+
+
+def _iqm_band(series: dict, spread: dict, label: str, x, ys: np.ndarray, points: int = 400) -> None:
+  """Adds the IQM over seeds of `ys` (seeds, len(x)) and its 95% stratified-bootstrap band under `label`, at most
+  `points` evenly spaced x of them (a plot shows no more; the bootstrap costs ~1 ms per point)."""
+  keep = np.unique(np.linspace(0, len(x) - 1, min(points, len(x))).round().astype(int))
+  c = stats.columns(ys[:, keep], seed=CI_SEED)
+  series[label] = (np.asarray(x)[keep], c["iqm"])
+  spread[label] = (c["iqm_ci_low"], c["iqm_ci_high"])
 
 
 def fdm_predictions(lapo, stagesets: dict, data, ids: np.ndarray) -> str:
@@ -144,13 +179,22 @@ def normalised(ret: float, refs: dict) -> float:
   return (ret - refs["random_return"]) / max(refs["expert_return"] - refs["random_return"], 1e-8)
 
 
-def markdown(results: dict) -> str:
-  """The README's LAPO results table, from results.json (mean ± std over seeds)."""
-  def f(key, digits=2):
-    r = results.get(key)
-    return "—" if r is None else f"{r['mean']:.{digits}f} ± {r['std']:.{digits}f}"
+def _cell(r: dict | None, digits: int = 2) -> str:
+  """IQM [95% CI] (n seeds where fewer than the table's)."""
+  if r is None:
+    return "—"
+  return f"{r['iqm']:.{digits}f} [{r['iqm_ci'][0]:.{digits}f}, {r['iqm_ci'][1]:.{digits}f}]"
 
+
+def markdown(results: dict) -> str:
+  """The README's LAPO results table, from results.json: per metric the IQM over seeds and its 95%
+  stratified-bootstrap confidence interval, the seeds counted in the header (and in a row run on fewer)."""
   n = len(results["seeds"])
+
+  def f(key):
+    r = results.get(key)
+    return _cell(r) + ("" if r is None or r["n"] == n else f" ({stats.seeds(r['n'])})")
+
   refs = results.get("references") or {}
   rows = [
       ("latent probe accuracy, LAPO (VQ)", f("probe_accuracy"), "—"),
@@ -174,15 +218,22 @@ def markdown(results: dict) -> str:
       ("… offline decoding, 256 labels", _sweep(results, "256", "_labels"), "—"),
       ("… online decoding (RL + SL)", f("online_labels_normalised"), "—"),
   ]
-  lines = [f"| metric ({n} seeds: {results['seeds']}) | ours | paper (Procgen, 16 games) |", "|---|---|---|"]
+  lines = [f"| metric | ours: IQM [95% CI] over {stats.seeds(n)} {results['seeds']} | paper (Procgen, 16 games) |",
+           "|---|---|---|"]
   lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
   sweeps = {label: results.get(f"offline_sweep_normalised{tag}", {}) for tag, label in
             [("", "offline decoding, normalised return"), ("_labels", "… with stage-1 labels (LAOM)")]}
   sizes = sorted(sweeps["offline decoding, normalised return"], key=int)
   if sizes:
     lines += ["", "| labelled transitions | " + " | ".join(sizes) + " |", "|---" * (len(sizes) + 1) + "|"]
-    lines += [f"| {label} | " + " | ".join(f"{sweep[n]['mean']:.2f} ± {sweep[n]['std']:.2f}" if n in sweep else "—"
-                                         for n in sizes) + " |" for label, sweep in sweeps.items() if sweep]
+    lines += [f"| {label} | " + " | ".join(_cell(sweep.get(k)) for k in sizes) + " |"
+              for label, sweep in sweeps.items() if sweep]
+  interval = results.get("interval", stats.interval_name())
+  reps = results.get("bootstrap_reps", stats.REPS)
+  lines += ["", f"{stats.seeds(n)}. IQM: the interquartile mean over seeds (the middle half of the sorted values; with "
+                f"fewer than 4 seeds nothing is trimmed and it is the mean); [a, b]: its {interval}, {reps} "
+                f"resamples of the seeds (a bootstrap never reaches beyond the seeds' range, so with this few seeds "
+                f"it is a rough interval). Means and per-seed values are in results.json."]
   if refs:
     lines += ["", f"Returns are normalised with the uniform-random policy ({refs['random_return']:.1f}) at 0 and "
                   f"the data-generating expert ({refs['expert_return']:.1f}) at 1, {refs['episodes']} episodes each."]
@@ -190,5 +241,4 @@ def markdown(results: dict) -> str:
 
 
 def _sweep(results: dict, n: str, tag: str = "") -> str:
-  r = results.get(f"offline_sweep_normalised{tag}", {}).get(n)
-  return "—" if r is None else f"{r['mean']:.2f} ± {r['std']:.2f}"
+  return _cell(results.get(f"offline_sweep_normalised{tag}", {}).get(n))

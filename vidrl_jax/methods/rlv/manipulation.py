@@ -28,10 +28,11 @@ domain 'none' only: `domains` applies to image views. Interaction and evaluation
 Evaluation: every `eval_every_episodes` episodes' worth of steps, `eval_episodes` greedy (tanh(mean)) episodes on
 fixed reset seeds; an episode counts as a success when the task is solved at any of its `max_steps` steps (the
 evaluation env ends it there, `SuccessOnce`), so `eval/mean_return` is the success rate. Curves (success rate
-against env steps) per condition over seeds -> `report.aggregate` (mean, s.e., IQM with 95% bootstrap CIs), final
-success (`stats.summary`), and the env steps each condition takes to reach its baseline's (`<task>/<view>/sac`)
-final mean success (at least `min_threshold`) with the ratio's bootstrap interval (`stats.steps_ratio`) ->
-`workdir/manipulation/{results.json, results.md, <task>_<view>_<domain>.png}`.
+against env steps) per condition over seeds -> `report.aggregate` (mean, s.e., IQM with 95% stratified-bootstrap
+CIs, rliable; plotted as IQM curves with their bands), final success (`stats.summary`), and the env steps each
+condition takes to reach its baseline's (`<task>/<view>/sac`) final mean success (at least `min_threshold`) with
+the ratio's bootstrap interval (`stats.steps_ratio`) -> `workdir/manipulation/{results.json, results.md,
+<task>_<view>_<domain>.png}`.
 """
 
 from __future__ import annotations
@@ -313,10 +314,9 @@ def plot(root: str, results: dict) -> list[str]:
       groups.setdefault("_".join(parts[:3]), [f"{parts[0]}/{parts[1]}/{b}" for b in ("sac", "rnd")]).append(name)
   for file, names in sorted(groups.items()):
     shown = {k: agg[k] for k in names if k in agg}
-    series = {k: (v["env_steps"], v["mean"]) for k, v in shown.items()}
-    spread = {k: (np.subtract(v["mean"], v["se"]), np.add(v["mean"], v["se"])) for k, v in shown.items()}
+    series, spread, what = report.iqm_bands(shown)
     paths.append(plots.curves(os.path.join(root, f"{file}.png"), series, "environment steps",
-                              "greedy success rate (mean +- s.e. over seeds)", f"RLV, Meta-World: {file}",
+                              "greedy success rate, IQM over seeds", f"RLV, Meta-World: {file}\n{what}",
                               spread=spread))
   return paths
 
@@ -351,7 +351,7 @@ def markdown(results: dict) -> str:
   seconds = ", ".join(f"{k} {v}" for k, v in results["seconds"].items())
   return "\n".join(["# RLV on Meta-World", "", f"Metric: {results['metric']}.", "",
                     "| observation pool | episodes | steps | expert success | seconds |", "|---|---|---|---|---|",
-                    *pools, "", *condition_table(results, "success", 2), "",
+                    *pools, "", *condition_table(results, "success", 2), "", report.INTERVAL_NOTE, "",
                     f"Seconds (this invocation): {seconds}", ""])
 
 

@@ -1,6 +1,7 @@
-"""RLV's results: per-run curves from the metric log, aggregated per condition over seeds (mean +- s.e. as the
-paper, IQM with bootstrap confidence intervals), the steps each condition takes to reach its baseline's final
-return and the ratio to the baseline's (with a bootstrap interval over seeds), `results.md` and the PNGs.
+"""RLV's results: per-run curves from the metric log, aggregated per condition over seeds (per env step the IQM
+with its 95% stratified-bootstrap confidence interval via `vidrl_jax.stats`/rliable, and mean +- s.e. as the
+paper), the steps each condition takes to reach its baseline's final return and the ratio to the baseline's (with
+a bootstrap interval over seeds), `results.md` and the PNGs (IQM curves with their interval bands).
 
 A condition is a stage name plus its runs' label without the seed: run "medium/seed3" of stage `rlv` belongs to
 condition `rlv/medium`; run "seed3" of stage `sac` to `sac`. Baselines: `sac` for the main runs, the ablations
@@ -21,6 +22,10 @@ from vidrl_jax.train import MetricWriter
 from vidrl_jax.train.loop import Task
 
 CI_SEED = 0
+INTERVAL_NOTE = (f"seeds: the runs per condition. IQM: the interquartile mean over seeds (with fewer than 4 seeds "
+                 f"nothing is trimmed: the mean); [a, b]: its {stats.interval_name()}, {stats.REPS} resamples of the "
+                 f"seeds; the plots show the IQM curve with that interval per env step. Steps ratio intervals: "
+                 f"seeds of both conditions resampled, whole curves kept.")
 
 
 def stage_curves(writer: MetricWriter, task: Task) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
@@ -47,7 +52,7 @@ def baseline_of(condition: str) -> str:
 
 def aggregate(curves: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, Any]:
   """`stats.aggregate_curves` with the x axis named env_steps: per env step every seed evaluated, mean, s.e., IQM
-  and their 95% bootstrap intervals; the seeds' finals."""
+  and their 95% stratified-bootstrap intervals; the seeds' finals."""
   out = stats.aggregate_curves(curves, seed=CI_SEED)
   out["env_steps"] = [int(s) for s in out.pop("x")]
   return out
@@ -86,14 +91,22 @@ def plots_of(workdir: str, results: dict, pools: dict) -> list[str]:
     shown = {k: agg[k] for k in names if k in agg}
     if len(shown) < 2:
       continue
-    series = {k: (v["env_steps"], v["mean"]) for k, v in shown.items()}
-    spread = {k: (np.subtract(v["mean"], v["se"]), np.add(v["mean"], v["se"])) for k, v in shown.items()}
+    series, spread, what = iqm_bands(shown)
     q = file.split("_", 1)[-1]
     hlines = {f"{q} data": pools[q]["mean_return"]} if q in pools and "mean_return" in pools[q] else None
     paths.append(plots.curves(os.path.join(workdir, f"{file}.png"), series, "environment steps",
-                              "greedy return (mean +- s.e. over seeds)", f"RLV, Acrobot: {file}", hlines=hlines,
+                              "greedy return, IQM over seeds", f"RLV, Acrobot: {file}\n{what}", hlines=hlines,
                               spread=spread))
   return paths
+
+
+def iqm_bands(shown: dict[str, dict]) -> tuple[dict, dict, str]:
+  """(series, bands, what the band is) for `plots.curves` from `aggregate`s: per condition (labelled with its number
+  of seeds) the IQM over seeds against env steps and its 95% stratified-bootstrap interval."""
+  label = lambda k, v: f"{k} ({stats.seeds(v['n'])})"
+  series = {label(k, v): (v["env_steps"], v["iqm"]) for k, v in shown.items()}
+  spread = {label(k, v): (v["iqm_ci_low"], v["iqm_ci_high"]) for k, v in shown.items()}
+  return series, spread, "shaded: 95% stratified-bootstrap CI of the IQM over seeds"
 
 
 def _fmt(x: float | None, digits: int = 1) -> str:
@@ -119,6 +132,7 @@ def markdown(results: dict) -> str:
         + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "") + ")")
     lines.append(f"| {k} | {c['n']} | {c['env_steps'][-1]} | {f['mean']:.1f} +- {f['se']:.1f} | "
                  f"{f['iqm']:.1f} [{f['iqm_ci'][0]:.1f}, {f['iqm_ci'][1]:.1f}] | {ratio} |")
+  lines += ["", INTERVAL_NOTE]
   lines += ["", "Seconds per stage (this invocation): " + ", ".join(f"{k} {v}" for k, v in
                                                                    results["seconds"].items()), ""]
   return "\n".join(lines)
