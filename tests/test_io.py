@@ -252,8 +252,6 @@ LOCAL_ONLY = {
 # Files of other parts of the work that still call the OS directly; their owners switch them to io and empty
 # this list (the test fails when an entry here no longer occurs, so the list shrinks as they are fixed).
 PENDING = {
-    "vidrl_jax/methods/aime/report.py": {"savefig"},
-    "vidrl_jax/methods/rlv/manipulation.py": {"os.path.isdir", "os.makedirs", "open"},
 }
 
 

@@ -71,7 +71,8 @@ class MetricWriter:
       io.append_text(self.path, "".join(self._pending))
       self._pending = []
     if self._staging is not None:
-      self._tb.flush()
+      if self._tb is not None:
+        self._tb.flush()
       for name in io.listdir(self._staging.name):
         with io.open(io.join(self._staging.name, name), "rb") as f:
           io.write_bytes(io.join(self.workdir, "tb", name), f.read())
@@ -108,10 +109,10 @@ class MetricWriter:
     self._sync()
 
   def close(self) -> None:
-    self.flush()
     if self._tb is not None:
-      self._tb.close()
+      self._tb.close()   # joins tensorboardX's writer thread: every event is in the file before the upload
       self._tb = None
+    self._sync()
     if self._staging is not None:
       self._staging.cleanup()
       self._staging = None

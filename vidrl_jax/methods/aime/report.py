@@ -87,9 +87,7 @@ def plots_for(c: ml_collections.ConfigDict, workdir: str, writer, table: dict) -
       ax.set_title(f"{setting}: {'AIME' if method == 'aime' else 'BCO(0)'}")
     fig.tight_layout()
     path = os.path.join(workdir, f"table_{setting}.png")
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    out[f"table_{setting}"] = path
+    out[f"table_{setting}"] = plots.savefig(fig, path, dpi=100)
 
     base = f"{setting}/{c.ablations.dataset}/aime_{c.ablations.demo}"
     for metric in ("elbo", "action_mse"):
@@ -119,7 +117,7 @@ def _read_run(workdir: str) -> tuple[dict, dict]:
   out = []
   for name in ("results.json", "config.json"):
     path = os.path.join(workdir, name)
-    if not os.path.exists(path):
+    if not io.exists(path):
       raise VidrlError(f"{path} does not exist; aggregate only workdirs whose AIME run finished (the launcher writes "
                        f"config.json, the run writes results.json at its end)")
     try:
@@ -170,7 +168,7 @@ def _claim(out: str, workdirs: list[str]) -> None:
   if ownership.state(out) == "foreign":
     raise VidrlError(f"{out} holds files the project did not write (no {ownership.OWNER}); it is never written "
                      f"into: pass a new or empty --out")
-  owner = ownership.owner(out) if os.path.isdir(out) else None
+  owner = ownership.owner(out) if io.isdir(out) else None
   if owner is not None and owner.get("format") != AGGREGATE_FORMAT:
     raise VidrlError(f"{out} holds the project's {owner.get('format')!r} files, not an aggregation; pass another "
                      f"--out")
@@ -242,8 +240,7 @@ def aggregate_seeds(workdirs: list[str], out: str, reps: int = stats.REPS, seed:
         {METHODS[m]: (v["iqm"], *v["iqm_ci"]) for m, v in s["overall"].items()},
         "IQM of normalised return [95% CI]", f"{setting}: IQM over {stats.seeds(n)} x {len(s['cells'])} cells{bc}")
   io.write_json(os.path.join(out, "results.json"), results)
-  with open(os.path.join(out, "results.md"), "w") as f:
-    f.write(seeds_markdown(results))
+  io.write_text(os.path.join(out, "results.md"), seeds_markdown(results))
   return results
 
 

@@ -50,7 +50,7 @@ from vidrl_jax.methods.rlv import data as rlv_data
 from vidrl_jax.methods.rlv import metaworld_data, model, report
 from vidrl_jax.rl import offpolicy, rnd
 from vidrl_jax.rl.sac import sac_config
-from vidrl_jax.train import MetricWriter, loop_config, run
+from vidrl_jax.train import MetricWriter, loop_config, run, write_results
 from vidrl_jax.train.checkpoint import Checkpointer
 from vidrl_jax.train.loop import Task, drop_collector_files
 
@@ -240,7 +240,7 @@ def finished(workdir: str, name: str, num_steps: int) -> bool:
   for pixels costs `eval_episodes` rendered episodes: a rerun skips it). A finished stage's collector files (its
   replay: up to 2 x 0.7 GB for 100k 48x48 frames) are deleted once it ends, as nothing reads them again."""
   directory = os.path.join(workdir, name, "checkpoints")
-  if not os.path.isdir(directory):
+  if not io.isdir(directory):
     return False
   ckpt = Checkpointer(directory)
   try:
@@ -362,7 +362,7 @@ def train_and_evaluate_manipulation(config: ml_collections.ConfigDict, workdir: 
   m = config.manipulation
   check_config(m)
   t0, root = time.time(), os.path.join(workdir, SUBDIR)
-  os.makedirs(root, exist_ok=True)
+  io.makedirs(root)
   pools = make_pools(m, root)
   seconds = {"data": round(time.time() - t0, 1)}
   writer, envs, curves = MetricWriter(workdir), {}, {}
@@ -382,7 +382,5 @@ def train_and_evaluate_manipulation(config: ml_collections.ConfigDict, workdir: 
   seconds["total"] = round(time.time() - t0, 1)
   results = summarise(m, pools, curves, seconds)
   results["plots"] = plot(root, results)
-  io.write_json(os.path.join(root, "results.json"), results)
-  with open(os.path.join(root, "results.md"), "w") as f:
-    f.write(markdown(results))
+  write_results(root, results, markdown(results))
   return results
