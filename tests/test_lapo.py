@@ -1,6 +1,6 @@
-"""LAPO end to end on the smoke preset (every stage), its resume, and the launcher's one-sentence errors."""
+"""LAPO's stage-3 pieces against hand-computed values and the launcher's one-sentence errors. The smoke run of every
+stage and its resume: tests/test_notebooks.py (notebooks/lapo.ipynb on the same config)."""
 
-import json
 import os
 import subprocess
 import sys
@@ -15,7 +15,7 @@ sys.path.insert(0, os.path.join(ROOT, "configs"))
 
 import lapo as lapo_config  # noqa: E402  configs/lapo.py
 
-from vidrl_jax.methods.lapo import decode, models, train_and_evaluate  # noqa: E402
+from vidrl_jax.methods.lapo import decode, models  # noqa: E402
 from vidrl_jax.train.optim import Start  # noqa: E402
 
 
@@ -23,60 +23,6 @@ def _launch(*args, timeout=900):
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
   return subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "lapo.py"), *args],
                         capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT)
-
-
-def _smoke_config():
-  """The smoke preset on a distractor Breakout (two channels of random-walking dots), so that one run covers every
-  stage, every ablation (the LAOM labels one included) and the distractor wrapper."""
-  config = lapo_config.get_config("smoke")
-  config.env.distractors.kind, config.env.distractors.channels = "dots", 2
-  return config
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-  workdir = str(tmp_path_factory.mktemp("lapo"))
-  results = train_and_evaluate(_smoke_config(), workdir)
-  return workdir, results
-
-
-def test_every_stage_writes_its_outputs(smoke_run):
-  workdir, results = smoke_run
-  on_disk = json.load(open(os.path.join(workdir, "results.json")))
-  assert on_disk["probe_accuracy"] == results["probe_accuracy"]
-  for key in ("probe_accuracy", "oracle_accuracy", "random_idm_accuracy", "online_normalised",
-              "scratch_normalised", "online_rl_no_sl_normalised", "online_rl_no_sl_no_vq_normalised",
-              "probe_accuracy_novq", "probe_over_oracle", "probe_over_random_idm", "probe_accuracy_labels",
-              "online_labels_normalised", "latent_policy_r2", "latent_action_share", "decoded_policy_agreement",
-              "latent_action_share_labels"):
-    assert np.isfinite(results[key]["mean"]), key
-  assert set(results["offline_sweep_normalised"]) == set(results["offline_sweep_normalised_labels"]) == {"16", "64"}
-  for name in ("latent_tsne.png", "latent_tsne_novq.png", "latent_tsne_labels.png", "fdm_predictions.png", "online_decoding.png",
-               "offline_decoding.png", "losses.png", "metrics.jsonl", "references.json"):
-    assert os.path.exists(os.path.join(workdir, name)), name
-  stages = {json.loads(line)["stage"] for line in open(os.path.join(workdir, "metrics.jsonl"))}
-  assert {"expert", "seed0/stage1", "seed0/stage2", "seed0/oracle", "seed0/online", "seed0/scratch",
-          "seed0/online_rl_no_sl", "seed0/stage1_novq", "seed0/online_rl_no_sl_no_vq", "seed0/stage1_labels",
-          "seed0/online_labels"} <= stages
-  labelled_stage1 = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))
-                     if '"seed0/stage1_labels"' in line]
-  assert labelled_stage1 and all("loss/action_ce" in row and "labelled_accuracy" in row
-                                 for row in labelled_stage1 if "loss/recon" in row)
-  shard = next(os.path.join(r, f) for r, _, fs in os.walk(os.path.join(workdir, "data", "train")) for f in fs
-               if f.endswith(".npz"))
-  frames = np.load(shard)["obs"]
-  assert frames.shape[1:] == (10, 10, 4 + 2)                   # Breakout's 4 channels + 2 distractor channels
-  assert frames[..., 4:].any(axis=(1, 2)).all()                # every frame shows its distractors
-  # True actions are in the data for evaluation, and the observation-only stages never needed them:
-  assert os.path.exists(os.path.join(workdir, "data", "train", "_COMPLETE.json"))
-
-
-def test_rerun_resumes_without_retraining(smoke_run):
-  workdir, results = smoke_run
-  lines = open(os.path.join(workdir, "metrics.jsonl")).read()
-  again = train_and_evaluate(_smoke_config(), workdir)
-  assert again["probe_accuracy"] == results["probe_accuracy"]
-  assert open(os.path.join(workdir, "metrics.jsonl")).read() == lines     # nothing was trained again
 
 
 def test_policy_fit_measures_against_hand_computed_values():
