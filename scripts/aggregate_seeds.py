@@ -6,7 +6,10 @@
 Every workdir must hold the run's config.json and results.json and differ from the others in the seed only.
 `--out` is created (or reused if an earlier aggregation wrote it); a directory the project did not write is never
 written into. It gets results.json, results.md and the PNGs (`vidrl_jax.methods.aime.report.aggregate_seeds`).
-LAPO needs no such step: one LAPO workdir already runs `num_seeds` seeds and its report aggregates them.
+LAPO runs all its seeds in one workdir and its report aggregates them; `lapo WORKDIR --out DIR` summarises a
+finished run's per-seed values again with this version's statistics (e.g. a results.json written before rliable):
+
+  .venv/bin/python scripts/aggregate_seeds.py lapo docs/lapo_cpu --out docs/lapo_cpu/rliable
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from vidrl_jax import stats  # noqa: E402
 from vidrl_jax.errors import VidrlError  # noqa: E402
 from vidrl_jax.methods.aime import report as aime_report  # noqa: E402
+from vidrl_jax.methods.lapo import report as lapo_report  # noqa: E402
 
-AGGREGATORS = {"aime": aime_report.aggregate_seeds}
+AGGREGATORS = {"aime": aime_report.aggregate_seeds, "lapo": lapo_report.aggregate_run}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -37,7 +41,8 @@ def main(argv: list[str] | None = None) -> None:
   except VidrlError as e:
     sys.exit(f"error: {e}")
   print(open(os.path.join(args.out, "results.md")).read())
-  print("wrote", ", ".join(sorted(os.path.basename(p) for p in results["plots"].values())), "to", args.out)
+  print("wrote results.json, results.md", *sorted(os.path.basename(p) for p in results["plots"].values()),
+        "to", args.out)
 
 
 if __name__ == "__main__":

@@ -52,6 +52,43 @@ def test_lapo_summary_is_iqm_with_intervals_and_counts_seeds():
   assert np.isfinite(r["scratch_normalised"]["iqm"])
 
 
+def test_lapo_resummary_of_an_older_results_json(tmp_path):
+  """A results.json written before rliable (mean, std, per_seed) summarised again: IQM = mean for 3 seeds, the
+  interval inside the seeds' range, an ablation run on fewer seeds counted as such, the targets checked again, and
+  the output directory claimed (a foreign one refused)."""
+  old = {"method": "lapo", "preset": "cpu", "env": "Breakout-MinAtar", "seeds": [0, 1, 2], "references": {},
+         "probe_over_oracle": {"mean": 0.9, "std": 0.1, "per_seed": [0.8, 0.9, 1.0]},
+         "probe_over_random_idm": {"mean": 1.0, "std": 0.0, "per_seed": [1.0, 1.0, 1.0]},
+         "scratch_normalised": {"mean": 0.2, "std": 0.0, "per_seed": [0.2, 0.2, 0.2]},
+         "online_normalised": {"mean": 0.1, "std": 0.1, "per_seed": [0.0, 0.1, 0.2]},
+         "online_rl_no_sl_normalised": {"mean": 0.5, "std": 0.1, "per_seed": [0.4, 0.6]},
+         "offline_sweep_normalised": {"256": {"mean": 0.3, "std": 0.1, "per_seed": [0.2, 0.3, 0.4]}},
+         "targets": {"stale": True}}
+  r = lapo_report.resummarise(old)
+  assert r["probe_over_oracle"]["iqm"] == pytest.approx(0.9) and "std" not in r["probe_over_oracle"]
+  lo, hi = r["probe_over_oracle"]["iqm_ci"]
+  assert 0.8 <= lo < 0.9 < hi <= 1.0
+  assert r["online_rl_no_sl_normalised"]["n"] == 2 and r["online_rl_no_sl_normalised"]["iqm"] == pytest.approx(0.5)
+  assert r["offline_sweep_normalised"]["256"]["iqm"] == pytest.approx(0.3)
+  assert r["targets"] == {"probe >= 0.9 x oracle": True, "probe >= 2 x random IDM": False,
+                          "offline decoding with 256 labels >= 0.6": False,
+                          "offline decoding with 256 labels >= PPO from scratch": True,
+                          "online decoding >= 0.9": False, "online decoding ahead of PPO from scratch": False}
+  run = tmp_path / "run"
+  run.mkdir()
+  (run / "results.json").write_text(json.dumps(old))
+  lapo_report.aggregate_run([str(run)], str(tmp_path / "out"))
+  assert json.loads((tmp_path / "out" / "results.json").read_text())["probe_over_oracle"]["iqm_ci"] == [lo, hi]
+  assert "IQM [95% CI] over 3 seeds" in (tmp_path / "out" / "results.md").read_text()
+  (tmp_path / "theirs").mkdir()
+  (tmp_path / "theirs" / "notes.txt").write_text("mine")
+  with pytest.raises(VidrlError, match="did not write"):
+    lapo_report.aggregate_run([str(run)], str(tmp_path / "theirs"))
+  assert (tmp_path / "theirs" / "notes.txt").read_text() == "mine"
+  with pytest.raises(VidrlError, match="not a LAPO run"):
+    lapo_report.resummarise({"method": "aime"})
+
+
 def _aime_workdir(root, name: str, seed: int, aime: list[list[float]], bco: list[list[float]], bc: list[float],
                   **config) -> str:
   """A finished AIME workdir of 2 datasets (a, b) x 2 demo tasks (x, y): config.json and results.json."""

@@ -79,3 +79,17 @@ def mark_complete(directory: str, summary: dict) -> None:
   if owner(directory) is None:
     raise VidrlError(f"{directory} was not claimed by the project (no {OWNER}); claim it before collecting")
   io.write_json(io.join(directory, MARKER), summary)
+
+
+def claim_output(directory: str, fmt: str, meta: dict) -> None:
+  """Claims `directory` for a report of format `fmt` (e.g. an aggregation over seeds): refused, with one sentence,
+  when it holds files the project did not write or the project's files of another format; reused when an earlier
+  report of the same format wrote it."""
+  if state(directory) == "foreign":
+    raise VidrlError(f"{directory} holds files the project did not write (no {OWNER}); it is never written into: "
+                     f"pass a new or empty --out")
+  current = owner(directory) if io.isdir(directory) else None
+  if current is not None and current.get("format") != fmt:
+    raise VidrlError(f"{directory} holds the project's {current.get('format')!r} files, not {fmt!r}; pass another "
+                     f"--out")
+  claim(directory, {"format": fmt, **meta}, restart=False)

@@ -162,19 +162,6 @@ def _check_same_runs(workdirs: list[str], runs: list[tuple[dict, dict]]) -> list
   return seeds
 
 
-def _claim(out: str, workdirs: list[str]) -> None:
-  """`out` becomes the project's own (data/ownership.py's marker) before anything is written; a directory the
-  project did not write, or one it wrote for something else, is never written into."""
-  if ownership.state(out) == "foreign":
-    raise VidrlError(f"{out} holds files the project did not write (no {ownership.OWNER}); it is never written "
-                     f"into: pass a new or empty --out")
-  owner = ownership.owner(out) if io.isdir(out) else None
-  if owner is not None and owner.get("format") != AGGREGATE_FORMAT:
-    raise VidrlError(f"{out} holds the project's {owner.get('format')!r} files, not an aggregation; pass another "
-                     f"--out")
-  ownership.claim(out, {"format": AGGREGATE_FORMAT, "workdirs": list(workdirs)}, restart=False)
-
-
 def seed_statistics(tables: list[dict], reps: int = stats.REPS, seed: int = 0, order: tuple = ((), ())) -> dict:
   """Per setting over the seeds' normalised tables (`results["table"]`): per cell the IQM of AIME and BCO(0) with
   intervals over seeds; the IQM over (seeds x cells) of AIME, BCO(0) and BC, cells as tasks of a stratified
@@ -223,7 +210,7 @@ def aggregate_seeds(workdirs: list[str], out: str, reps: int = stats.REPS, seed:
     raise VidrlError("no workdirs to aggregate; pass one finished AIME workdir per seed")
   runs = [_read_run(w) for w in workdirs]
   seeds = _check_same_runs(workdirs, runs)
-  _claim(out, workdirs)
+  ownership.claim_output(out, AGGREGATE_FORMAT, {"workdirs": list(workdirs)})
   results = {"method": "aime", "workdirs": list(workdirs), "seeds": seeds, "n_seeds": len(seeds),
              "interval": stats.interval_name(), "bootstrap_reps": int(reps), "bootstrap_seed": int(seed),
              "experts": [r["experts"] for r, _ in runs],

@@ -9,7 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 from sklearn.manifold import TSNE
 
-from vidrl_jax import plots, stats
+from vidrl_jax import io, plots, stats
+from vidrl_jax.data import ownership
+from vidrl_jax.errors import VidrlError
 from vidrl_jax.methods.lapo import models
 from vidrl_jax.nets import vq as vq_lib
 
@@ -66,21 +68,71 @@ def summarise(config, refs: dict, data_info: dict, per_seed: list[dict]) -> dict
     out[f"offline_sweep_normalised{tag}"] = {n: summaries.pop(f"offline_sweep_normalised{tag}/{n}")
                                              for n in sizes if f"offline_sweep_normalised{tag}/{n}" in summaries}
   out.update(summaries)
+  out["targets"] = _targets(out)
+  return out
+
+
+def _targets(out: dict) -> dict[str, bool]:
+  """The issue's targets, checked on the IQM over seeds."""
   online = out.get("online_normalised", {}).get("iqm")
   scratch = out.get("scratch_normalised", {}).get("iqm")
-  offline256 = out["offline_sweep_normalised"].get("256", {}).get("iqm")
-  out["targets"] = {
+  offline256 = out.get("offline_sweep_normalised", {}).get("256", {}).get("iqm")
+  targets = {
       "probe >= 0.9 x oracle": out["probe_over_oracle"]["iqm"] >= 0.9,
       "probe >= 2 x random IDM": out["probe_over_random_idm"]["iqm"] >= 2.0,
   }
   if offline256 is not None:
-    out["targets"]["offline decoding with 256 labels >= 0.6"] = offline256 >= 0.6
+    targets["offline decoding with 256 labels >= 0.6"] = offline256 >= 0.6
   if offline256 is not None and scratch is not None:
-    out["targets"]["offline decoding with 256 labels >= PPO from scratch"] = offline256 >= scratch
+    targets["offline decoding with 256 labels >= PPO from scratch"] = offline256 >= scratch
   if online is not None and scratch is not None:
-    out["targets"]["online decoding >= 0.9"] = online >= 0.9
-    out["targets"]["online decoding ahead of PPO from scratch"] = online > scratch
+    targets["online decoding >= 0.9"] = online >= 0.9
+    targets["online decoding ahead of PPO from scratch"] = online > scratch
+  return targets
+
+
+RESUMMARY_FORMAT = "lapo_resummary"
+
+
+def resummarise(results: dict) -> dict:
+  """A LAPO results.json summarised again from its per-seed values with this version's statistics (`_stats`):
+  for results written before the switch to rliable (mean, std, per_seed) or to redraw the intervals. The targets
+  are checked again on the IQM; everything that is not a per-seed statistic is kept as it is."""
+  if results.get("method") != "lapo" or "seeds" not in results:
+    raise VidrlError("this results.json is not a LAPO run's (no 'method': 'lapo' or no 'seeds'); pass the "
+                     "results.json of experiments/lapo.py")
+  n = len(results["seeds"])
+  pad = lambda v: list(v) + [None] * (n - len(v))   # an ablation on fewer seeds: its values, then gaps
+  per_seed = lambda v: isinstance(v, dict) and isinstance(v.get("per_seed"), list)
+  named = {k: pad(v["per_seed"]) for k, v in results.items() if per_seed(v)}
+  sweeps = {k: v for k, v in results.items() if k.startswith("offline_sweep_normalised") and isinstance(v, dict)}
+  for k, sweep in sweeps.items():
+    named.update({f"{k}/{size}": pad(v["per_seed"]) for size, v in sweep.items() if per_seed(v)})
+  summaries = _stats(named)
+  out = {k: v for k, v in results.items() if not per_seed(v) and k not in sweeps}
+  for k, sweep in sweeps.items():
+    out[k] = {size: summaries.pop(f"{k}/{size}") for size in sweep if f"{k}/{size}" in summaries}
+  out.update(summaries, interval=stats.interval_name(), bootstrap_reps=stats.REPS)
+  out["targets"] = _targets(out)
   return out
+
+
+def aggregate_run(workdirs: list[str], out: str, reps: int = stats.REPS, seed: int = 0) -> dict:
+  """`resummarise` of one finished LAPO workdir (it already holds every seed) into `out`: results.json and
+  results.md, `out` claimed as the project's own first (`scripts/aggregate_seeds.py lapo`)."""
+  if len(workdirs) != 1:
+    raise VidrlError(f"LAPO runs all its seeds in one workdir; pass exactly one, got {len(workdirs)}")
+  if reps != stats.REPS or seed != CI_SEED:
+    raise VidrlError(f"LAPO's report draws {stats.REPS} resamples with seed {CI_SEED}; drop --reps and --seed")
+  path = io.join(workdirs[0], "results.json")
+  if not io.exists(path):
+    raise VidrlError(f"{path} does not exist; pass a workdir whose LAPO run finished")
+  results = resummarise(io.read_json(path))
+  ownership.claim_output(out, RESUMMARY_FORMAT, {"workdirs": list(workdirs)})
+  io.write_json(io.join(out, "results.json"), results)
+  io.write_text(io.join(out, "results.md"), markdown(results) + "\n")
+  results["plots"] = {}
+  return results
 
 
 def plots_for(lapo, labelled, per_seed: list[dict], refs: dict, latents: dict[str, dict]) -> dict:
