@@ -129,9 +129,11 @@ def test_checkpoints_and_metrics_written_once_and_resumed(runs):
 def test_a_dead_process_stops_the_other(tmp_path):
   port = _free_port()
   procs = [_start(str(tmp_path), str(tmp_path / f"out{i}.json"), "--num_processes", "2", "--process_id", str(i),
-                  "--port", str(port), "--die_at", "2", "--heartbeat_timeout_s", "5", devices=2) for i in range(2)]
+                  "--port", str(port), "--die_at", "2", "--heartbeat_timeout_s", "10", devices=2) for i in range(2)]
   (code0, text0, _), (code1, text1, _) = _wait(procs, timeout=240)
-  assert code1 == 3, text1[-3000:]                    # process 1 died inside LAPO stage 1, step 2
+  # Process 1 died inside LAPO stage 1, step 2. (A heartbeat timeout much below 10 s can declare a live process
+  # dead on a loaded 2-core machine: seen once at 5 s.)
+  assert code1 == 3, text1[-3000:]
   assert code0 != 0 and not os.path.exists(tmp_path / "out0.json")
   assert "another task died" in text0 or "unhealthy" in text0, text0[-2000:]
 
