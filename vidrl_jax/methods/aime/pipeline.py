@@ -207,7 +207,8 @@ class Aime:
     loop.eval_every = p2.eval_every
     _, metrics = run(task, loop, self.workdir, self.writer, c.seed)
     result = {k.removeprefix("eval/"): v for k, v in metrics.items()}
-    batch = phases.batch_fn(data, min(p2.batch_size, 16), c.seed)(0)
+    whole = data.sample(c.seed, 0, min(p2.batch_size, 16))   # the whole batch on every process (a diagnostic)
+    batch = {"obs": whole["obs"], "action": whole["action"]}
     result["elbo_true_actions"] = phases.true_action_elbo(wm, wm_params, batch, stage_rng(c.seed, name))
     return result
 
