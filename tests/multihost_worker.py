@@ -3,12 +3,13 @@ an online SAC stage through the shared loop, on `--num_processes` processes of `
 each (1 process: the reference run, no distributed runtime).
 
   python tests/multihost_worker.py --workdir W --out O [--num_processes N --process_id i --port P]
-                                   [--stop_after S] [--die_at S]
+                                   [--stop_after S] [--die_at S] [--claim_dir D]
 
 Writes O (JSON): per stage the final parameters' checksum, the stage's steps and, for the first batch this process
 fed the loop, its step and its rows' checksums (each process must see only its own slice of the global batch); `--stop_after` ends every
 stage there (an interruption; rerun without it to resume), `--die_at` kills process 1 inside LAPO stage 1's
-batch of that step (os._exit: no clean-up, as a crashed host).
+batch of that step (os._exit: no clean-up, as a crashed host). `--claim_dir` runs only a shared dataset
+directory's claim (`_claim`).
 """
 
 from __future__ import annotations
@@ -111,6 +112,28 @@ def _sac(seen: dict):
   return task
 
 
+def _claim(directory: str, out: str) -> None:
+  """Both processes claim one dataset directory and write into it, as a collection in a shared workdir does: the
+  claim's stale-file removal must not delete what another process already wrote, and a directory the project may
+  not write must stop every process with the same sentence (no process left waiting)."""
+  import jax
+  from jax.experimental import multihost_utils
+  from vidrl_jax import io
+  from vidrl_jax.data import ownership
+  from vidrl_jax.errors import VidrlError
+  pid = jax.process_index()
+  try:
+    ownership.claim(directory, {"format": "test"})
+  except VidrlError as e:
+    with open(out, "w") as f:
+      json.dump({"error": str(e)}, f)
+    return
+  io.write_npz(io.join(directory, f"from_process{pid}.npz"), {"x": np.full(3, pid)})
+  multihost_utils.sync_global_devices("written")
+  with open(out, "w") as f:
+    json.dump({"files": io.listdir(directory)}, f)
+
+
 def main() -> None:
   p = argparse.ArgumentParser()
   p.add_argument("--workdir", required=True)
@@ -121,6 +144,7 @@ def main() -> None:
   p.add_argument("--stop_after", type=int, default=None)
   p.add_argument("--die_at", type=int, default=None)
   p.add_argument("--heartbeat_timeout_s", type=int, default=10)
+  p.add_argument("--claim_dir", default=None)
   args = p.parse_args()
 
   import jax
@@ -132,6 +156,8 @@ def main() -> None:
                             process_id=args.process_id, heartbeat_timeout_s=args.heartbeat_timeout_s,
                             init_timeout_s=60)
   pid = jax.process_index()
+  if args.claim_dir:
+    return _claim(args.claim_dir, args.out)
   seen: dict = {}
   writer = MetricWriter(args.workdir)
   loop = loop_config(log_every=1, checkpoint_every=2, progress=False)

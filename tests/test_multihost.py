@@ -138,6 +138,31 @@ def test_a_dead_process_stops_the_other(tmp_path):
   assert "another task died" in text0 or "unhealthy" in text0, text0[-2000:]
 
 
+def test_both_processes_claim_one_dataset_directory(tmp_path):
+  """An interrupted collection of ours (owner marker, a stale shard): process 0 alone removes the stale shard,
+  before either writes, so both processes' files survive; a foreign directory stops both with one sentence."""
+  ours, foreign = tmp_path / "ours", tmp_path / "foreign"
+  ours.mkdir()
+  (ours / "_VIDRL_DATASET.json").write_text(json.dumps({"created_by": "vidrl_jax", "format": "test"}))
+  np.savez(ours / "stale.npz", x=np.zeros(1))
+  foreign.mkdir()
+  (foreign / "theirs.txt").write_text("keep")
+  for directory, tag in ((ours, "ours"), (foreign, "foreign")):
+    port = _free_port()
+    outs = [str(tmp_path / f"{tag}{i}.json") for i in range(2)]
+    procs = [_start(str(tmp_path), outs[i], "--num_processes", "2", "--process_id", str(i), "--port", str(port),
+                    "--claim_dir", str(directory), devices=2) for i in range(2)]
+    for code, text, _ in _wait(procs, timeout=180):
+      assert code == 0, text[-3000:]
+    results = [json.load(open(o)) for o in outs]
+    if tag == "ours":
+      expected = ["_VIDRL_DATASET.json", "from_process0.npz", "from_process1.npz"]
+      assert results[0]["files"] == results[1]["files"] == expected
+    else:
+      assert results[0] == results[1] and "did not write" in results[0]["error"]
+      assert os.listdir(foreign) == ["theirs.txt"]
+
+
 def test_incomplete_or_bad_multiprocess_settings_are_one_sentence(monkeypatch):
   for k in ("JAX_NUM_PROCESSES", "JAX_PROCESS_ID", "JAX_COORDINATOR_ADDRESS", "VIDRL_DISTRIBUTED"):
     monkeypatch.delenv(k, raising=False)

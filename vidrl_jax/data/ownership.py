@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 
+import jax
+
 from vidrl_jax import io
 from vidrl_jax.errors import VidrlError
 
@@ -57,13 +59,32 @@ def state(directory: str) -> str:
 def claim(directory: str, meta: dict, restart: bool = True) -> None:
   """Makes `directory` the project's own before anything is written to it. With `restart`, the .npz files of an
   interrupted collection of ours are removed (a collector that resumes file by file passes False).
-  A directory the project did not create is never touched: one-sentence error."""
+  A directory the project did not create is never touched: one-sentence error.
+
+  Several processes (a multi-host run collecting into one shared workdir) all call it: they first agree on the
+  directory's state (a barrier before anyone writes, so each raises the same error or none), then process 0 alone
+  claims it and removes stale files, and the others wait for that before they write their (identical) files."""
+  _barrier(f"claim-check {directory}")
   s = state(directory)
+  _barrier(f"claim-checked {directory}")
   if s == "foreign":
     raise VidrlError(f"{directory} holds files the project did not write (no {OWNER}); it is never written "
                      f"into: use it as a dataset as it is, or point the config's data directory elsewhere")
   if s == "complete":
     raise VidrlError(f"{directory} already holds a finished dataset; read it instead of collecting again")
+  if jax.process_index() == 0:
+    _claim(directory, s, meta, restart)
+  _barrier(f"claimed {directory}")
+
+
+def _barrier(name: str) -> None:
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(name)
+
+
+def _claim(directory: str, s: str, meta: dict, restart: bool) -> None:
+  """Process 0's part of `claim` for the state `s` ('absent' or 'partial')."""
   if s == "absent":
     io.makedirs(directory)
     io.write_json(io.join(directory, OWNER), {"created_by": "vidrl_jax", **meta})
