@@ -20,7 +20,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from vidrl_jax import stats  # noqa: E402
+from vidrl_jax import io, stats  # noqa: E402
 from vidrl_jax.errors import VidrlError  # noqa: E402
 from vidrl_jax.methods.aime import report as aime_report  # noqa: E402
 from vidrl_jax.methods.lapo import report as lapo_report  # noqa: E402
@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> None:
     results = AGGREGATORS[args.method](args.workdirs, args.out, reps=args.reps, seed=args.seed)
   except VidrlError as e:
     sys.exit(f"error: {e}")
-  print(open(os.path.join(args.out, "results.md")).read())
+  with io.open(io.join(args.out, "results.md")) as f:
+    print(f.read())
   print("wrote results.json, results.md", *sorted(os.path.basename(p) for p in results["plots"].values()),
         "to", args.out)
 

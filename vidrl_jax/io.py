@@ -219,12 +219,12 @@ def write_npz(path: str, arrays: dict[str, np.ndarray], compress: bool = True) -
 
 def load_npz(path: str) -> dict[str, np.ndarray]:
   """Every array of an npz file, read into memory (a URL's bytes are fetched whole: `np.load` needs to seek)."""
-  if not is_url(path):
-    with np.load(_local(path), allow_pickle=False) as z:
-      return {k: z[k] for k in z.files}
-  with open(path, "rb") as f:
-    blob = _io.BytesIO(f.read())
-  with np.load(blob, allow_pickle=False) as z:
+  if is_url(path):
+    with open(path, "rb") as f:
+      source = _io.BytesIO(f.read())
+  else:
+    source = _local(path)
+  with np.load(source, allow_pickle=False) as z:
     return {k: z[k] for k in z.files}
 
 

@@ -17,6 +17,7 @@ import numpy as np  # noqa: E402
 from vidrl_jax import io, plots, stats  # noqa: E402
 from vidrl_jax.data import ownership  # noqa: E402
 from vidrl_jax.errors import VidrlError  # noqa: E402
+from vidrl_jax.train import write_results  # noqa: E402
 
 
 def _norm(cells: dict) -> dict:
@@ -162,6 +163,13 @@ def _check_same_runs(workdirs: list[str], runs: list[tuple[dict, dict]]) -> list
   return seeds
 
 
+def _iqm_columns(x: np.ndarray, names: list[str], reps: int, seed: int) -> dict[str, dict]:
+  """{name: {iqm, iqm_ci, per_seed}} of the columns of a (seeds, columns) array (`stats.columns`)."""
+  per = stats.columns(x, reps, seed=seed)
+  return {k: {"iqm": per["iqm"][j], "iqm_ci": [per["iqm_ci_low"][j], per["iqm_ci_high"][j]],
+              "per_seed": x[:, j].tolist()} for j, k in enumerate(names)}
+
+
 def seed_statistics(tables: list[dict], reps: int = stats.REPS, seed: int = 0, order: tuple = ((), ())) -> dict:
   """Per setting over the seeds' normalised tables (`results["table"]`): per cell the IQM of AIME and BCO(0) with
   intervals over seeds; the IQM over (seeds x cells) of AIME, BCO(0) and BC, cells as tasks of a stratified
@@ -180,10 +188,7 @@ def seed_statistics(tables: list[dict], reps: int = stats.REPS, seed: int = 0, o
     s = {"cells": cells, "overall": {}, "per_cell": {}}
     for m, x in scores.items():
       s["overall"][m] = stats.summary(x, reps, seed=seed)
-      per = stats.columns(x, reps, seed=seed)
-      names = cells if m != "bc" else cols
-      s["per_cell"][m] = {k: {"iqm": per["iqm"][j], "iqm_ci": [per["iqm_ci_low"][j], per["iqm_ci_high"][j]],
-                              "per_seed": x[:, j].tolist()} for j, k in enumerate(names)}
+      s["per_cell"][m] = _iqm_columns(x, cells if m != "bc" else cols, reps, seed)
     a, b = scores["aime"], scores["bco"]
     s["p_aime_over_bco"] = stats.probability_of_improvement(a, b, reps, seed=seed)
     point, ci = stats.interval_estimates({"k": [a, b]}, lambda x, y: np.array([np.sum(x.mean(0) > y.mean(0))]),
@@ -193,9 +198,7 @@ def seed_statistics(tables: list[dict], reps: int = stats.REPS, seed: int = 0, o
     variants = sorted(set.intersection(*[set(t[setting].get("ablations", {})) for t in tables]))
     if variants:
       x = np.array([[t[setting]["ablations"][v] for v in variants] for t in tables])
-      per = stats.columns(x, reps, seed=seed)
-      s["ablations"] = {v: {"iqm": per["iqm"][j], "iqm_ci": [per["iqm_ci_low"][j], per["iqm_ci_high"][j]],
-                            "per_seed": x[:, j].tolist()} for j, v in enumerate(variants)}
+      s["ablations"] = _iqm_columns(x, variants, reps, seed)
     top = max(1.0, max(float(x.max()) for x in scores.values()))
     s["profiles"] = stats.performance_profile({METHODS[m]: x for m, x in scores.items()},
                                               np.linspace(0.0, top, 41), reps, seed=seed)
@@ -226,8 +229,7 @@ def aggregate_seeds(workdirs: list[str], out: str, reps: int = stats.REPS, seed:
         os.path.join(out, f"iqm_{setting}.png"),
         {METHODS[m]: (v["iqm"], *v["iqm_ci"]) for m, v in s["overall"].items()},
         "IQM of normalised return [95% CI]", f"{setting}: IQM over {stats.seeds(n)} x {len(s['cells'])} cells{bc}")
-  io.write_json(os.path.join(out, "results.json"), results)
-  io.write_text(os.path.join(out, "results.md"), seeds_markdown(results))
+  write_results(out, results, seeds_markdown(results))
   return results
 
 

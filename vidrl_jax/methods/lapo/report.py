@@ -14,6 +14,7 @@ from vidrl_jax.data import ownership
 from vidrl_jax.errors import VidrlError
 from vidrl_jax.methods.lapo import models
 from vidrl_jax.nets import vq as vq_lib
+from vidrl_jax.train import write_results
 
 ACTION_NAMES = {"Asterix-MinAtar": ["noop", "left", "up", "right", "down"],
                 "Breakout-MinAtar": ["noop", "left", "right"],
@@ -24,8 +25,8 @@ CI_SEED = 0   # the bootstrap's seed: the same per-seed results give the same in
 
 def _stats(named: dict[str, list]) -> dict[str, dict]:
   """{metric: per-seed values} -> {metric: {n, per_seed, mean, se, iqm, iqm_ci, mean_ci}} over the seeds with a
-  finite value (an ablation runs on fewer seeds: its n says how many), the intervals `stats.INTERVAL`s of one
-  stratified bootstrap per set of seeds (`stats.columns`)."""
+  finite value (an ablation runs on fewer seeds: its n says how many), the intervals (`stats.interval_name()`) from
+  one stratified bootstrap per set of seeds (`stats.columns`)."""
   groups: dict[tuple, list[str]] = {}
   for name, values in named.items():
     mask = tuple(v is not None and bool(np.isfinite(v)) for v in values)
@@ -129,8 +130,7 @@ def aggregate_run(workdirs: list[str], out: str, reps: int = stats.REPS, seed: i
     raise VidrlError(f"{path} does not exist; pass a workdir whose LAPO run finished")
   results = resummarise(io.read_json(path))
   ownership.claim_output(out, RESUMMARY_FORMAT, {"workdirs": list(workdirs)})
-  io.write_json(io.join(out, "results.json"), results)
-  io.write_text(io.join(out, "results.md"), markdown(results) + "\n")
+  write_results(out, results, markdown(results))
   results["plots"] = {}
   return results
 
