@@ -4,4 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export JAX_PLATFORMS=cpu MUJOCO_GL=egl
-exec .venv/bin/python -m pytest -q "$@" tests
+exec .venv/bin/python -m pytest --durations=25 "$@" tests

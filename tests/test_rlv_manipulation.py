@@ -17,7 +17,7 @@ pytest.importorskip("metaworld")
 from vidrl_jax.data import ownership  # noqa: E402
 from vidrl_jax.errors import VidrlError  # noqa: E402
 from vidrl_jax.methods.rlv import manipulation as mp  # noqa: E402
-from vidrl_jax.train import MetricWriter, run  # noqa: E402
+from vidrl_jax.train import MetricWriter, run, stage_finished  # noqa: E402
 
 
 def _config(preset: str, **overrides) -> ml_collections.ConfigDict:
@@ -138,9 +138,9 @@ def test_an_interrupted_stage_resumes_to_the_same_rows(tmp_path):
   pools = mp.make_pools(m, os.path.join(workdir, "manipulation"))
   name = mp.stage_name(cond, 1)
   run(mp.make_task(m, cond, 1, pools, {}), m.loop, workdir, MetricWriter(workdir), 1, stop_after=4)
-  assert not mp.finished(workdir, name, 6)
+  assert not stage_finished(workdir, name, 6)
   mp.train_and_evaluate_manipulation(config, workdir)
-  after = _comparable(MetricWriter(workdir).rows(name))
+  assert stage_finished(workdir, name, 6)
   whole = str(tmp_path / "whole")
   run(mp.make_task(m, cond, 1, pools, {}), m.loop, whole, MetricWriter(whole), 1)
   before = _comparable(MetricWriter(whole).rows(name))

@@ -3,6 +3,7 @@ XLA compilation cache."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -30,8 +31,12 @@ def main(train_and_evaluate: Callable, config, workdir: str, distributed: dict |
   except VidrlError as e:
     sys.exit(f"error: {e}")
   if jax.process_index() == 0:
-    io.makedirs(workdir)
-    io.write_text(io.join(workdir, "config.json"), json.dumps(config.to_dict(), indent=2, default=str))
+    try:
+      io.makedirs(workdir)
+      io.write_text(io.join(workdir, "config.json"), json.dumps(config.to_dict(), indent=2, default=str))
+    except OSError as e:
+      sys.exit(f"error: cannot write the workdir {workdir!r} ({_reason(e)}); pass a --workdir in a directory you "
+               f"can write to")
   logging.info("devices: %s", jax.devices())
   try:
     results = train_and_evaluate(config, workdir)
@@ -42,12 +47,39 @@ def main(train_and_evaluate: Callable, config, workdir: str, distributed: dict |
 
 def run_launcher(train_and_evaluate: Callable, default_config: str, what: str) -> None:
   """All of `experiments/<method>.py`: the `--config` (file:preset, `--config.key=value` overrides) and
-  `--workdir` flags, then `main` under absl with one-sentence flag errors (`parse_flags`)."""
-  config = config_flags.DEFINE_config_file("config", default_config, f"{what} config and preset.")
+  `--workdir` flags, then `main` under absl with one-sentence flag errors (`parse_flags`). `--help` lists these
+  flags with the config's presets (its `PRESETS`); `default_config` is relative to the repository root."""
+  path, _, preset = default_config.partition(":")
+  if not os.path.exists(path):   # launched from another directory: the config beside the launcher's repository
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(sys.argv[0]))), path)
+  presets = ", ".join(_presets(path)) or "see the config file"
+  config = config_flags.DEFINE_config_file(
+      "config", f"{path}:{preset}", f"{what} config file and preset, FILE:PRESET (presets: {presets}; default "
+      f"{preset}); override any key with --config.<key>=<value>, e.g. --config.seed=1.")
   workdir = workdir_flag()
   dist = distributed_flags()
+  for holder in (config, workdir, *dist.values()):   # absl's --help shows the main module's key flags
+    flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS[holder.name])
   app.run(lambda argv: main(train_and_evaluate, config.value, workdir.value,
                             {k: f.value for k, f in dist.items()}), flags_parser=parse_flags)
+
+
+def _presets(path: str) -> list[str]:
+  """The preset names of the config file at `path` (its module-level `PRESETS`), [] if it cannot be read."""
+  try:
+    spec = importlib.util.spec_from_file_location("_vidrl_config_for_help", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return list(getattr(module, "PRESETS", {}))
+  except Exception:   # a broken or missing file is reported by --config itself, with one sentence
+    return []
+
+
+def _reason(error: OSError) -> str:
+  """An OSError in a few words: 'Not a directory: /dev/null/x'."""
+  if error.strerror:
+    return f"{error.strerror}: {error.filename}" if error.filename else error.strerror
+  return str(error) or type(error).__name__
 
 
 def distributed_flags() -> dict[str, flags.FlagHolder]:
@@ -118,11 +150,19 @@ def _env_int(name: str) -> int | None:
                      f"it") from None
 
 
+_HELP_FLAGS = ("-?", "-h", "--help", "--helpshort", "--helpfull", "--helpxml")
+
+
 def parse_flags(argv: Sequence[str]) -> list[str]:
   """absl's flag parsing (pass as `app.run(main, flags_parser=launch.parse_flags)`) with one sentence and exit
   status 1, instead of a traceback, for a bad `--config` file, preset or key and a bad flag value."""
   try:
-    rest = flags.FLAGS(list(argv))
+    try:
+      rest = flags.FLAGS(list(argv))
+    except SystemExit:   # absl exits with status 1 after printing --help; asking for help is no error
+      if any(a.split("=")[0] in _HELP_FLAGS for a in argv[1:]):
+        sys.exit(0)
+      raise
     if "config" in flags.FLAGS:
       getattr(flags.FLAGS["config"].value, "lock")   # a config file that failed to load reports it only now
     return rest
@@ -174,4 +214,6 @@ def enable_compilation_cache() -> None:
 
 
 def workdir_flag() -> flags.FlagHolder:
-  return flags.DEFINE_string("workdir", None, "Run directory: metrics, checkpoints, plots, results.json.")
+  return flags.DEFINE_string("workdir", None, "Run directory (required; a local path or a bucket URL): metrics, "
+                             "TensorBoard events, checkpoints, plots, results.json. Rerunning with the same workdir "
+                             "resumes the run.")

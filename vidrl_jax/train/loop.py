@@ -94,7 +94,7 @@ def run(task: Task, loop: ml_collections.ConfigDict, workdir: str, writer: Metri
   shardings = (task.state_sharding(mesh, abstract) if task.state_sharding
                else jax.tree.map(lambda _: repl, abstract))
 
-  ckpt = Checkpointer(os.path.join(workdir, task.name, "checkpoints"), keep=loop.keep_checkpoints)
+  ckpt = Checkpointer(_checkpoint_dir(workdir, task.name), keep=loop.keep_checkpoints)
   collector = task.collector
   start = ckpt.latest_step()
   if start is None:
@@ -174,6 +174,23 @@ def run(task: Task, loop: ml_collections.ConfigDict, workdir: str, writer: Metri
   if collector is not None:
     eval_metrics = {**collector.summary(), **eval_metrics}
   return state, eval_metrics
+
+
+def stage_finished(workdir: str, name: str, num_steps: int) -> bool:
+  """Whether stage `name` of `workdir` has its checkpoint of step `num_steps`, i.e. `run` would only restore and
+  evaluate it again; asks without opening a stage that has no checkpoint directory (nothing is created)."""
+  directory = _checkpoint_dir(workdir, name)
+  if not io.isdir(directory):
+    return False
+  ckpt = Checkpointer(directory)
+  try:
+    return ckpt.latest_step() == num_steps
+  finally:
+    ckpt.close()
+
+
+def _checkpoint_dir(workdir: str, name: str) -> str:
+  return os.path.join(workdir, name, "checkpoints")
 
 
 def _mean(rows: list[dict]) -> dict[str, float]:

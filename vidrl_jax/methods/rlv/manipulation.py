@@ -50,8 +50,7 @@ from vidrl_jax.methods.rlv import data as rlv_data
 from vidrl_jax.methods.rlv import metaworld_data, model, report
 from vidrl_jax.rl import offpolicy, rnd
 from vidrl_jax.rl.sac import sac_config
-from vidrl_jax.train import MetricWriter, loop_config, run, write_results
-from vidrl_jax.train.checkpoint import Checkpointer
+from vidrl_jax.train import MetricWriter, loop_config, run, stage_finished, write_results
 from vidrl_jax.train.loop import Task, drop_collector_files
 
 METHODS = ("sac", "rlv", "rlv_no_adversarial", "rnd")
@@ -235,20 +234,6 @@ def stage_name(cond: dict, seed: int) -> str:
   return f"mw/{cond['name']}/seed{seed}"
 
 
-def finished(workdir: str, name: str, num_steps: int) -> bool:
-  """Whether stage `name` has its checkpoint of step `num_steps` (then `run` would only evaluate it again, which
-  for pixels costs `eval_episodes` rendered episodes: a rerun skips it). A finished stage's collector files (its
-  replay: up to 2 x 0.7 GB for 100k 48x48 frames) are deleted once it ends, as nothing reads them again."""
-  directory = os.path.join(workdir, name, "checkpoints")
-  if not io.isdir(directory):
-    return False
-  ckpt = Checkpointer(directory)
-  try:
-    return ckpt.latest_step() == num_steps
-  finally:
-    ckpt.close()
-
-
 def make_task(m: ml_collections.ConfigDict, cond: dict, seed: int, pools: dict, envs: dict) -> Task:
   """One condition's stage for one seed: `offpolicy.sac_task` on the interaction env (domain 'none'), evaluated on
   `SuccessOnce`, with RLV's aux and the pool or RND's aux."""
@@ -358,7 +343,7 @@ def markdown(results: dict) -> str:
 def train_and_evaluate_manipulation(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """RLV's Meta-World experiments of `config.manipulation` (`manipulation_config`) in `workdir` (module
   docstring); returns results.json's content. A rerun resumes every unfinished stage and skips finished pools and
-  stages (`finished`)."""
+  stages (`train.stage_finished`)."""
   m = config.manipulation
   check_config(m)
   t0, root = time.time(), os.path.join(workdir, SUBDIR)
@@ -371,9 +356,9 @@ def train_and_evaluate_manipulation(config: ml_collections.ConfigDict, workdir: 
     sac = _sac(m, cond["image_size"])
     for seed in m.seeds:
       name = stage_name(cond, int(seed))
-      if not finished(workdir, name, offpolicy.schedule(sac, int(m.max_steps))["num_steps"]):
+      if not stage_finished(workdir, name, offpolicy.schedule(sac, int(m.max_steps))["num_steps"]):
         run(make_task(m, cond, int(seed), pools, envs), m.loop, workdir, writer, int(seed))
-        drop_collector_files(workdir, name)   # see `finished`
+        drop_collector_files(workdir, name)   # its replay (up to 2 x 0.7 GB of 48x48 frames) is never read again
       curves.setdefault(cond["name"], []).append(stage_curve(writer, name, sac.train_every))
     seconds[cond["name"]] = round(time.time() - t, 1)
   for pair in envs.values():
