@@ -70,9 +70,9 @@ def test_phase1_resume_equals_uninterrupted(pendulum_trajs, tmp_path):
   _, _, full = _phase1(pendulum_trajs, str(tmp_path / "a"))
   _phase1(pendulum_trajs, str(tmp_path / "b"), stop_after=4)
   _, _, resumed = _phase1(pendulum_trajs, str(tmp_path / "b"))
-  np.testing.assert_allclose(jax.tree.leaves(full.params)[0], jax.tree.leaves(resumed.params)[0], rtol=1e-6)
+  # The loop resumes exactly: the same compiled step on the restored state, bit for bit.
   for a, b in zip(jax.tree.leaves(full.params), jax.tree.leaves(resumed.params)):
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(a, b)
 
 
 def test_model_policy_acts_in_range(pendulum_trajs):
@@ -136,5 +136,5 @@ def test_phase2_ablation_weights_select_terms(pendulum_trajs):
     totals[name] = float(total)
     rec_sum = sum(float(v) for k, v in m.items() if k.startswith("loss/rec/"))
     expect = {"both": rec_sum + float(m["loss/kl"]), "kl_only": float(m["loss/kl"]), "rec_only": rec_sum}[name]
-    np.testing.assert_allclose(totals[name], expect, rtol=1e-5)
-  np.testing.assert_allclose(totals["both"], totals["kl_only"] + totals["rec_only"], rtol=1e-5)
+    np.testing.assert_allclose(totals[name], expect, rtol=1e-5, atol=1e-6)   # float32 sums in other orders
+  np.testing.assert_allclose(totals["both"], totals["kl_only"] + totals["rec_only"], rtol=1e-5, atol=1e-6)

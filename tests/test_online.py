@@ -200,4 +200,4 @@ def test_vec_evaluator_matches_a_python_loop():
     total += np.where(finished, 0.0, np.asarray(reward))
     finished |= np.asarray(done)
   assert finished.all() and np.all(total < 0)
-  np.testing.assert_allclose(got, total, rtol=1e-5)
+  np.testing.assert_allclose(got, total, rtol=1e-5, atol=1e-5)   # scanned float32 steps vs one call at a time

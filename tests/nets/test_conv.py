@@ -9,23 +9,25 @@ import pytest
 
 from vidrl_jax.nets.conv import ConvDecoder, ConvEncoder, conv_transpose_valid_matmul, conv_valid_matmul
 
-RNG = np.random.default_rng(0)  # Inputs and params from numpy: threefry inits of rank-4 kernels compile slowly.
+# Inputs and params from numpy (each test its own seeded generator): threefry inits of rank-4 kernels compile slowly.
 DN = ("NHWC", "HWIO", "NHWC")
 
 
-def _normal(*shape: int) -> jax.Array:
-  return jnp.asarray(RNG.standard_normal(shape), jnp.float32)
+def _normal(rng: np.random.Generator, *shape: int) -> jax.Array:
+  return jnp.asarray(rng.standard_normal(shape), jnp.float32)
 
 
-def _params(net, x) -> dict:
+def _params(rng: np.random.Generator, net, x) -> dict:
   """Random params of the net's tree (from its abstract init: nothing compiled), biases nonzero."""
   tree = jax.eval_shape(net.init, jax.random.key(0), x)
-  return jax.tree.map(lambda s: _normal(*s.shape) / math.sqrt(math.prod(s.shape[:-1]) if len(s.shape) > 1 else 10),
-                      tree)
+  return jax.tree.map(
+      lambda s: _normal(rng, *s.shape) / math.sqrt(math.prod(s.shape[:-1]) if len(s.shape) > 1 else 10), tree)
 
 
-def _assert_close(actual, desired, rtol: float = 1e-5) -> None:
-  """Every leaf within rtol of the leaf's largest magnitude (relative error of the whole array)."""
+def _assert_close(actual, desired, rtol: float = 5e-5) -> None:
+  """Every leaf within rtol of the leaf's largest magnitude (relative error of the whole array): the impls sum the
+  same float32 products in other orders, and the gradients sum thousands of them (differences up to ~2e-6 of the
+  largest magnitude seen; a wrong tap, stride or padding is O(1))."""
   assert jax.tree.structure(actual) == jax.tree.structure(desired)
   for a, d in zip(jax.tree.leaves(actual), jax.tree.leaves(desired)):
     a, d = np.asarray(a), np.asarray(d)
@@ -56,7 +58,8 @@ def test_shapes_paper_width():
 def test_functions_match_lax(k, s, h, transpose):
   """conv_valid_matmul / conv_transpose_valid_matmul == lax (output, input and kernel gradients) beyond the nets'
   geometry: k not a multiple of s, H != W, the image zero-padded to whole s x s blocks."""
-  x, kernel = _normal(2, h, h + 1, 3), _normal(k, k, 3, 5)
+  rng = np.random.default_rng(0)
+  x, kernel = _normal(rng, 2, h, h + 1, 3), _normal(rng, k, k, 3, 5)
   if transpose:
     ref = lambda x, w: jax.lax.conv_transpose(x, w, (s, s), "VALID", dimension_numbers=DN)  # noqa: E731
     ours = lambda x, w: conv_transpose_valid_matmul(x, w, s)  # noqa: E731
@@ -98,9 +101,10 @@ def _both_impls(make, params, x, plain=None):
 def test_encoder_impls_match():
   """uint8 (B, T, 64, 64, 3) frames; gradients w.r.t. params and input through the same frames as float."""
   make = lambda impl: ConvEncoder(4, impl=impl)  # noqa: E731
-  image = jnp.asarray(RNG.integers(0, 256, (3, 2, 64, 64, 3)), jnp.uint8)
+  rng = np.random.default_rng(1)
+  image = jnp.asarray(rng.integers(0, 256, (3, 2, 64, 64, 3)), jnp.uint8)
   _same_param_tree(make, image)
-  out = _both_impls(make, _params(make("xla"), image), image.astype(jnp.float32) / 255.0, plain=image)
+  out = _both_impls(make, _params(rng, make("xla"), image), image.astype(jnp.float32) / 255.0, plain=image)
   _assert_close(out["matmul"], out["xla"])
   _assert_close(out["matmul"][2], out["xla"][0])   # uint8 input == the same frames as float
   assert out["matmul"][2].shape == (3, 2, 128)
@@ -109,9 +113,10 @@ def test_encoder_impls_match():
 def test_decoder_impls_match():
   """(B, T, F) features; gradients w.r.t. params and input."""
   make = lambda impl: ConvDecoder(4, impl=impl)  # noqa: E731
-  feat = _normal(3, 2, 8)
+  rng = np.random.default_rng(2)
+  feat = _normal(rng, 3, 2, 8)
   _same_param_tree(make, feat)
-  out = _both_impls(make, _params(make("xla"), feat), feat)
+  out = _both_impls(make, _params(rng, make("xla"), feat), feat)
   _assert_close(out["matmul"], out["xla"])
   mean = out["matmul"][2]
   assert mean.shape == (3, 2, 64, 64, 3)

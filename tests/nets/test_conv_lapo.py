@@ -52,9 +52,9 @@ def _assert_close(actual, desired, rtol: float = 1e-4) -> None:
     np.testing.assert_allclose(a, d, rtol=0, atol=rtol * max(float(np.abs(d).max()), floor))
 
 
-def _compare(make, *args, plain: bool = True) -> None:
+def _compare(make, *args, plain: bool = True, rtol: float = 1e-4) -> None:
   """Same param tree; same outputs (differentiated, and with `plain` not) and gradients w.r.t. params and every
-  input."""
+  input, within `rtol` (`_assert_close`)."""
   nets = {impl: make(impl) for impl in ("xla", "matmul")}
   trees = {impl: jax.tree.map(jnp.shape, jax.eval_shape(net.init, jax.random.key(0), *args))
            for impl, net in nets.items()}
@@ -73,14 +73,16 @@ def _compare(make, *args, plain: bool = True) -> None:
     return out
 
   out = run(params, *args)
-  _assert_close(out["matmul"], out["xla"])
+  _assert_close(out["matmul"], out["xla"], rtol)
   assert float(jnp.abs(out["xla"][0]).max()) > 0  # not a vacuous comparison
 
 
-@pytest.mark.parametrize("hw,channels,blocks", [((10, 10), (8, 16), 1), ((64, 64), (4, 8, 8), 2)])
-def test_impala_impls_match(hw, channels, blocks):
+# At 64x64 a param gradient sums 3 x 64 x 64 positions of two residual stages (through relus and max-pools): the
+# impls' float32 sums differ by up to ~4e-5 of a bias gradient's largest entry (seen), hence 5e-4 there.
+@pytest.mark.parametrize("hw,channels,blocks,rtol", [((10, 10), (8, 16), 1, 1e-4), ((64, 64), (4, 8, 8), 2, 5e-4)])
+def test_impala_impls_match(hw, channels, blocks, rtol):
   x = _normal(3, *hw, 6)
-  _compare(lambda impl: ImpalaCNN(channels, blocks, out_features=16, impl=impl), x)
+  _compare(lambda impl: ImpalaCNN(channels, blocks, out_features=16, impl=impl), x, rtol=rtol)
 
 
 @pytest.mark.parametrize("hw,base,levels,norm", [((10, 10), 4, 2, "group"), ((16, 16), 4, 3, "group"),

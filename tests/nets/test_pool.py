@@ -45,8 +45,8 @@ def test_pool_gradient_matches_without_ties(shape, fn, ref):
   g = jax.grad(lambda x: jnp.sum(fn(x) * cot))(x)
   g_ref = jax.grad(lambda x: jnp.sum(ref(x) * cot))(x)
   # Same elements get the gradient; with overlapping 3x3 windows an element's contributions are summed in
-  # another order, hence the ulp-level tolerance.
-  np.testing.assert_allclose(np.asarray(g), np.asarray(g_ref), rtol=1e-6, atol=1e-6)
+  # another order, hence a tolerance of a few ulps of the summands (cotangents up to ~4; 4.8e-7 seen).
+  np.testing.assert_allclose(np.asarray(g), np.asarray(g_ref), rtol=1e-5, atol=5e-6)
   np.testing.assert_array_equal(np.asarray(g) != 0, np.asarray(g_ref) != 0)
 
 

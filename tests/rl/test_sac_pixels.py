@@ -77,12 +77,12 @@ def test_aux_gradient_reaches_encoder_and_its_params_and_weight_zero_is_plain_sa
       return weight * jnp.mean(jnp.square(feat @ w - batch["reward"]))
     g_enc, g_w = jax.jit(jax.grad(probe, argnums=(0, 1)))(state.encoder_params, state.aux_params["w"])
     step_enc = jax.tree.map(lambda a, b: np.asarray(a) - np.asarray(b), new.encoder_params, state.encoder_params)
-    if weight == 0:
+    if weight == 0:   # the same update by two programs: float32 rounding (a leaked aux step would be ~lr = 1e-3)
       for name in ("actor_params", "critic_params", "encoder_params", "target_encoder_params", "log_alpha"):
-        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9), getattr(new, name),
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), getattr(new, name),
                      getattr(new_plain, name))
       for k in sac.SAC_METRICS:
-        np.testing.assert_allclose(metrics[k], m_plain[k], rtol=1e-6)
+        np.testing.assert_allclose(metrics[k], m_plain[k], rtol=1e-5, atol=1e-6)
       np.testing.assert_array_equal(new.aux_params["w"], state.aux_params["w"])   # zero gradient, no step
     else:
       # Adam's first step is -lr * sign(gradient): the encoder follows the (dominant) aux gradient, w its own.
@@ -111,7 +111,7 @@ def test_relabel_writes_the_batch_the_sac_losses_see():
   plain = sac.init(jax.random.PRNGKey(0), SPEC, A, config)
   _, want = jax.jit(lambda s, b, k: sac.update(s, b, k, config))(plain, by_hand, rng)
   for k in sac.SAC_METRICS:
-    np.testing.assert_allclose(metrics[k], want[k], rtol=1e-5)
+    np.testing.assert_allclose(metrics[k], want[k], rtol=1e-5, atol=1e-6)
   _, unrelabelled = jax.jit(lambda s, b, k: sac.update(s, b, k, config))(plain, batch, rng)
   assert not np.isclose(float(metrics["critic_loss"]), float(unrelabelled["critic_loss"]))
 
@@ -164,8 +164,8 @@ def test_aux_on_vector_observations_sees_the_states_themselves():
   np.testing.assert_allclose(new.aux_params["w"] - state.aux_params["w"], -1e-2 * np.sign(g_w), atol=1e-6)
   plain, _ = jax.jit(lambda s, b, k: sac.update(s, b, k, config))(sac.init(jax.random.PRNGKey(0), 3, A, config), batch,
                                                                   jax.random.PRNGKey(1))
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9), new.critic_params,
-               plain.critic_params)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), new.critic_params,
+               plain.critic_params)   # two programs, one update: rounding only (an aux step would be ~lr)
 
 
 def test_vector_encoder_is_off_by_default_and_trained_by_aux_losses_when_on():
