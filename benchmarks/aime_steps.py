@@ -3,6 +3,9 @@
   .venv/bin/python benchmarks/aime_steps.py                                   # all cases, official shapes
   .venv/bin/python benchmarks/aime_steps.py --cases=p1_mdp,p2_mdp --steps=20 --json=runs/bench/aime.jsonl
   .venv/bin/python benchmarks/aime_steps.py --batch 4 --length 8 --deter 16 --stoch 4 --hidden 16 --steps 2
+  .venv/bin/python benchmarks/aime_steps.py --cases=p1_mdp,p2_mdp --official=OUTDIR/results.jsonl   # run_all.sh OUTDIR
+  .venv/bin/python benchmarks/aime_steps.py --cases=p1_visual,p2_cpu --batch 2 --length 3 --deter 8 --stoch 4 \
+      --hidden 8 --cnn_width 4 --steps 1 --warmup 0                        # smallest setting (tests/test_benchmarks.py)
 
 Cases: `p1_mdp`, `p2_mdp`, `p1_visual`, `p2_visual` at the official walker shapes (batch 50 x length 50, RSSM
 512 deterministic / 128 stochastic, 2x128 ELU MLPs, tanh-Gaussian policy 2x128; MDP keys orientations (14), height
@@ -12,15 +15,22 @@ keys (LPOMDP: orientations + height). Phase 1 uses the configs' model (`idm=True
 trained as in our runs.
 
 What is timed is the training step itself: `phases.phase1_task` / `phases.phase2_task` build the optimiser and
-step exactly as `experiments/aime.py` does, and the step is jitted over the device mesh with the state donated and
-the step's rng `fold_in(rng, step)`, as in `vidrl_jax/train/loop.py`. The batch is random arrays of the right
-shapes and dtypes, already on the device (the loop's host-to-device copy is not timed).
+step exactly as `experiments/aime.py` does (through `methods/aime/pipeline.py`), and the step is jitted over the
+device mesh with the state donated and the step's rng `fold_in(rng, step)`, as in `vidrl_jax/train/loop.py`. The
+batch is random arrays of the right shapes and dtypes, already on the device (the loop's host-to-device copy is not
+timed).
 
 Reported per case: the median wall time per step over `--steps` steps after `--warmup` warm-up steps, the compile
 time (trace + lower + compile), XLA's buffer sizes for the step (arguments + outputs + temporaries), the peak RSS
 (reset before each case where /proc/self/clear_refs allows it, otherwise the process's peak so far), FLOPs per step
-from XLA's cost analysis and the achieved FLOP/s, and the official PyTorch time on the same kind of 2-core CPU
-(../shared/FACTS.md) with the speed-up official / ours.
+from XLA's cost analysis and the achieved FLOP/s.
+
+Official code: nothing here is compared with a number from another day (the machines are noisy; absolute ms from
+another sitting do not compare). Time the official PyTorch steps in the same sitting
+(../shared/official-timing/: `run_all.sh [outdir]`, or `aime_bench.py --case ...` with RESULT_FILE set; never two
+timings at once) and pass the `results.jsonl` it writes as `--official=PATH`: then the table gets the official
+median ms per step and the ratio official / ours (> 1: ours faster) for `p1_mdp`, `p2_mdp`, `p1_visual` and
+`p2_visual`, and only while no shape is overridden (the official times are at the official shapes).
 
 FLOPs: XLA's cost analysis counts a `while` loop's body once, so the RSSM's `lax.scan` over time would be counted
 for one step out of T. The FLOPs are therefore counted on a second lowering of the same step with every
@@ -46,6 +56,7 @@ import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from benchmarks import _official  # noqa: E402
 from configs.aime import get_config  # noqa: E402
 from vidrl_jax.methods.aime.envs import observation_keys  # noqa: E402
 from vidrl_jax.methods.aime import model as model_lib  # noqa: E402
@@ -65,19 +76,16 @@ _STOCH = flags.DEFINE_integer("stoch", None, "Override: RSSM stochastic size.")
 _HIDDEN = flags.DEFINE_integer("hidden", None, "Override: MLP width (world model and policy).")
 _CNN_WIDTH = flags.DEFINE_integer("cnn_width", None, "Override: conv encoder/decoder width (Visual).")
 _JSON = flags.DEFINE_string("json", None, "Append one JSON line per case to this file.")
+_OFFICIAL = flags.DEFINE_string(
+    "official", None, "results.jsonl of ../shared/official-timing (aime_bench.py / run_all.sh), measured in the same "
+    "sitting: adds the official ms per step and official / ours for the cases at the official shapes.")
 
 ENV = "walker-walk"          # only the keys and shapes matter: walker's sensors, 64x64 images, 6 actions
 ACTION_DIM = 6
 IMAGE_SHAPE = (64, 64, 3)
 SENSOR_SHAPES = {"orientations": (14,), "height": (1,), "velocity": (9,)}
 
-# Official PyTorch median ms per step on the same kind of 2-core CPU (../shared/FACTS.md): (value, measured range).
-OFFICIAL_MS: dict[str, tuple[float, str]] = {
-    "p1_mdp": (445.0, "442-447"),
-    "p2_mdp": (395.0, "393-398"),
-    "p1_visual": (16_000.0, "14,700-16,300"),
-    "p2_visual": (8_300.0, "8,300-11,100"),
-}
+OFFICIAL_CASES = ("p1_mdp", "p2_mdp", "p1_visual", "p2_visual")   # aime_bench.py's cases (results: "aime_<case>")
 
 
 def _config(preset: str) -> ml_collections.ConfigDict:
@@ -208,9 +216,9 @@ def _task(phase: str, preset: str, setting: str) -> tuple[Task, dict, ml_collect
   pc = config.phase1 if phase == "p1" else config.phase2
   batch = _batch(spec, pc.batch_size, pc.window)
   if phase == "p1":
-    return phases.phase1_task("bench/phase1", wm, None, pc), batch, config
+    return phases.phase1_task("bench/phase1", wm, None, pc, seed=0), batch, config
   wm_params = jax.jit(wm.init)(jax.random.PRNGKey(1))          # the frozen phase-1 model (random weights)
-  return phases.phase2_task("bench/phase2", wm, wm_params, None, pc), batch, config
+  return phases.phase2_task("bench/phase2", wm, wm_params, None, pc, seed=0), batch, config
 
 
 def main(argv: list[str]) -> None:
@@ -218,11 +226,16 @@ def main(argv: list[str]) -> None:
   unknown = [c for c in _CASES.value if c not in CASES]
   if unknown:
     raise app.UsageError(f"unknown case(s) {unknown}; choose among {', '.join(CASES)}")
+  if _STEPS.value < 1 or _WARMUP.value < 0:
+    raise app.UsageError("--steps must be >= 1 and --warmup >= 0")
   overridden = any(f.value is not None for f in (_BATCH, _LENGTH, _DETER, _STOCH, _HIDDEN, _CNN_WIDTH))
+  official = _official.read(_OFFICIAL.value, "aime_") if _OFFICIAL.value else None
   print(f"jax {jax.__version__}, devices {jax.devices()}" + (" (shapes overridden)" if overridden else ""))
-  print("| case | shapes | median ms/step | compile s | XLA buffers GiB | peak RSS GiB | GFLOP/step | GFLOP/s "
-        "| official ms | speed-up |")
-  print("|---|---|---|---|---|---|---|---|---|---|")
+  if official is not None:
+    print(_official.header(_OFFICIAL.value, official))
+  print("| case | shapes | median ms/step | compile s | XLA buffers GiB | peak RSS GiB | GFLOP/step | GFLOP/s |"
+        + (_official.COLUMNS if official is not None else ""))
+  print("|---|---|---|---|---|---|---|---|" + (_official.RULE if official is not None else ""))
   for name in _CASES.value:
     for label, preset, setting in _cases(name):
       phase = name.split("_", 1)[0]
@@ -234,23 +247,24 @@ def main(argv: list[str]) -> None:
       reset_ok = _reset_peak_rss()
       r = measure(task, batch, _STEPS.value, _WARMUP.value)
       rss = _peak_rss_gib(reset_ok)
-      official = OFFICIAL_MS.get(name)
-      comparable = official is not None and not overridden     # the reference is at the official shapes only
-      speedup = official[0] / r["ms"] if comparable else None
-      ref = f"{official[0]:,.0f} ({official[1]})" if official else "-"
-      print(f"| {label} | {shapes} | {r['ms']:.1f} | {r['compile_s']:.1f} | {r['xla_gib']:.3f} | {rss:.2f} | "
-            f"{r['gflop']:.3g} | {r['gflops']:.3g} | {ref} | "
-            f"{f'{speedup:.2f}x' if speedup else '- (shapes overridden)' if official else '-'} |", flush=True)
+      # The official times are at the official shapes only: no reference for the cpu preset or overridden shapes.
+      official_ms = official.get(name) if official is not None and name in OFFICIAL_CASES and not overridden else None
+      ratio = official_ms / r["ms"] if official_ms is not None else None
+      row = (f"| {label} | {shapes} | {r['ms']:.1f} | {r['compile_s']:.1f} | {r['xla_gib']:.3f} | {rss:.2f} | "
+             f"{r['gflop']:.3g} | {r['gflops']:.3g} |")
+      if official is not None:
+        row += _official.cells(official_ms, r["ms"], "no official case" if name not in OFFICIAL_CASES
+                               else "shapes overridden" if overridden else "not in the file")
+      print(row, flush=True)
       if _JSON.value:
         row = dict(case=label, preset=preset, setting=setting, obs_keys=list(batch["obs"]),
                    batch=pc.batch_size, length=pc.window, deter=m.deter, stoch=m.stoch, hidden=m.hidden,
                    cnn_width=m.cnn_width, idm=bool(m.idm), steps=_STEPS.value, warmup=_WARMUP.value,
                    median_ms=r["ms"], compile_s=r["compile_s"], xla_buffers_gib=r["xla_gib"], peak_rss_gib=rss,
                    peak_rss_per_case=reset_ok, gflop_per_step=r["gflop"], achieved_gflops=r["gflops"],
-                   loss=r["loss"], official_ms=official[0] if official else None,
-                   official_range=official[1] if official else None,
-                   speedup=speedup, shapes_overridden=overridden, jax=jax.__version__, device=str(jax.devices()[0]),
-                   time=time.strftime("%Y-%m-%dT%H:%M:%S"))
+                   loss=r["loss"], official_file=_OFFICIAL.value, official_ms=official_ms,
+                   official_over_ours=ratio, shapes_overridden=overridden, jax=jax.__version__,
+                   device=str(jax.devices()[0]), time=time.strftime("%Y-%m-%dT%H:%M:%S"))
         os.makedirs(os.path.dirname(os.path.abspath(_JSON.value)), exist_ok=True)
         with open(_JSON.value, "a") as f:
           f.write(json.dumps(row) + "\n")

@@ -7,6 +7,13 @@ updates), after compilation, median over timed task steps; and the speed-up of R
 programs of one run each (R x the 1-run time / the R-run time).
 
   JAX_PLATFORMS=cpu .venv/bin/python benchmarks/fused_seeds.py [--runs 5] [--hidden 128,256] [--steps 1000]
+  JAX_PLATFORMS=cpu .venv/bin/python benchmarks/fused_seeds.py --runs 2 --hidden 8 --steps 100 --methods rlv \
+      --repeats 1 --host_train_every 50                           # smallest setting (tests/test_benchmarks.py)
+
+`--steps` (a multiple of 100, Acrobot's episode length) env steps and updates per timed task step; `--repeats`
+timed task steps per case; the host loop is timed at each of `--host_train_every` ('' skips it). The smallest
+setting is a smoke test, its times mean nothing: below the batch size (256) of collected transitions the first task
+steps skip their updates, and the host loop's difference of two short runs is noise.
 
 Measured 2026-12-02 on this 2-core CPU (load average 1.5), `--runs 5 --hidden 128 --steps 500`, ms per update:
 
@@ -98,18 +105,22 @@ def main() -> None:
   p.add_argument("--hidden", default="128,256")
   p.add_argument("--steps", type=int, default=1000)
   p.add_argument("--methods", default="sac,rlv")
+  p.add_argument("--repeats", type=int, default=3, help="timed task steps per fused case (median)")
+  p.add_argument("--host_train_every", default="1,50", help="train_every values of the host-loop timing ('': none)")
   a = p.parse_args()
+  if a.steps < 100 or a.steps % 100 or a.repeats < 1:
+    p.error("--steps must be a positive multiple of 100 (Acrobot's episode length) and --repeats >= 1")
   print(f"jax {jax.__version__}, {jax.devices()[0].platform}, load average {os.getloadavg()[0]:.1f}")
   print("| method | hidden | ms/update, 1 run | ms/update per run, "
         f"{a.runs} runs in one program | speed-up | compile s (1 / {a.runs}) |")
   print("|---|---|---|---|---|---|")
   for method in a.methods.split(","):
     for h in (int(x) for x in a.hidden.split(",")):
-      one, c1 = fused_ms(1, h, a.steps, method)
-      many, cr = fused_ms(a.runs, h, a.steps, method)
+      one, c1 = fused_ms(1, h, a.steps, method, a.repeats)
+      many, cr = fused_ms(a.runs, h, a.steps, method, a.repeats)
       print(f"| {method} | {h} | {one:.2f} | {many:.2f} | {one / many:.2f}x | {c1:.1f} / {cr:.1f} |", flush=True)
   for h in (int(x) for x in a.hidden.split(",")):
-    for te in (1, 50):
+    for te in (int(x) for x in a.host_train_every.split(",") if x):
       print(f"host loop (offpolicy.sac_task), SAC, hidden {h}, train_every {te}: "
             f"{host_ms(h, a.steps, te):.2f} ms/update", flush=True)
 

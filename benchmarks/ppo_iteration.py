@@ -2,6 +2,8 @@
 
   JAX_PLATFORMS=cpu .venv/bin/python benchmarks/ppo_iteration.py                       # x1 and x4
   JAX_PLATFORMS=cpu .venv/bin/python benchmarks/ppo_iteration.py --multipliers=1 --iterations=5
+  JAX_PLATFORMS=cpu .venv/bin/python benchmarks/ppo_iteration.py --multipliers=0.25 --impls=xla --num_envs=1 \
+      --num_steps=2 --minibatches=1 --iterations=1          # smallest setting (tests/test_benchmarks.py)
 
 One iteration is one step of `rl.ppo.make_ppo_task` (LAPO's expert and stage 3 train this way): a rollout of
 `--num_steps` steps in `--num_envs` envpool Procgen `--game` copies (the envs step inside the compiled program, so
@@ -32,7 +34,7 @@ from vidrl_jax.nets.actor_critic import make_actor_critic  # noqa: E402
 from vidrl_jax.nets.impala import impala_channels  # noqa: E402
 from vidrl_jax.rl.ppo import make_ppo_task, procgen_ppo_config  # noqa: E402
 
-_MULTIPLIERS = flags.DEFINE_list("multipliers", ["1", "4"], "IMPALA channel multipliers to time.")
+_MULTIPLIERS = flags.DEFINE_list("multipliers", ["1", "4"], "IMPALA channel multipliers to time (0.25: 4/8/8).")
 _IMPLS = flags.DEFINE_list("impls", ["xla", "matmul"], "Convolution impls, timed interleaved.")
 _GAME = flags.DEFINE_string("game", "bigfish", "Procgen game.")
 _NUM_ENVS = flags.DEFINE_integer("num_envs", 8, "Envs.")
@@ -42,7 +44,7 @@ _EPOCHS = flags.DEFINE_integer("epochs", 1, "Epochs per iteration.")
 _ITERATIONS = flags.DEFINE_integer("iterations", 3, "Timed iterations per impl (after 1 untimed).")
 
 
-def _compiled(multiplier: int, impl: str):
+def _compiled(multiplier: float, impl: str):
   config = procgen_ppo_config(num_envs=_NUM_ENVS.value, num_steps=_NUM_STEPS.value,
                               num_minibatches=_MINIBATCHES.value, update_epochs=_EPOCHS.value,
                               total_env_steps=10**9)
@@ -63,7 +65,7 @@ def main(argv):
         f"{_EPOCHS.value} epoch(s) x {_MINIBATCHES.value} minibatches; rollout included; impls interleaved")
   print("| IMPALA | impl | median s/iteration | iterations s | compile s | load before, after |")
   print("|---|---|---|---|---|---|")
-  for multiplier in map(int, _MULTIPLIERS.value):
+  for multiplier in map(float, _MULTIPLIERS.value):
     runs = {impl: _compiled(multiplier, impl) for impl in _IMPLS.value}
     times = {impl: [] for impl in runs}
     load = f"{os.getloadavg()[0]:.2f}"
@@ -77,7 +79,7 @@ def main(argv):
     load += f", {os.getloadavg()[0]:.2f}"
     for impl, (_, _, compile_s) in runs.items():
       its = ", ".join(f"{t:.2f}" for t in times[impl])
-      print(f"| x{multiplier} | {impl} | {statistics.median(times[impl]):.2f} | {its} | {compile_s:.1f} | {load} |",
+      print(f"| x{multiplier:g} | {impl} | {statistics.median(times[impl]):.2f} | {its} | {compile_s:.1f} | {load} |",
             flush=True)
 
 

@@ -50,7 +50,7 @@ def run_launcher(train_and_evaluate: Callable, default_config: str, what: str) -
   `--workdir` flags, then `main` under absl with one-sentence flag errors (`parse_flags`). `--help` lists these
   flags with the config's presets (its `PRESETS`); `default_config` is relative to the repository root."""
   path, _, preset = default_config.partition(":")
-  if not os.path.exists(path):   # launched from another directory: the config beside the launcher's repository
+  if not io.exists(path):   # launched from another directory: the config beside the launcher's repository
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(sys.argv[0]))), path)
   presets = ", ".join(_presets(path)) or "see the config file"
   config = config_flags.DEFINE_config_file(
