@@ -63,7 +63,7 @@ def test_gae_truncation_bootstraps_from_next_values():
   assert not np.allclose(adv, gae(rewards, values, dones, last_value, 0.999, 0.9)[0])
 
 
-# ---------------------------------------------------------------- lambda-returns (DreamerV2 Eq. 4, APV Eq. 9)
+# ---------------------------------------------------------------- lambda-returns (DreamerV2's lambda-target)
 
 def _lambda_loop(rewards, values, discounts, bootstrap, lam):
   """R_t = r_t + g_t ((1 - lam) V_{t+1} + lam R_{t+1}), R_T = V_T, one float64 scalar at a time."""

@@ -1,5 +1,5 @@
 """Generalized advantage estimation (Schulman et al., 2016, Eq. 16) and lambda-returns with per-step discounts
-(DreamerV2, Hafner et al. 2021, Eq. 4; APV App. A, Eq. 9), both one reverse `lax.scan` of the same recursion.
+(DreamerV2's lambda-target, Hafner et al. 2021; APV App. A, Eq. 9): one reverse `lax.scan` of one recursion.
 
 Both are the linear backward recursion x_t = a_t + c_t x_{t+1} (`_backward`), with different a, c and x_T:
 
