@@ -1,16 +1,25 @@
-"""Diagonal Gaussian and tanh-Gaussian distributions as plain functions of (mean, std) arrays.
+"""Diagonal Gaussian, tanh-Gaussian and one-hot categorical distributions as plain functions of arrays.
 
-Everything here is elementwise over the last axis: log-probabilities and KLs are returned *per dimension* so that a
-caller can reweight dimensions (AIME's beta-NLL) before summing. Sum over the last axis for the usual totals.
+The two kinds of latent state, both with one KL (`kl`, dispatching on the kind) and DreamerV2's KL balancing
+(`kl_balanced`): a diagonal Gaussian `Normal` (AIME, PlaNet) over (..., Z), and `OneHotCategorical`, DreamerV2's
+discrete latent of 32 variables x 32 classes, logits (..., vars, classes), sampled as one-hot vectors with
+straight-through gradients.
+
+Log-probabilities, entropies and KLs are returned *per dimension* of the latent's last axis: per Gaussian
+dimension (..., Z), so that a caller can reweight dimensions (AIME's beta-NLL) before summing, and per categorical
+variable (..., vars), summed over its classes. Sum over the last axis for the totals (the KL of the whole latent:
+DreamerV2's `Independent(OneHotCategorical, 1)`), the same line for both kinds.
 """
 
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import NamedTuple, Union
 
 import jax
 import jax.numpy as jnp
+
+from vidrl_jax.errors import VidrlError
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -40,14 +49,78 @@ def kl_normal(q: Normal, p: Normal) -> jax.Array:
   return 0.5 * (var_ratio + t - 1.0 - jnp.log(var_ratio))
 
 
-def kl_balanced(q: Normal, p: Normal, balance: float | None) -> jax.Array:
-  """KL balancing (DreamerV2): `b * KL[sg(q) || p] + (1 - b) * KL[q || sg(p)]`; same value, reweighted gradients.
+class OneHotCategorical(NamedTuple):
+  """Independent categoricals, one per variable: logits (..., vars, classes) (DreamerV2: 32 x 32).
+
+  Samples and the mode are one-hot (..., vars, classes); log-probabilities and entropies are per variable
+  (..., vars). Sampling is straight-through (Bengio et al. 2013, as in DreamerV2): the value is the one-hot
+  sample, the gradient that of the probabilities.
+  """
+  logits: jax.Array
+
+  @classmethod
+  def from_flat(cls, logits: jax.Array, classes: int = 32) -> "OneHotCategorical":
+    """From a layer's flat output (..., vars * classes), e.g. 1024 = 32 x 32 as DreamerV2's RSSM reshapes it."""
+    if logits.shape[-1] % classes:
+      raise VidrlError(f"{logits.shape[-1]} logits do not split into variables of {classes} classes")
+    return cls(logits.reshape(*logits.shape[:-1], logits.shape[-1] // classes, classes))
+
+  @property
+  def probs(self) -> jax.Array:
+    return jax.nn.softmax(self.logits, axis=-1)
+
+  def sample(self, rng: jax.Array) -> jax.Array:
+    """One-hot samples with the straight-through gradient: onehot + (probs - sg(probs))."""
+    index = jax.random.categorical(rng, self.logits, axis=-1)
+    onehot = jax.nn.one_hot(index, self.logits.shape[-1], dtype=self.logits.dtype)
+    probs = self.probs
+    return onehot + (probs - jax.lax.stop_gradient(probs))   # parenthesised: the value stays exactly one-hot
+
+  def mode(self) -> jax.Array:
+    """The most probable class of each variable, one-hot (no gradient)."""
+    return jax.nn.one_hot(jnp.argmax(self.logits, axis=-1), self.logits.shape[-1], dtype=self.logits.dtype)
+
+  def log_prob(self, x: jax.Array) -> jax.Array:
+    """Per-variable log-probability of one-hot x (..., vars, classes)."""
+    return jnp.sum(x * jax.nn.log_softmax(self.logits, axis=-1), axis=-1)
+
+  def entropy(self) -> jax.Array:
+    """Per-variable entropy -sum_c p_c log p_c."""
+    return -jnp.sum(self.probs * jax.nn.log_softmax(self.logits, axis=-1), axis=-1)
+
+  def stop_gradient(self) -> "OneHotCategorical":
+    return OneHotCategorical(jax.lax.stop_gradient(self.logits))
+
+
+def kl_categorical(q: OneHotCategorical, p: OneHotCategorical) -> jax.Array:
+  """Per-variable KL[q || p] = sum_c q_c (log q_c - log p_c), (..., vars)."""
+  log_q = jax.nn.log_softmax(q.logits, axis=-1)
+  return jnp.sum(jnp.exp(log_q) * (log_q - jax.nn.log_softmax(p.logits, axis=-1)), axis=-1)
+
+
+Latent = Union[Normal, OneHotCategorical]
+
+
+def kl(q: Latent, p: Latent) -> jax.Array:
+  """KL[q || p] of two latents of the same kind, per dimension (Gaussian, (..., Z)) or per variable (categorical,
+  (..., vars))."""
+  if isinstance(q, Normal) and isinstance(p, Normal):
+    return kl_normal(q, p)
+  if isinstance(q, OneHotCategorical) and isinstance(p, OneHotCategorical):
+    return kl_categorical(q, p)
+  raise VidrlError(f"no KL between a {type(q).__name__} and a {type(p).__name__}: the posterior and the prior must "
+                   "be both Normal or both OneHotCategorical")
+
+
+def kl_balanced(q: Latent, p: Latent, balance: float | None) -> jax.Array:
+  """DreamerV2's KL balancing: `b * KL[sg(q) || p] + (1 - b) * KL[q || sg(p)]`, for either kind of latent: the
+  value of the KL, with the prior's gradient scaled by b and the posterior's by 1 - b (b = 0.8 in DreamerV2, APV).
 
   `balance=None` is the plain KL (AIME's default).
   """
   if balance is None:
-    return kl_normal(q, p)
-  return balance * kl_normal(q.stop_gradient(), p) + (1 - balance) * kl_normal(q, p.stop_gradient())
+    return kl(q, p)
+  return balance * kl(q.stop_gradient(), p) + (1 - balance) * kl(q, p.stop_gradient())
 
 
 class TanhNormal(NamedTuple):

@@ -1,4 +1,6 @@
-"""Named losses: every objective is a dict of terms, weighted by the config and logged term by term."""
+"""Named losses: every objective is a dict of terms, weighted by the config and logged term by term; the KL term
+of a latent model (`kl_loss`: balancing and free nats, AIME's per-step and DreamerV2's averaged, for Gaussian and
+categorical latents alike) and AIME's ELBO built on it."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ from typing import Mapping
 import jax
 import jax.numpy as jnp
 
-from vidrl_jax.distributions import Normal, kl_balanced
+from vidrl_jax.distributions import Latent, Normal, kl_balanced
 from vidrl_jax.errors import VidrlError
 
 
@@ -44,8 +46,31 @@ def weighted_sum(losses: Mapping[str, jax.Array], weights: Mapping[str, float],
   return total, metrics
 
 
-def elbo_losses(targets: Mapping[str, jax.Array], decoded: Mapping[str, Normal], posterior: Normal,
-                prior: Normal, *, free_nats: float = 0.0, kl_balance: float | None = None,
+def kl_loss(posterior: Latent, prior: Latent, *, balance: float | None = None, free_nats: float = 0.0,
+            free_avg: bool = False) -> tuple[jax.Array, jax.Array]:
+  """The KL term of a latent sequence model with KL balancing and free nats; `posterior` and `prior` both `Normal`
+  (..., Z) or both `OneHotCategorical` (..., vars, classes).
+
+  Returns (loss, kl): `kl` (...) the true KL[q || p] summed over the latent's dimensions or variables; `loss` the
+  term to minimise, whose value is the true KL and whose gradient is that of
+    free_avg=False (AIME):      max(KL, free_nats) elementwise, shape (...): an element (a step of a sequence) below
+                                free_nats gets no gradient;
+    free_avg=True (DreamerV2):  max(mean(KL), free_nats), a scalar: the mean over all of (...) (batch and time), so
+                                no gradient at all while the average KL is below free_nats.
+  The KL is balanced first (`distributions.kl_balanced`, b = `balance`; None: plain). DreamerV2 clips its two
+  balanced halves separately, mix * max(mean KL[q || sg(p)], free) + (1 - mix) * max(mean KL[sg(q) || p], free) with
+  mix = 1 - b; both halves have the value of the KL, so that is the same gradient (the tests check it). Its logged
+  `kl_loss` is the clipped value; here the value stays the true KL (the official AIME's straight-through `clamp_min`).
+  (At b = 0.5 DreamerV2 clips elementwise whatever its `free_avg`; its and APV's configs use b = 0.8.)
+  """
+  kl = jnp.sum(kl_balanced(posterior, prior, balance), axis=-1)
+  value = jnp.mean(kl) if free_avg else kl
+  clamped = jnp.maximum(value, free_nats)
+  return clamped + jax.lax.stop_gradient(value - clamped), kl
+
+
+def elbo_losses(targets: Mapping[str, jax.Array], decoded: Mapping[str, Normal], posterior: Latent,
+                prior: Latent, *, free_nats: float = 0.0, kl_balance: float | None = None,
                 nll_reweight: str = "none") -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
   """The negative ELBO of a filtered sequence as named terms (AIME Eq. 1-3), each of shape (B,), summed over time.
 
@@ -56,9 +81,10 @@ def elbo_losses(targets: Mapping[str, jax.Array], decoded: Mapping[str, Normal],
   Args:
     targets: key -> (T, B, ...) observations (images as float in [0, 1]).
     decoded: key -> Normal over the same shape.
-    posterior, prior: Normal over (T, B, Z).
-    free_nats: the per-step KL (summed over Z) is not penalised below this value; its logged value stays the
-      true KL (gradient only above the threshold, as the official `clamp_min` with a straight-through value).
+    posterior, prior: Normal over (T, B, Z), or OneHotCategorical over (T, B, vars, classes).
+    free_nats: the per-step KL (summed over Z or the variables) is not penalised below this value; its logged value
+      stays the true KL (gradient only above the threshold, as the official `clamp_min` with a straight-through
+      value; `kl_loss` with free_avg=False).
     kl_balance: None, or b in [0, 1] for DreamerV2's balancing (see `distributions.kl_balanced`).
     nll_reweight: 'none', or 'dim_wise' for beta-NLL (Seitzer et al. 2022, beta = 0.5): every dimension's
       log-likelihood is weighted by its stop-gradient std, and the KL by the mean of those weights (paper App. B:
@@ -69,9 +95,7 @@ def elbo_losses(targets: Mapping[str, jax.Array], decoded: Mapping[str, Normal],
   """
   if nll_reweight not in ("none", "dim_wise"):
     raise VidrlError(f"unknown nll_reweight {nll_reweight!r}; use 'none' or 'dim_wise'")
-  kl = jnp.sum(kl_balanced(posterior, prior, kl_balance), axis=-1)            # (T, B)
-  clamped = jnp.maximum(kl, free_nats)
-  kl_for_grad = clamped + jax.lax.stop_gradient(kl - clamped)
+  kl_for_grad, kl = kl_loss(posterior, prior, balance=kl_balance, free_nats=free_nats)   # (T, B) each
 
   losses, metrics = {}, {}
   rec_term = 0.0

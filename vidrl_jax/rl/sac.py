@@ -26,7 +26,7 @@ return the SAC batch (`obs`, `action`, `reward`, `next_obs`, `discount`), extra 
 
 One update computes every loss from the state it is given (critic with the current actor and target critic,
 actor with the current critic, temperature with the actor's log-probability), then applies the Adam steps and the
-Polyak target updates.
+Polyak target updates (`rl.target.polyak`, the project's one).
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ from vidrl_jax.losses import weighted_sum
 from vidrl_jax.nets.encoder import ObsEncoder
 from vidrl_jax.nets.heads import TanhGaussianPolicy
 from vidrl_jax.nets.mlp import MLP
+from vidrl_jax.rl.target import polyak
 
 Params = Any
 Encode = Callable[[Any], jax.Array]
@@ -269,11 +270,6 @@ def actor_loss(q: jax.Array, log_prob: jax.Array, alpha: jax.Array) -> jax.Array
 def alpha_loss(log_alpha: jax.Array, log_prob: jax.Array, entropy_target: float) -> jax.Array:
   """J(alpha) = E[-log_alpha (log pi(a|s) + target_entropy)] (Haarnoja et al. 2018b, Sec. 5), in log alpha."""
   return -jnp.mean(log_alpha * (jax.lax.stop_gradient(log_prob) + entropy_target))
-
-
-def polyak(target: Params, online: Params, tau: float) -> Params:
-  """target <- tau * online + (1 - tau) * target."""
-  return jax.tree.map(lambda t, o: tau * o + (1.0 - tau) * t, target, online)
 
 
 def augment(batch: dict, rng: jax.Array, config: ml_collections.ConfigDict) -> dict:
