@@ -15,7 +15,7 @@ from flax.training.train_state import TrainState
 from vidrl_jax import config as config_lib
 from vidrl_jax.errors import VidrlError
 from vidrl_jax.losses import weighted_sum
-from vidrl_jax.train import MetricWriter, Task, loop_config, run
+from vidrl_jax.train import MetricWriter, Task, loop_config, run, stage_finished
 
 
 def _regression_task(num_steps=12, lr=0.1, poison_step=None):
@@ -54,7 +54,10 @@ def test_resume_equals_uninterrupted(tmp_path):
   full, _ = run(_regression_task(), _loop(), str(tmp_path / "a"), MetricWriter(str(tmp_path / "a")), seed=0)
   writer = MetricWriter(str(tmp_path / "b"))
   run(_regression_task(), _loop(), str(tmp_path / "b"), writer, seed=0, stop_after=6)   # "interrupted"
+  assert not stage_finished(str(tmp_path / "b"), "toy", 12)          # checkpoint 6 of 12
   resumed, _ = run(_regression_task(), _loop(), str(tmp_path / "b"), writer, seed=0)
+  assert stage_finished(str(tmp_path / "b"), "toy", 12)
+  assert not stage_finished(str(tmp_path / "c"), "toy", 12) and not os.path.exists(tmp_path / "c")   # nothing made
   np.testing.assert_array_equal(np.asarray(full.params["w"]), np.asarray(resumed.params["w"]))
   # metrics.jsonl has each logging step once, as the uninterrupted run does.
   steps = [r["step"] for r in writer.rows("toy")]
