@@ -29,7 +29,6 @@ ours (> 1: ours faster) for the official cases `stage1_small` (small, stage1), `
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 import sys

@@ -38,7 +38,8 @@ def pytest_collection_modifyitems(config, items):
 def shared_fixture_users(path: str) -> set[str]:
   """The test functions of a test module whose arguments name one of its module-scoped fixtures (read from the
   source, as the scheduler sees node ids only)."""
-  tree = ast.parse(open(path).read())
+  with open(path) as f:
+    tree = ast.parse(f.read())
   functions = [n for n in tree.body if isinstance(n, ast.FunctionDef)]
 
   def module_scoped(f):

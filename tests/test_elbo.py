@@ -51,7 +51,7 @@ def test_kl_normal_concrete_values():
   p = Normal(_arr([0.0, 0.0]), _arr([1.0, 2.0]))
   expected = [0.125, 0.5 * (-0.6875 + 4 * math.log(2))]
   np.testing.assert_allclose(kl_normal_j(q, p), expected, rtol=1e-6, atol=1e-6)
-  assert expected[1] == pytest.approx(_kl_1d(1.0, 0.5, 0.0, 2.0), rel=1e-12)  # two float64 hand formulas
+  assert expected[1] == pytest.approx(_kl_1d(1.0, 0.5, 0.0, 2.0), rel=1e-12, abs=1e-12)  # two float64 hand formulas
 
 
 def test_kl_normal_is_per_dimension():
@@ -131,9 +131,9 @@ def test_elbo_losses_hand_values():
   assert losses["rec/x"].shape == (1,) and losses["kl"].shape == (1,)
   # Unit-std log-likelihoods: (x - m) = (0.5, 0), (0, -1).
   rec = 0.5 * 0.25 + 0.5 * 0.0 + 0.5 * 0.0 + 0.5 * 1.0 + 4 * HALF_LOG_2PI
-  assert rec == pytest.approx(-sum(map(sum, _hand_logp(ones))), rel=1e-12)  # two float64 hand formulas
+  assert rec == pytest.approx(-sum(map(sum, _hand_logp(ones))), rel=1e-12, abs=1e-12)  # two float64 hand formulas
   kl = 0.125 + 0.5 * (-0.6875 + 4 * math.log(2))
-  assert kl == pytest.approx(sum(_hand_kl_t()), rel=1e-12)
+  assert kl == pytest.approx(sum(_hand_kl_t()), rel=1e-12, abs=1e-12)
   np.testing.assert_allclose(losses["rec/x"], [rec], rtol=1e-6, atol=1e-6)
   np.testing.assert_allclose(losses["kl"], [kl], rtol=1e-6, atol=1e-6)
   np.testing.assert_allclose(metrics["elbo"], -rec - kl, rtol=1e-6, atol=1e-6)

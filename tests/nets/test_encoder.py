@@ -29,7 +29,7 @@ def test_obs_features_dict_convention():
   obs = {"state": jnp.ones((4, 2)), "image": jnp.zeros((4, 8, 8, 3), jnp.uint8), "a": jnp.full((4, 1), 3.0)}
   feats = obs_features(obs, lambda x: jnp.full((x.shape[0], 5), jnp.max(x) + 7.0))
   np.testing.assert_array_equal(feats[0], [7, 7, 7, 7, 7, 3, 1, 1])   # image, then sorted vector keys (exact: copies)
-  np.testing.assert_allclose(obs_features(jnp.asarray([[255]], jnp.uint8), None), [[1.0]], rtol=1e-6)
+  np.testing.assert_allclose(obs_features(jnp.asarray([[255]], jnp.uint8), None), [[1.0]], rtol=1e-6, atol=1e-7)
   with pytest.raises(VidrlError, match="image encoder"):
     obs_features(obs, None)
   net = ObsEncoder(filters=(4,), kernel=3)

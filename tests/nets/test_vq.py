@@ -94,11 +94,11 @@ def test_ema_update_two_codebooks_from_official_init():
   new = ema_update(STATE2, Z2, info["indices"], decay=0.9, eps=1e-5)
   # Every code has count 1: cs = 0.9 * 0 + 0.1 * 1 = 0.1; n = 0.2 per codebook; the smoothing is symmetric:
   # cs_s = (0.1 + 1e-5) / (0.2 + 2e-5) * 0.2 = 0.1.
-  np.testing.assert_allclose(new.cluster_size, [[0.1, 0.1], [0.1, 0.1]], rtol=1e-5)
+  np.testing.assert_allclose(new.cluster_size, [[0.1, 0.1], [0.1, 0.1]], rtol=1e-5, atol=1e-7)
   # es, codebook 0: 0.9 * (-1, 1) + 0.1 * (-0.8, 0.6) = (-0.98, 0.96);
   #     codebook 1: 0.9 * (0, 10) + 0.1 * (1.0, 7.0) = (0.1, 9.7).
   # float32's 1 - 0.9 is 0.1 * (1 + 2.4e-7): the 0.1 entry is off by that much.
-  np.testing.assert_allclose(new.embed_sum, [[[-0.98], [0.96]], [[0.1], [9.7]]], rtol=5e-6)
+  np.testing.assert_allclose(new.embed_sum, [[[-0.98], [0.96]], [[0.1], [9.7]]], rtol=5e-6, atol=1e-7)
   # embeddings = es / 0.1: the un-debiased first step scales the init up, as in the official code.
   np.testing.assert_allclose(new.embeddings, [[[-9.8], [9.6]], [[1.0], [97.0]]], rtol=1e-5)
 
