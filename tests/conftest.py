@@ -17,11 +17,13 @@ enable_compilation_cache()
 # Scheduling under pytest-xdist (scripts/test.sh runs one worker per core, at most 4), which changes no result:
 # the modules measured slowest on a cold compilation cache start first, so that no long module begins last and
 # runs alone; the tests of one module that take one of its module-scoped fixtures (one notebook run, one 2-process
-# run) go to one worker together, so that the fixture runs once; every other test goes to whichever worker is free.
+# run) go to one worker together, so that the fixture runs once, and so do all tests of a module that sets
+# `ONE_WORKER = True` (its later tests then load the programs its first ones compiled, e.g. the 2-process runs);
+# every other test goes to whichever worker is free.
 # (xdist's own `--dist loadgroup` marks groups by renaming node ids, which pytest 9.2 no longer allows.)
 SLOWEST_FIRST = ("test_notebooks.py::test_rlv", "test_notebooks.py::test_lapo", "test_multihost.py",
                  "test_aime.py::test_smoke_visual", "test_notebooks.py", "test_aime.py", "test_benchmarks.py",
-                 "test_fused.py", "test_rlv_manipulation.py", "test_parallel.py", "test_lapo.py", "test_rlv_pipeline.py",
+                 "test_fused.py", "test_rlv_manipulation.py", "test_lapo.py", "test_rlv_pipeline.py",
                  "test_sac_pixels.py", "test_ppo.py", "test_lapo_laom.py", "test_conv_lapo.py")   # file[::test prefix]
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
@@ -36,11 +38,14 @@ def pytest_collection_modifyitems(config, items):
 
 
 def shared_fixture_users(path: str) -> set[str]:
-  """The test functions of a test module whose arguments name one of its module-scoped fixtures (read from the
-  source, as the scheduler sees node ids only)."""
+  """The test functions of a test module whose arguments name one of its module-scoped fixtures, or all of them
+  when the module sets `ONE_WORKER = True` (read from the source, as the scheduler sees node ids only)."""
   with open(path) as f:
     tree = ast.parse(f.read())
   functions = [n for n in tree.body if isinstance(n, ast.FunctionDef)]
+  if any(isinstance(n, ast.Assign) and any(getattr(t, "id", None) == "ONE_WORKER" for t in n.targets)
+         and getattr(n.value, "value", None) is True for n in tree.body):
+    return {f.name for f in functions if f.name.startswith("test")}
 
   def module_scoped(f):
     return any(isinstance(d, ast.Call) and any(k.arg == "scope" and getattr(k.value, "value", None) == "module"
@@ -53,7 +58,8 @@ def pytest_xdist_make_scheduler(config, log):
   from xdist.scheduler import LoadScopeScheduling
 
   class SharedFixtureScheduling(LoadScopeScheduling):
-    """One work unit per test, except the users of one module-scoped fixture: one unit per module."""
+    """One work unit per test, except the users of one module-scoped fixture (or a ONE_WORKER module's tests):
+    one unit per module."""
     users: dict[str, set[str]] = {}
 
     def _split_scope(self, nodeid: str) -> str:

@@ -3,13 +3,14 @@ an online SAC stage through the shared loop, on `--num_processes` processes of `
 each (1 process: the reference run, no distributed runtime).
 
   python tests/multihost_worker.py --workdir W --out O [--num_processes N --process_id i --port P]
-                                   [--stop_after S] [--die_at S] [--claim_dir D]
+                                   [--stop_after S] [--die_at S] [--claim_dir D] [--stages lapo_stage1,...]
 
 Writes O (JSON): per stage the final parameters' checksum, the stage's steps and, for the first batch this process
 fed the loop, its step and its rows' checksums (each process must see only its own slice of the global batch); `--stop_after` ends every
 stage there (an interruption; rerun without it to resume), `--die_at` kills process 1 inside LAPO stage 1's
 batch of that step (os._exit: no clean-up, as a crashed host). `--claim_dir` runs only a shared dataset
-directory's claim (`_claim`).
+directory's claim (`_claim`); `--stages` runs only the named stages (default: all three). For LAPO stage 1 the
+output also holds the checksums of its parameters and of its VQ codebook alone (`lapo_parts`).
 """
 
 from __future__ import annotations
@@ -145,6 +146,7 @@ def main() -> None:
   p.add_argument("--die_at", type=int, default=None)
   p.add_argument("--heartbeat_timeout_s", type=int, default=10)
   p.add_argument("--claim_dir", default=None)
+  p.add_argument("--stages", default="lapo_stage1,aime_phase1,sac")
   args = p.parse_args()
 
   import jax
@@ -163,10 +165,15 @@ def main() -> None:
   loop = loop_config(log_every=1, checkpoint_every=2, progress=False)
   out = dict(process=pid, processes=jax.process_count(), devices=jax.device_count(),
              local_devices=jax.local_device_count(), params={}, steps={})
-  for task in (_lapo(args.workdir, pid, seen, args.die_at), _aime(args.workdir, seen), _sac(seen)):
+  make = {"lapo_stage1": lambda: _lapo(args.workdir, pid, seen, args.die_at), "aime_phase1": lambda: _aime(
+      args.workdir, seen), "sac": lambda: _sac(seen)}
+  for name in args.stages.split(","):
+    task = make[name]()
     state, _ = run(task, loop, args.workdir, writer, seed=0, stop_after=args.stop_after)
     out["params"][task.name] = _checksum(state)
     out["steps"][task.name] = task.num_steps
+    if name == "lapo_stage1":
+      out["lapo_parts"] = dict(params=_checksum(state.train.params), codebook=_checksum(state.vq.embeddings))
   out["rows"] = seen
   with open(args.out, "w") as f:
     json.dump(out, f)

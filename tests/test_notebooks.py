@@ -4,7 +4,7 @@ the CPU, the `smoke` preset injected after the `parameters` cell (papermill's co
 Each notebook runs the same smoke config as the method's end-to-end test did, so the XLA compilation cache is
 shared, and the end-to-end checks that test made are made here on the notebook's run (LAPO: every stage's outputs and
 an in-process rerun that resumes; AIME: the pendulum table, then the launcher on the same workdir resuming to the
-same table; RLV: every Acrobot group), so executing the notebooks adds little to the suite's time.
+same table; RLV: every Acrobot group, then the launcher resuming its main group), so executing the notebooks adds little to the suite's time.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ METHODS = ("lapo", "aime", "rlv")
 REPO_URL = "https://github.com/vidrl-jax/vidrl_jax"
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from test_rlv_pipeline import _check_results as check_rlv_results  # noqa: E402
+from test_rlv_pipeline import _check_results as check_rlv_results, _launch as launch_rlv  # noqa: E402
 
 
 # The LAPO smoke preset on a distractor Breakout (two channels of random-walking dots), so that one run covers every
@@ -171,9 +171,16 @@ def test_rlv_notebook_runs_every_acrobot_group(tmp_path):
   print(f"rlv.ipynb executed in {seconds:.0f} s")
   check_executed(nb, str(tmp_path))
   ablations = [f"ablation/{a}/medium" for a in ("actions_true", "actions_zeros", "rewards_true", "rewards_zeros")]
-  variants = ("rlv", "rlv_no_adversarial", "rlv_strong_adversary", "rlv_strong_adversary_official")
+  variants = ("rlv", "rlv_no_adversarial", "rlv_strong_adversary_official")   # the smoke preset's
   shift = ["shift/rnd"] + [f"shift/{v}/{s}" for v in variants for s in ("weak", "strong")]
-  check_rlv_results(str(tmp_path), ["sac", "rlv/low", "rlv/medium", "rlv/high", "bco/low", "bco/medium",
-                                    "bco/high", "shift/sac", *ablations, *shift])
+  first = check_rlv_results(str(tmp_path), ["sac", "rlv/low", "rlv/medium", "rlv/high", "bco/low", "bco/medium",
+                                            "bco/high", "shift/sac", *ablations, *shift])
   for png in ("ablations", "shift_weak", "shift_strong"):
     assert os.path.getsize(tmp_path / f"{png}.png") > 0
+  # The launcher on the notebook's finished workdir, its main group only: it resumes (nothing is trained or
+  # collected again) and reports the same curves and pools.
+  out = launch_rlv(tmp_path, "--config.groups=('main',)")
+  assert out.returncode == 0, out.stderr[-3000:]
+  again = check_rlv_results(str(tmp_path), ["sac", "rlv/low", "rlv/medium", "rlv/high"])
+  assert again["pools"] == first["pools"]
+  assert all(again["curves"][k] == first["curves"][k] for k in again["curves"])
