@@ -1,4 +1,5 @@
-"""Diagonal Gaussian, tanh-Gaussian and one-hot categorical distributions as plain functions of arrays.
+"""Diagonal Gaussian, truncated Gaussian, tanh-Gaussian and one-hot categorical distributions as plain functions
+of arrays.
 
 The two kinds of latent state, both with one KL (`kl`, dispatching on the kind) and DreamerV2's KL balancing
 (`kl_balanced`): a diagonal Gaussian `Normal` (AIME, PlaNet) over (..., Z), and `OneHotCategorical`, DreamerV2's
@@ -18,6 +19,7 @@ from typing import NamedTuple, Union
 
 import jax
 import jax.numpy as jnp
+from jax.scipy.special import ndtr, ndtri
 
 from vidrl_jax.errors import VidrlError
 
@@ -121,6 +123,43 @@ def kl_balanced(q: Latent, p: Latent, balance: float | None) -> jax.Array:
   if balance is None:
     return kl(q, p)
   return balance * kl(q.stop_gradient(), p) + (1 - balance) * kl(q, p.stop_gradient())
+
+
+class TruncNormal(NamedTuple):
+  """A Gaussian N(mean, std) truncated to [low, high] per dimension: DreamerV2's continuous actor (`trunc_normal`,
+  on [-1, 1]). Log-probabilities and entropies per dimension (..., A); samples by the inverse CDF, so they are
+  reparameterised (the gradient reaches mean and std: Dreamer's dynamics backpropagation)."""
+  mean: jax.Array
+  std: jax.Array
+  low: float = -1.0
+  high: float = 1.0
+
+  def _bounds(self) -> tuple[jax.Array, jax.Array, jax.Array]:
+    a, b = (self.low - self.mean) / self.std, (self.high - self.mean) / self.std
+    return a, b, jnp.maximum(ndtr(b) - ndtr(a), 1e-12)   # Z = Phi(b) - Phi(a)
+
+  def sample(self, rng: jax.Array, clip: float = 1e-6) -> jax.Array:
+    """mean + std * z with z the standard normal truncated to the standardised bounds, kept `clip` inside the
+    interval (the value clipped, the gradient not: DreamerV2's TruncNormalDist)."""
+    a, b, _ = self._bounds()
+    u = jax.random.uniform(rng, self.mean.shape, self.mean.dtype)
+    x = self.mean + self.std * ndtri(ndtr(a) + u * (ndtr(b) - ndtr(a)))
+    clipped = jnp.clip(x, self.low + clip, self.high - clip)
+    return x + jax.lax.stop_gradient(clipped - x)
+
+  def mode(self) -> jax.Array:
+    """The most probable value: the mean clipped to the interval."""
+    return jnp.clip(self.mean, self.low, self.high)
+
+  def log_prob(self, x: jax.Array) -> jax.Array:
+    _, _, z = self._bounds()
+    return Normal(self.mean, self.std).log_prob(x) - jnp.log(z)
+
+  def entropy(self) -> jax.Array:
+    """log(sqrt(2 pi e) std Z) + (a phi(a) - b phi(b)) / (2 Z), per dimension."""
+    a, b, z = self._bounds()
+    phi = lambda t: jnp.exp(-0.5 * t * t - 0.5 * _LOG_2PI)
+    return 0.5 * (_LOG_2PI + 1.0) + jnp.log(self.std * z) + (a * phi(a) - b * phi(b)) / (2.0 * z)
 
 
 class TanhNormal(NamedTuple):

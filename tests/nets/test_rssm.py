@@ -1,4 +1,5 @@
-"""The RSSM cell and its `observe` / `imagine` loops: shapes, scan against a Python loop, the `act` hook, the GRU."""
+"""The RSSM cell and its `observe` / `imagine` loops: shapes, scan against a Python loop, the `act` hook, the GRU;
+categorical latents, `is_first` resets, a learned initial state, the action-free cell, imagination with a policy."""
 
 import flax.linen as nn
 import jax
@@ -6,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vidrl_jax.nets.rssm import RSSM, RSSMState, features, imagine, observe
+from vidrl_jax.errors import VidrlError
+from vidrl_jax.nets.rssm import RSSM, RSSMState, features, imagine, observe, zeros_state
 
 DETER, STOCH, HIDDEN = 8, 4, 16
 T, B, E, A = 5, 3, 6, 2
@@ -19,7 +21,7 @@ OBS_KEY = jax.random.key(7)
 
 # One compile per entry point.
 _observe_actions = jax.jit(lambda p, e, r, a: observe(MODEL, p, e, r, actions=a))
-_imagine = jax.jit(lambda p, s, a, r: imagine(MODEL, p, s, a, r))
+_imagine = jax.jit(lambda p, s, a, r: imagine(MODEL, p, s, r, actions=a)[:2])
 _obs_step = jax.jit(lambda p, s, a, e, r: MODEL.apply(p, s, a, e, r, method=RSSM.obs_step))
 
 
@@ -194,3 +196,91 @@ def test_gru_update_matches_flax_gru_cell(params, filtered):
   # h_2 = GRU(h_1, [s_1, a_1]) with s_1 the posterior sample.
   h2, _ = cell(gru_params, h1, jnp.concatenate([f.states.stoch[0], ACTIONS[1]], -1))
   np.testing.assert_allclose(f.states.deter[1], h2, atol=1e-5)
+
+
+# Categorical latents, is_first resets, a learned initial state, the action-free cell and imagination with a policy
+# (DreamerV2 / APV), on a small categorical cell with a learned initial state: 3 variables x 4 classes.
+CAT = RSSM(deter=DETER, stoch=3, classes=4, hidden=HIDDEN, latent="categorical", initial="learned")
+
+
+@pytest.fixture(scope="module")
+def cat_params():
+  shapes = jax.eval_shape(CAT.init, KEY, zeros_state(CAT, (B,)), ACTIONS[0], EMBEDS[0], KEY)
+  rng = np.random.default_rng(4)
+  return jax.tree.map(lambda s: jnp.asarray(rng.standard_normal(s.shape) * 0.5, jnp.float32), shapes)
+
+
+_cat_observe = jax.jit(lambda p, e, r, a, f: observe(CAT, p, e, r, actions=a, is_first=f))
+
+
+def test_categorical_states_are_one_hot_with_straight_through_gradients(cat_params):
+  first = np.zeros((T, B), bool)
+  f = _cat_observe(cat_params, EMBEDS, OBS_KEY, ACTIONS, jnp.asarray(first))
+  assert f.states.stoch.shape == (T, B, 12) and f.posterior.logits.shape == f.prior.logits.shape == (T, B, 3, 4)
+  onehot = np.asarray(f.states.stoch).reshape(T, B, 3, 4)
+  np.testing.assert_array_equal(onehot.sum(-1), 1.0)
+  assert set(np.unique(onehot)) == {0.0, 1.0}
+  weights = jnp.asarray(np.random.default_rng(5).standard_normal(12), jnp.float32)
+  grads = jax.grad(lambda p: jnp.sum(_cat_observe(p, EMBEDS, OBS_KEY, ACTIONS, jnp.asarray(first)).states.stoch
+                                     * weights))(cat_params)["params"]
+  assert np.abs(np.asarray(grads["posterior_logits"]["out"]["kernel"])).sum() > 1e-3   # through the samples
+
+
+def test_is_first_resets_to_the_learned_initial_state(cat_params):
+  """A window spanning two episodes: at the second's first frame the filter starts afresh (the learned h_0 = tanh(w),
+  s_0 the prior's mode, a zero previous action), so its posterior there is that of the second episode alone."""
+  first = np.zeros((T, B), bool)
+  first[0] = first[3] = True
+  f = _cat_observe(cat_params, EMBEDS, OBS_KEY, ACTIONS, jnp.asarray(first))
+  alone = _cat_observe(cat_params, jnp.concatenate([EMBEDS[3:], EMBEDS[:3]]), OBS_KEY, ACTIONS,
+                       jnp.asarray(np.eye(T, 1, dtype=bool).repeat(B, 1)))
+  np.testing.assert_allclose(f.posterior.logits[3], alone.posterior.logits[0], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(f.states.deter[3], alone.states.deter[0], rtol=1e-5, atol=1e-6)
+  assert not np.allclose(f.posterior.logits[2], alone.posterior.logits[0], atol=1e-3)
+  h0 = np.tanh(np.asarray(cat_params["params"]["initial_deter"]))
+  init = CAT.apply(cat_params, (B,), method=RSSM.initial_state)
+  np.testing.assert_allclose(init.deter, np.broadcast_to(h0, (B, DETER)), rtol=1e-6, atol=1e-7)
+  np.testing.assert_array_equal(np.asarray(init.stoch).reshape(B, 3, 4).sum(-1), 1.0)   # the prior's mode
+
+
+def test_no_is_first_equals_all_false(params, filtered):
+  none_first = jax.jit(lambda p, e, r, a, f: observe(MODEL, p, e, r, actions=a, is_first=f))(
+      params, EMBEDS, OBS_KEY, ACTIONS, jnp.zeros((T, B), bool))
+  _assert_tree_close(none_first.states, filtered.states, atol=1e-6)
+  _assert_tree_close(none_first.posterior, filtered.posterior, atol=1e-6)
+
+
+def test_action_free_cell_filters_without_actions():
+  model = RSSM(deter=DETER, stoch=STOCH, hidden=HIDDEN)
+  p = model.init(KEY, zeros_state(model, (B,)), jnp.zeros((B, 0)), EMBEDS[0], KEY)
+  assert p["params"]["gru"]["input"]["kernel"].shape == (STOCH, 3 * DETER)   # s only: no action columns
+  f = jax.jit(lambda p, e, r: observe(model, p, e, r, actions=jnp.zeros((T, B, 0))))(p, EMBEDS, OBS_KEY)
+  assert f.states.deter.shape == (T, B, DETER) and np.isfinite(np.asarray(f.states.deter)).all()
+
+
+def test_imagine_with_a_policy_inside_the_scan(params, filtered):
+  """The policy sees each imagined state in turn; with the actions it returns, the open-loop rollout is the same;
+  its parameters get a gradient through the imagined dynamics (Dreamer's dynamics backpropagation)."""
+  start = jax.tree.map(lambda x: x[-1], filtered.states)
+  w = jnp.asarray(np.random.default_rng(6).standard_normal((DETER + STOCH, A)) * 0.3, jnp.float32)
+
+  def rollout(w, actions=None):
+    policy = lambda state, r: (jnp.tanh(features(state) @ w), {"deter": state.deter})
+    if actions is not None:
+      return imagine(MODEL, params, start, jax.random.key(3), actions=actions)
+    return imagine(MODEL, params, start, jax.random.key(3), policy=policy, horizon=4)
+
+  closed = jax.jit(rollout)(w)
+  assert closed.actions.shape == (4, B, A) and closed.states.deter.shape == (4, B, DETER)
+  np.testing.assert_array_equal(closed.extras["deter"][0], start.deter)           # a_0 chosen in `start`
+  np.testing.assert_array_equal(closed.extras["deter"][1:], closed.states.deter[:-1])
+  opened = jax.jit(rollout)(w, closed.actions)
+  _assert_tree_close(opened.states, closed.states, atol=1e-6)
+  grad = jax.grad(lambda w: jnp.sum(features(jax.jit(rollout)(w).states)))(w)
+  assert np.abs(np.asarray(grad)).sum() > 1e-3
+
+
+def test_unknown_latent_or_initial_is_refused():
+  with pytest.raises(VidrlError, match="pick latent"):
+    RSSM(deter=4, stoch=2, latent="beta").init(KEY, zeros_state(MODEL, (1,)), jnp.zeros((1, 0)),
+                                                jnp.zeros((1, 3)), KEY)

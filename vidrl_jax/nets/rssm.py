@@ -1,6 +1,6 @@
-"""Recurrent state-space model (RSSM; Hafner et al. 2019, PlaNet/Dreamer) with a Gaussian stochastic state.
+"""Recurrent state-space model (RSSM; Hafner et al. 2019, PlaNet/Dreamer), Gaussian or categorical.
 
-The cell follows AIME's official `RSSM` (paper App. B): a GRU deterministic state h, updated from the previous
+The Gaussian cell follows AIME's official `RSSM` (paper App. B): a GRU deterministic state h, updated from the previous
 stochastic state and action, and Gaussian prior p(s_t | h_t) / posterior q(s_t | h_t, e_t), each mean and std an
 MLP (2 x 128 ELU by default; std = softplus + min_std):
 
@@ -9,10 +9,12 @@ MLP (2 x 128 ELU by default; std = softplus + min_std):
   posterior q(s_t | h_t, e_t)    = N(mu_q([h_t, e_t]), sigma_q([h_t, e_t]))
 
 The time loop is a `lax.scan` in `observe` (filtering; the priors, which the recurrence does not need, are computed
-after it in one batched pass) and `imagine` (open-loop prior rollout). Arrays are
-time-major inside (T, B, ...). `observe` takes either the dataset's actions (AIME phase 1) or an `act` function
-that chooses a_{t-1} from the state (AIME phase 2: the policy; App. C: an inverse model), so both phases share one
-loop. APV reuses the cell without actions (action_dim 0) and POI its encoders.
+after it in one batched pass; `is_first` resets the state inside the scan) and `imagine` (prior rollout, open loop
+from given actions or closed loop with a policy called inside the scan). Arrays are time-major inside (T, B, ...).
+`observe` takes either the dataset's actions (AIME phase 1) or an `act` function that chooses a_{t-1} from the
+state (AIME phase 2: the policy; App. C: an inverse model), so both phases share one loop. The stochastic state is
+Gaussian (AIME) or categorical (DreamerV2's 32 x 32 one-hot variables, straight-through; APV); APV's action-free
+model is the same cell with actions of width 0.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vidrl_jax.distributions import Normal
+from vidrl_jax.distributions import Latent, Normal, OneHotCategorical
+from vidrl_jax.errors import VidrlError
 from vidrl_jax.nets.mlp import MLP
 
 
@@ -56,7 +59,13 @@ class GRUCell(nn.Module):
 
 
 class RSSM(nn.Module):
-  """The cell; use it through `observe` / `imagine` or the single-step methods."""
+  """The cell; use it through `observe` / `imagine` or the single-step methods.
+
+  `latent`: "gaussian" (AIME: mean and std MLPs, `stoch` dimensions) or "categorical" (DreamerV2, APV: one logits
+  MLP, `stoch` variables of `classes` classes, straight-through one-hot samples; the state holds them flat,
+  stoch * classes wide). `initial`: "zeros" (Algorithm 1's s_0 = h_0 = 0) or "learned" (h_0 = tanh(w), s_0 the
+  prior's mode at h_0: DreamerV3's). An action width of 0 is the action-free model (APV's pre-training).
+  """
   deter: int = 512
   stoch: int = 128
   hidden: int = 128
@@ -64,59 +73,103 @@ class RSSM(nn.Module):
   activation: Callable[[jax.Array], jax.Array] = nn.elu
   layer_norm: bool = False
   min_std: float = 1e-6
+  latent: str = "gaussian"
+  classes: int = 32
+  initial: str = "zeros"
 
   def setup(self):
-    def mlp(name):
-      return MLP(hidden=(self.hidden,) * self.layers, out=self.stoch, activation=self.activation,
+    if self.latent not in ("gaussian", "categorical") or self.initial not in ("zeros", "learned"):
+      raise VidrlError(f"RSSM latent {self.latent!r} / initial {self.initial!r}: pick latent 'gaussian' or "
+                       "'categorical' and initial 'zeros' or 'learned'")
+
+    def mlp(name, out):
+      return MLP(hidden=(self.hidden,) * self.layers, out=out, activation=self.activation,
                  layer_norm=self.layer_norm, name=name)
     self.cell = GRUCell(features=self.deter, name="gru")
-    self.prior_mean, self.prior_std = mlp("prior_mean"), mlp("prior_std")
-    self.post_mean, self.post_std = mlp("posterior_mean"), mlp("posterior_std")
+    if self.latent == "gaussian":
+      self.prior_mean, self.prior_std = mlp("prior_mean", self.stoch), mlp("prior_std", self.stoch)
+      self.post_mean, self.post_std = mlp("posterior_mean", self.stoch), mlp("posterior_std", self.stoch)
+    else:
+      self.prior_logits = mlp("prior_logits", self.stoch * self.classes)
+      self.post_logits = mlp("posterior_logits", self.stoch * self.classes)
+    if self.initial == "learned":
+      self.initial_deter = self.param("initial_deter", nn.initializers.zeros, (self.deter,))
 
-  def initial(self, batch_shape: tuple[int, ...]) -> RSSMState:
-    """s_0 = h_0 = 0 (Algorithm 1)."""
-    return RSSMState(jnp.zeros((*batch_shape, self.deter)), jnp.zeros((*batch_shape, self.stoch)))
+  @property
+  def stoch_dim(self) -> int:
+    """The width of the state's stochastic part (categorical: the flat one-hot samples)."""
+    return self.stoch * (self.classes if self.latent == "categorical" else 1)
+
+  def initial_state(self, batch_shape: tuple[int, ...]) -> RSSMState:
+    """The state before a sequence's first frame: zeros (Algorithm 1), or learned."""
+    if self.initial == "zeros":
+      return RSSMState(jnp.zeros((*batch_shape, self.deter)), jnp.zeros((*batch_shape, self.stoch_dim)))
+    h = jnp.broadcast_to(jnp.tanh(self.initial_deter), (*batch_shape, self.deter))
+    return RSSMState(h, self.sample(self.prior(h), None))
+
+  def reset(self, state: RSSMState, action: jax.Array, is_first: jax.Array) -> tuple[RSSMState, jax.Array]:
+    """Where `is_first` (batch shape), the initial state and a zero previous action (an episode's first frame)."""
+    init = self.initial_state(is_first.shape)
+    pick = lambda new, old: jnp.where(is_first[..., None], new, old)
+    return jax.tree.map(pick, init, state), pick(jnp.zeros_like(action), action)
 
   def recur(self, state: RSSMState, action: jax.Array) -> jax.Array:
     return self.cell(state.deter, jnp.concatenate([state.stoch, action], axis=-1))
 
-  def prior(self, deter: jax.Array) -> Normal:
+  def prior(self, deter: jax.Array) -> Latent:
+    if self.latent == "categorical":
+      return OneHotCategorical.from_flat(self.prior_logits(deter), self.classes)
     return Normal(self.prior_mean(deter), nn.softplus(self.prior_std(deter)) + self.min_std)
 
-  def posterior(self, deter: jax.Array, embed: jax.Array) -> Normal:
+  def posterior(self, deter: jax.Array, embed: jax.Array) -> Latent:
     x = jnp.concatenate([deter, embed], axis=-1)
+    if self.latent == "categorical":
+      return OneHotCategorical.from_flat(self.post_logits(x), self.classes)
     return Normal(self.post_mean(x), nn.softplus(self.post_std(x)) + self.min_std)
 
-  def obs_step(self, state: RSSMState, action: jax.Array, embed: jax.Array, rng: jax.Array
-               ) -> tuple[RSSMState, Normal, Normal]:
-    """One filtering step: (posterior state, posterior, prior)."""
+  def sample(self, dist: Latent, rng: jax.Array | None) -> jax.Array:
+    """A state's stochastic part from `dist` (flat); rng None: the mode (Gaussian: the mean)."""
+    if isinstance(dist, Normal):
+      return dist.mean if rng is None else dist.sample(rng)
+    x = dist.mode() if rng is None else dist.sample(rng)
+    return x.reshape(*x.shape[:-2], -1)
+
+  def obs_step(self, state: RSSMState, action: jax.Array, embed: jax.Array, rng: jax.Array,
+               is_first: jax.Array | None = None) -> tuple[RSSMState, Latent, Latent]:
+    """One filtering step: (posterior state, posterior, prior); `is_first` resets the state first."""
+    if is_first is not None:
+      state, action = self.reset(state, action, is_first)
     h = self.recur(state, action)
     prior, post = self.prior(h), self.posterior(h, embed)
-    return RSSMState(h, post.sample(rng)), post, prior
+    return RSSMState(h, self.sample(post, rng)), post, prior
 
-  def filter_step(self, state: RSSMState, action: jax.Array, embed: jax.Array, rng: jax.Array
-                  ) -> tuple[RSSMState, Normal]:
+  def filter_step(self, state: RSSMState, action: jax.Array, embed: jax.Array, rng: jax.Array,
+                  is_first: jax.Array | None = None) -> tuple[RSSMState, Latent]:
     """`obs_step` without the prior, which the state does not depend on (`observe` computes all priors at once)."""
+    if is_first is not None:
+      state, action = self.reset(state, action, is_first)
     h = self.recur(state, action)
     post = self.posterior(h, embed)
-    return RSSMState(h, post.sample(rng)), post
+    return RSSMState(h, self.sample(post, rng)), post
 
-  def img_step(self, state: RSSMState, action: jax.Array, rng: jax.Array) -> tuple[RSSMState, Normal]:
+  def img_step(self, state: RSSMState, action: jax.Array, rng: jax.Array) -> tuple[RSSMState, Latent]:
     """One open-loop step from the prior."""
     h = self.recur(state, action)
     prior = self.prior(h)
-    return RSSMState(h, prior.sample(rng)), prior
+    return RSSMState(h, self.sample(prior, rng)), prior
 
   def __call__(self, state: RSSMState, action: jax.Array, embed: jax.Array, rng: jax.Array):
     """Used by `init` only: touches every parameter."""
+    if self.initial == "learned":
+      state, action = self.reset(state, action, jnp.ones(state.deter.shape[:-1], bool))
     return self.obs_step(state, action, embed, rng)
 
 
 class Filtered(NamedTuple):
   """What `observe` returns, all time-major (T, B, ...)."""
   states: RSSMState
-  posterior: Normal
-  prior: Normal
+  posterior: Latent
+  prior: Latent
   actions: jax.Array
   extras: dict
 
@@ -124,45 +177,80 @@ class Filtered(NamedTuple):
 ActFn = Callable[[RSSMState, jax.Array, jax.Array], tuple[jax.Array, dict]]
 
 
+def zeros_state(model: RSSM, batch_shape: tuple[int, ...]) -> RSSMState:
+  """An all-zero state (any `initial`; no parameters needed), e.g. the input of `init`."""
+  return RSSMState(jnp.zeros((*batch_shape, model.deter)), jnp.zeros((*batch_shape, model.stoch_dim)))
+
+
 def observe(model: RSSM, params, embeds: jax.Array, rng: jax.Array, actions: jax.Array | None = None,
-            act: ActFn | None = None, initial: RSSMState | None = None) -> Filtered:
+            act: ActFn | None = None, initial: RSSMState | None = None,
+            is_first: jax.Array | None = None) -> Filtered:
   """Filters a sequence: for t = 0..T-1, a_{t-1} -> h_t -> s_t ~ q(s_t | h_t, e_t) (Algorithm 1's inner loop).
 
   Args:
     embeds: (T, B, E) encoder outputs e_t = f(o_t).
-    actions: (T, B, A) the action *preceding* each frame (AIME's `pre_action`), or None when `act` is given.
+    actions: (T, B, A) the action *preceding* each frame (AIME's `pre_action`; A = 0: action-free), or None when
+      `act` is given.
     act: `act(state_{t-1}, embed_t, rng) -> (a_{t-1}, extras)`, e.g. a policy pi(a | s_{t-1}) (phase 2).
-    initial: the state before the first frame; zeros by default.
+    initial: the state before the first frame; the model's initial state by default.
+    is_first: (T, B) bool, True on an episode's first frame: the state is reset to the initial one and the
+      previous action to zero there (before `act` is asked), so one window may span several episodes.
   """
   if (actions is None) == (act is None):
     raise ValueError("observe needs exactly one of `actions` and `act`")
   T, B = embeds.shape[:2]
-  state = initial if initial is not None else model.apply(params, (B,), method=RSSM.initial)
+  state = initial if initial is not None else model.apply(params, (B,), method=RSSM.initial_state)
   step_rngs = jax.random.split(rng, T)
+  resets = jnp.zeros((T, B), bool) if is_first is None else is_first
 
   def body(state, inputs):
-    embed, action, r = inputs
+    embed, action, first, r = inputs
     r_act, r_step = jax.random.split(r)
     extras = {}
+    if is_first is not None:
+      state, action = model.apply(params, state, action, first, method=RSSM.reset)
     if act is not None:
       action, extras = act(state, embed, r_act)
     new, post = model.apply(params, state, action, embed, r_step, method=RSSM.filter_step)
     return new, (new, post, action, extras)
 
   xs_actions = actions if actions is not None else jnp.zeros((T, B, 0), embeds.dtype)
-  _, (states, post, acts, extras) = jax.lax.scan(body, state, (embeds, xs_actions, step_rngs))
+  _, (states, post, acts, extras) = jax.lax.scan(body, state, (embeds, xs_actions, resets, step_rngs))
   # The priors p(s_t | h_t) only enter the KL: one batched pass over all T steps instead of T small ones.
   prior = model.apply(params, states.deter, method=RSSM.prior)
   return Filtered(states, post, prior, acts, extras)
 
 
-def imagine(model: RSSM, params, initial: RSSMState, actions: jax.Array, rng: jax.Array
-            ) -> tuple[RSSMState, Normal]:
-  """Open-loop prior rollout for (T, B, A) actions from `initial`; returns time-major states and priors."""
+class Imagined(NamedTuple):
+  """What `imagine` returns, time-major: the H states after `start`, their priors, the H actions that led there
+  (a_t taken in state t - 1, `start` for t = 0) and the policy's extras per step."""
+  states: RSSMState
+  priors: Latent
+  actions: jax.Array
+  extras: dict
+
+
+PolicyFn = Callable[[RSSMState, jax.Array], tuple[jax.Array, dict]]
+
+
+def imagine(model: RSSM, params, start: RSSMState, rng: jax.Array, actions: jax.Array | None = None,
+            policy: PolicyFn | None = None, horizon: int | None = None) -> Imagined:
+  """Prior rollout from `start` (B, ...): open loop with (H, B, A) `actions`, or closed loop with
+  `policy(state, rng) -> (action, extras)` called inside the scan for `horizon` steps (Dreamer's imagination: the
+  policy's gradient flows through the states it visits)."""
+  if (actions is None) == (policy is None) or (policy is not None and not horizon):
+    raise ValueError("imagine needs either `actions`, or `policy` and a `horizon`")
+  steps = actions.shape[0] if actions is not None else int(horizon)
+  xs_actions = actions if actions is not None else jnp.zeros((steps, 0))
+
   def body(state, inputs):
     action, r = inputs
-    new, prior = model.apply(params, state, action, r, method=RSSM.img_step)
-    return new, (new, prior)
+    r_act, r_step = jax.random.split(r)
+    extras = {}
+    if policy is not None:
+      action, extras = policy(state, r_act)
+    new, prior = model.apply(params, state, action, r_step, method=RSSM.img_step)
+    return new, (new, prior, action, extras)
 
-  _, (states, priors) = jax.lax.scan(body, initial, (actions, jax.random.split(rng, actions.shape[0])))
-  return states, priors
+  _, (states, priors, acts, extras) = jax.lax.scan(body, start, (xs_actions, jax.random.split(rng, steps)))
+  return Imagined(states, priors, acts, extras)

@@ -29,7 +29,7 @@ from vidrl_jax.nets.conv import ConvDecoder, ConvEncoder
 from vidrl_jax.nets.heads import GaussianMLP, TanhGaussianPolicy
 from vidrl_jax.nets.pixels import image_to_float
 from vidrl_jax.nets.inverse import InverseModel
-from vidrl_jax.nets.rssm import RSSM, RSSMState, features, observe
+from vidrl_jax.nets.rssm import RSSM, RSSMState, features, observe, zeros_state
 
 
 def model_config(**overrides) -> ml_collections.ConfigDict:
@@ -94,7 +94,7 @@ class WorldModel:
   def init(self, rng: jax.Array) -> dict:
     r = jax.random.split(rng, 4 + len(self.obs_keys))
     feat = jnp.zeros((1, self.feature_dim))
-    params = {"rssm": self.rssm.init(r[0], self.rssm.initial((1,)), jnp.zeros((1, self.action_dim)),
+    params = {"rssm": self.rssm.init(r[0], zeros_state(self.rssm, (1,)), jnp.zeros((1, self.action_dim)),
                                      jnp.zeros((1, self.embed_dim)), r[1])}
     if self.image:
       params["encoder"] = self._encoder().init(r[2], jnp.zeros((1, 64, 64, 3), jnp.uint8))

@@ -21,7 +21,7 @@ from flax.training.train_state import TrainState
 from vidrl_jax.data.sequence import Windows
 from vidrl_jax.methods.aime import model as model_lib
 from vidrl_jax.nets.heads import TanhGaussianPolicy
-from vidrl_jax.nets.rssm import RSSM, RSSMState, features
+from vidrl_jax.nets.rssm import RSSM, features, zeros_state
 from vidrl_jax.train import Task
 from vidrl_jax.train.optim import make_optimizer
 
@@ -97,11 +97,9 @@ def _policy_step(wm: model_lib.WorldModel, policy: TanhGaussianPolicy):
   def step(wm_params, policy_params, carry, obs, is_first):
     state, prev_action, rng = carry
     rng, r = jax.random.split(rng)
-    keep = (~is_first)[:, None].astype(jnp.float32)
-    state = jax.tree.map(lambda x: x * keep, state)          # s_0 = h_0 = 0 at an episode start
-    prev_action = prev_action * keep                          # pre_action is zero at t = 0
     embed = wm.embed(wm_params, obs)
-    state, _, _ = rssm.apply(wm_params["rssm"], state, prev_action, embed, r, method=RSSM.obs_step)
+    # at an episode start the state is reset (s_0 = h_0 = 0) and pre_action is zero
+    state, _, _ = rssm.apply(wm_params["rssm"], state, prev_action, embed, r, is_first, method=RSSM.obs_step)
     action = policy.apply(policy_params, features(state)).mode()
     return action, (state, action, rng)
 
@@ -121,9 +119,7 @@ class ModelPolicy:
     self._step = _policy_step(wm, policy)
 
   def init(self, n: int):
-    rssm = self.wm.rssm
-    state = RSSMState(jnp.zeros((n, rssm.deter)), jnp.zeros((n, rssm.stoch)))
-    return state, jnp.zeros((n, self.wm.action_dim)), jax.random.PRNGKey(self.seed)
+    return zeros_state(self.wm.rssm, (n,)), jnp.zeros((n, self.wm.action_dim)), jax.random.PRNGKey(self.seed)
 
   def act(self, carry, obs: dict, is_first: np.ndarray):
     obs = {k: obs[k] for k in self.wm.obs_keys}
