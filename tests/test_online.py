@@ -201,3 +201,50 @@ def test_vec_evaluator_matches_a_python_loop():
     finished |= np.asarray(done)
   assert finished.all() and np.all(total < 0)
   np.testing.assert_allclose(got, total, rtol=1e-5, atol=1e-5)   # scanned float32 steps vs one call at a time
+
+
+def _recurrent_collector(env, seen_first):
+  """A RecurrentPolicy whose action is a function of its carry (the sum of the observations since the episode's
+  first frame, and a step count); `seen_first` records the is_first it is given."""
+  import jax.numpy as jnp
+  from vidrl_jax.data.mix import Sampler
+  from vidrl_jax.data.replay import ReplayBuffer
+  from vidrl_jax.train.online import RecurrentPolicy, make_collector
+
+  def act(state, carry, obs, is_first, rng):
+    total, count = carry
+    x = jnp.concatenate([obs["position"], obs["velocity"]], -1)
+    total = jnp.where(is_first[:, None], 0.0, total) + x
+    count = jnp.where(is_first, 0, count) + 1
+    jax.debug.callback(lambda f: seen_first.append(bool(f[0])), is_first)
+    noise = jax.random.uniform(rng, (x.shape[0], 1), minval=-0.1, maxval=0.1)
+    return jnp.tanh(state * total[:, :1] / count[:, None] + noise), (total, count)
+
+  policy = RecurrentPolicy(init=lambda n: (jnp.zeros((n, 3)), jnp.zeros((n,), jnp.int32)), act=act)
+  replay = ReplayBuffer(100, {"position": ((2,), np.float32), "velocity": ((1,), np.float32)}, action_dim=1)
+  return make_collector(env, replay, Sampler({"replay": (replay, 4)}, 0), policy, rng=jax.random.key(3), seed=5,
+                        train_every=3, updates_per_burst=1, random_steps=4, min_transitions=4,
+                        obs_fn=lambda obs: {k: obs[k] for k in KEYS})
+
+
+def test_recurrent_policy_carry_resumes_mid_episode_exactly():
+  state = jax.numpy.asarray(2.0)
+  first_a, first_b = [], []
+  full = _recurrent_collector(_pendulum(7), first_a)
+  for step in range(8):                           # 24 env steps: episodes of 7, random for the first 4
+    full.collect(state, step)
+  cut = _recurrent_collector(_pendulum(7), first_b)
+  for step in range(3):                           # 9 env steps: mid episode 1, after its first policy steps
+    cut.collect(state, step)
+  saved = cut.state_dict()
+  assert any(k.startswith("collector/carry/") for k in saved)
+  resumed = _recurrent_collector(_pendulum(7), first_b)
+  resumed.load_state_dict(saved)
+  for step in range(3, 8):
+    resumed.collect(state, step)
+  a, b = full.state_dict(), resumed.state_dict()
+  assert set(a) == set(b)
+  for k in a:
+    np.testing.assert_array_equal(a[k], b[k])
+  # the policy acts from env step 4; episodes start at env steps 0, 7, 14, 21: is_first on 7, 14, 21 only
+  assert len(first_a) == 20 and [i + 4 for i, f in enumerate(first_a) if f] == [7, 14, 21]

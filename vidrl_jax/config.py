@@ -53,3 +53,13 @@ def set_path(config: ml_collections.ConfigDict, dotted: str, value) -> None:
   if leaf not in node:
     raise VidrlError(f"config has no key {dotted!r}; check the spelling in the preset")
   node[leaf] = value
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: dict) -> ml_collections.ConfigDict:
+  """A copy of `config` with {dotted key: value} set (an unknown key raises VidrlError), e.g. a method's variant;
+  the copy is locked like the original."""
+  out = ml_collections.ConfigDict(config.to_dict())
+  for key, value in overrides.items():
+    set_path(out, key, value)
+  out.lock()
+  return out

@@ -8,7 +8,9 @@ import pytest
 pytest.importorskip('metaworld')
 
 from vidrl_jax.envs.host import HostEnv, episode_seed  # noqa: E402
-from vidrl_jax.envs.metaworld import MetaWorldEnv, make_sawyer_env  # noqa: E402
+from vidrl_jax.envs.metaworld import CAMERAS, DOMAINS, MetaWorldEnv, make_sawyer_env  # noqa: E402
+from vidrl_jax.envs.metaworld_experts import expert_episodes, expert_policy  # noqa: E402
+from vidrl_jax.envs.mjrender import free_camera  # noqa: E402
 from vidrl_jax.errors import VidrlError  # noqa: E402
 from vidrl_jax.methods.rlv import data, metaworld_data  # noqa: E402
 from test_host import rollout  # noqa: E402  (the host-env rollout helper of tests/envs/test_host.py)
@@ -83,7 +85,7 @@ def test_sparse_reward_is_info_success():
   """Along an expert episode the sparse reward is Meta-World's info['success'] and the dense one its reward."""
   sparse, dense = MetaWorldEnv('push-v3'), MetaWorldEnv('push-v3', reward='dense')
   raw = make_sawyer_env('push-v3')
-  policy = metaworld_data.expert_policy('push-v3')
+  policy = expert_policy('push-v3')
   seed = 5
   obs, _ = sparse.reset(seed), dense.reset(seed)
   raw.np_random = np.random.default_rng(seed)
@@ -133,10 +135,30 @@ def test_corner_frames_are_upright():
   assert np.std(top) < np.std(bottom)   # plain grey background above, table and pedestal below
 
 
+def test_cameras():
+  """Every model camera renders its own view of the same state; None is the domain's own camera (corner, or the
+  strong domain's free camera), and a named camera overrides a domain's free camera."""
+  frames = {c: make_image_env(camera=c).reset(0)['image'] for c in CAMERAS}
+  default = make_image_env().reset(0)['image']
+  np.testing.assert_array_equal(default, frames['corner'])
+  names = list(frames)
+  for i, a in enumerate(names):
+    for b in names[i + 1:]:
+      assert np.abs(frames[a].astype(float) - frames[b].astype(float)).mean() > 5, (a, b)
+  strong, strong_corner = make_image_env(domain='strong'), make_image_env(domain='strong', camera='corner')
+  obs, obs_corner = strong.reset(0), strong_corner.reset(0)
+  np.testing.assert_array_equal(obs['state'], obs_corner['state'])
+  free = strong._renderer.render(strong.sawyer_env.data, free_camera(*DOMAINS['strong'].camera))
+  np.testing.assert_array_equal(free, obs['image'])
+  assert np.abs(obs['image'].astype(float) - obs_corner['image'].astype(float)).mean() > 10
+  with pytest.raises(VidrlError, match='no camera'):
+    make_image_env(camera='side')
+
+
 def test_expert_solves_push():
   """Meta-World's scripted push expert solves both episodes well inside the limit (measured: 100 of 100 episodes
   of seed 0, 62 steps on average); episodes end at the first success, marked terminal."""
-  episodes = metaworld_data.expert_episodes('push-v3', 2, seed=0)
+  episodes = expert_episodes('push-v3', 2, seed=0)
   for e in episodes:
     n = len(e['state'])
     assert e['log_success'] == 1.0 and e['log_return'] == 1.0 and n < 150
@@ -147,7 +169,7 @@ def test_expert_solves_push():
     assert 'action' not in e and 'reward' not in e
   env = MetaWorldEnv('push-v3')
   np.testing.assert_array_equal(episodes[1]['state'][0], env.reset(episode_seed(0, 1))['state'])
-  noisy = metaworld_data.expert_episodes('push-v3', 1, seed=0, noise=0.3, end_on_success=False, max_steps=20)[0]
+  noisy = expert_episodes('push-v3', 1, seed=0, noise=0.3, end_on_success=False, max_steps=20)[0]
   assert len(noisy['state']) == 21 and not noisy['is_terminal'].any()
   assert not np.array_equal(noisy['state'][1:], episodes[0]['state'][1:21])
 
@@ -183,7 +205,7 @@ def test_pool_round_trip(tmp_path):
 
 @pytest.mark.parametrize('make', [lambda: MetaWorldEnv('push-v2'), lambda: MetaWorldEnv('push-v3', domain='x'),
                                   lambda: MetaWorldEnv('push-v3', reward='shaped'),
-                                  lambda: metaworld_data.expert_episodes('push-v3', 0, seed=0)])
+                                  lambda: expert_episodes('push-v3', 0, seed=0)])
 def test_bad_input_is_one_sentence(make):
   with pytest.raises(VidrlError) as info:
     make()

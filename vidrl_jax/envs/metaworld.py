@@ -8,10 +8,12 @@
   [-1, 1] (hand motion x, y, z and gripper). An episode lasts `max_steps` decisions (default 200, the official RLV
   Meta-World drawer's episode length) and is never terminal (Meta-World never terminates: time limit only).
 - `state`: Meta-World's 39-d observation with the goal position visible (MT1's setting; the scripted experts read
-  it), float32. `image`: optional (size, size, 3) uint8 frames, rendered fast (`mjrender`) from `camera`. The
-  model's `corner` camera is rolled upside down (its image-up axis points at the floor); frames of a camera whose
-  up axis points below the horizon are rotated by 180 degrees, which shows the same view upright (flipping rows
-  alone would mirror it).
+  it), float32. `image`: optional (size, size, 3) uint8 frames, rendered fast (`mjrender`) from `camera`: one of
+  the model's cameras (`CAMERAS`: corner, corner2, corner3, topview, behindGripper, gripperPOV) or None (default),
+  the domain's own camera (the strong domain's free camera, else corner); a named camera also overrides a domain's
+  free camera (the domain then changes colours and lights only). The model's `corner` camera is rolled upside down
+  (its image-up axis points at the floor); frames of a camera whose up axis points below the horizon are rotated
+  by 180 degrees, which shows the same view upright (flipping rows alone would mirror it).
 - Reward: `sparse` (default, the paper's): 1.0 on a step whose info['success'] holds, else 0.0; `dense`: Meta-World's
   shaped v2 reward (0 to 10).
 - Reset seeds: the object and goal positions (Meta-World's `rand_vec`) are drawn by Meta-World's own reset
@@ -48,6 +50,7 @@ from vidrl_jax.errors import VidrlError
 
 STATE_DIM = 39
 REWARDS = ('sparse', 'dense')
+CAMERAS = ('corner', 'corner2', 'corner3', 'topview', 'behindGripper', 'gripperPOV')   # the model's cameras
 _WELD_DATA = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 5.0)   # Meta-World's 11 numbers per weld
 _SCENERY = ('world', 'tablelink', 'RetainingWall', 'mocap')             # root bodies that are not task objects
 
@@ -165,7 +168,7 @@ class MetaWorldEnv(EpisodeLimit):
   """Meta-World v3 task `name` as a `HostEnv`; see the module docstring."""
 
   def __init__(self, name: str, *, image_size: int = 0, domain: str = 'none', reward: str = 'sparse',
-               max_steps: int = 200, camera: str = 'corner', layout_seed: int | None = None):
+               max_steps: int = 200, camera: str | None = None, layout_seed: int | None = None):
     if domain not in DOMAINS:
       raise VidrlError(f'Unknown domain {domain!r}; use one of {", ".join(DOMAINS)}.')
     if reward not in REWARDS:
@@ -187,13 +190,13 @@ class MetaWorldEnv(EpisodeLimit):
       apply_domain(self._env.model, DOMAINS[domain])
       self._renderer = OffscreenRenderer(self._env.model, self.image_size, self.image_size)
 
-  def _make_camera(self, camera: str) -> tuple[Any, bool]:
+  def _make_camera(self, camera: str | None) -> tuple[Any, bool]:
     """The MjvCamera to render with, and whether its frames need a 180-degree turn (module docstring)."""
     import mujoco
     view = DOMAINS[self.domain].camera
-    if view is not None:
+    if camera is None and view is not None:
       return free_camera(*view), False
-    cam = fixed_camera(self._env.model, camera)
+    cam = fixed_camera(self._env.model, 'corner' if camera is None else camera)
     mujoco.mj_forward(self._env.model, self._env.data)
     up = self._env.data.cam_xmat[cam.fixedcamid].reshape(3, 3)[:, 1]
     return cam, bool(up[2] < 0)
@@ -233,5 +236,5 @@ class MetaWorldEnv(EpisodeLimit):
       self._renderer.close()
 
 
-__all__ = ['DOMAINS', 'Domain', 'MetaWorldEnv', 'REWARDS', 'STATE_DIM', 'apply_domain', 'make_sawyer_env',
+__all__ = ['CAMERAS', 'DOMAINS', 'Domain', 'MetaWorldEnv', 'REWARDS', 'STATE_DIM', 'apply_domain', 'make_sawyer_env',
            'patch_mocap_welds', 'task_names']

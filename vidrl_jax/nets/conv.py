@@ -1,10 +1,14 @@
-"""The 64x64 image encoder and decoder of World Models (Ha & Schmidhuber 2018), used by PlaNet, Dreamer and AIME.
+"""The image encoder and decoder of World Models (Ha & Schmidhuber 2018), used by PlaNet, Dreamer, AIME and APV.
 
 Encoder: four 4x4 stride-2 VALID convolutions (width, 2w, 4w, 8w) with ReLU between them, flattened to 1024
 features for width 32 (AIME's `CNNEncoderHa`; no ReLU after the last convolution, as there). Pixels enter as
 uint8 and are scaled to [0, 1] here.
 Decoder: Dense(32w) -> 1x1 -> transposed convolutions 5, 5, 6, 6 (stride 2, VALID: 1 -> 5 -> 13 -> 30 -> 64) with
 ReLU, sigmoid output in [0, 1]: the mean of a unit-variance Gaussian (paper App. B).
+DreamerV2's (and APV's) are the same stacks with ELU after every layer but the decoder's last (`activation=nn.elu`,
+`last_activation=True`), pixels centred to [-0.5, 0.5] (`pixel_offset=-0.5`) and a linear output (`output=
+"linear"`). Other image sizes take other kernels (`kernels`; the decoder checks that they end at `image_size`),
+e.g. 32x32: encoder (4, 4, 4) (32 -> 15 -> 6 -> 2), decoder (6, 5, 4) (1 -> 6 -> 15 -> 32).
 
 Two implementations of the strided (transposed) convolutions, chosen by the modules' `impl`, with the same
 parameters (`conv{i}/kernel` (k, k, Cin, Cout) and `bias`; `dense`, `deconv{i}/kernel` and `bias`) and the same
@@ -311,37 +315,57 @@ _MatmulConv = functools.partial(Conv, impl="matmul", gemm_forward=False)
 
 
 class ConvEncoder(nn.Module):
-  """(..., 64, 64, 3) -> (..., 32 * width)."""
+  """(..., H, W, 3) -> (..., features): stride-2 VALID convolutions of widths w, 2w, 4w, ... (64x64, width 32:
+  1024 features)."""
   width: int = 32
   impl: str = "matmul"
+  kernels: tuple[int, ...] = (4, 4, 4, 4)
+  activation: Callable[[jax.Array], jax.Array] = nn.relu
+  last_activation: bool = False
+  pixel_offset: float = 0.0
 
   @nn.compact
   def __call__(self, image: jax.Array) -> jax.Array:
     _check_impl(self.impl)
     lead = image.shape[:-3]
-    x = image_to_float(image).reshape((-1, *image.shape[-3:]))
-    for i, mult in enumerate((1, 2, 4, 8)):
-      x = Conv(self.width * mult, 4, 2, impl=self.impl, gemm_forward=False, name=f"conv{i}")(x)
-      if i < 3:
-        x = nn.relu(x)
+    x = (image_to_float(image) + self.pixel_offset).reshape((-1, *image.shape[-3:]))
+    for i, k in enumerate(self.kernels):
+      x = Conv(self.width * 2 ** i, k, 2, impl=self.impl, gemm_forward=False, name=f"conv{i}")(x)
+      if i < len(self.kernels) - 1 or self.last_activation:
+        x = self.activation(x)
     return x.reshape((*lead, -1))
 
 
+def decoder_size(kernels: tuple[int, ...]) -> int:
+  """The side of the image the stride-2 VALID transposed convolutions `kernels` make from 1 x 1."""
+  size = 1
+  for k in kernels:
+    size = 2 * (size - 1) + k
+  return size
+
+
 class ConvDecoder(nn.Module):
-  """(..., F) -> (..., 64, 64, 3) mean image in [0, 1]."""
+  """(..., F) -> (..., H, W, channels) mean image: in [0, 1] (sigmoid output), or linear (`output="linear"`, for
+  targets offset like the encoder's input)."""
   width: int = 32
   channels: int = 3
   impl: str = "matmul"
+  kernels: tuple[int, ...] = (5, 5, 6, 6)
+  activation: Callable[[jax.Array], jax.Array] = nn.relu
+  output: str = "sigmoid"
 
   @nn.compact
   def __call__(self, feat: jax.Array) -> jax.Array:
     _check_impl(self.impl)
-    lead = feat.shape[:-1]
+    if self.output not in ("sigmoid", "linear"):
+      raise VidrlError(f"ConvDecoder output {self.output!r}: use 'sigmoid' or 'linear'")
+    lead, n = feat.shape[:-1], len(self.kernels)
     x = nn.Dense(32 * self.width, name="dense")(feat.reshape((-1, feat.shape[-1])))
     x = x.reshape((-1, 1, 1, 32 * self.width))
-    layers = ((4 * self.width, 5), (2 * self.width, 5), (self.width, 6), (self.channels, 6))
-    for i, (features, k) in enumerate(layers):
+    widths = [self.width * 2 ** (n - 2 - i) for i in range(n - 1)] + [self.channels]
+    for i, (features, k) in enumerate(zip(widths, self.kernels)):
       x = Conv(features, k, 2, transpose=True, impl=self.impl, name=f"deconv{i}")(x)
-      if i < 3:
-        x = nn.relu(x)
-    return nn.sigmoid(x).reshape((*lead, *x.shape[1:]))
+      if i < n - 1:
+        x = self.activation(x)
+    x = nn.sigmoid(x) if self.output == "sigmoid" else x
+    return x.reshape((*lead, *x.shape[1:]))

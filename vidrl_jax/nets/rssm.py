@@ -15,6 +15,12 @@ from given actions or closed loop with a policy called inside the scan). Arrays 
 state (AIME phase 2: the policy; App. C: an inverse model), so both phases share one loop. The stochastic state is
 Gaussian (AIME) or categorical (DreamerV2's 32 x 32 one-hot variables, straight-through; APV); APV's action-free
 model is the same cell with actions of width 0.
+
+DreamerV2's cell (its `EnsembleRSSM` with ensemble 1, as APV's `common/nets.py`) is three switches away from
+AIME's: `img_in` (a Dense + activation on [s_{t-1}, a_{t-1}] before the GRU), `gru="layernorm"` (its `GRUCell`
+with `norm=True`: one bias-free Dense over [x, h], LayerNorm, the update gate's bias -1) and `action_pad` (the
+action zero-padded to a fixed width, 50 in APV: `fill_action_with_zero`, so an action-free and an action-conditional
+model have parameters of the same shapes, and a pre-trained model's action rows can be re-initialised in place).
 """
 
 from __future__ import annotations
@@ -58,6 +64,21 @@ class GRUCell(nn.Module):
     return (1.0 - z) * n + z * h
 
 
+class LayerNormGRUCell(nn.Module):
+  """DreamerV2's `GRUCell(norm=True)`: [r, c, u] = LayerNorm(W [x, h]) (no bias), r = sigmoid(r),
+  c = tanh(r * c), u = sigmoid(u - 1), h' = u * c + (1 - u) * h (Keras' LayerNorm epsilon 1e-3)."""
+  features: int
+
+  @nn.compact
+  def __call__(self, h: jax.Array, x: jax.Array) -> jax.Array:
+    parts = nn.Dense(3 * self.features, use_bias=False, name="dense")(jnp.concatenate([x, h], axis=-1))
+    parts = nn.LayerNorm(epsilon=1e-3, name="norm")(parts)
+    reset, cand, update = jnp.split(parts, 3, axis=-1)
+    cand = jnp.tanh(nn.sigmoid(reset) * cand)
+    update = nn.sigmoid(update - 1.0)
+    return update * cand + (1.0 - update) * h
+
+
 class RSSM(nn.Module):
   """The cell; use it through `observe` / `imagine` or the single-step methods.
 
@@ -65,6 +86,7 @@ class RSSM(nn.Module):
   MLP, `stoch` variables of `classes` classes, straight-through one-hot samples; the state holds them flat,
   stoch * classes wide). `initial`: "zeros" (Algorithm 1's s_0 = h_0 = 0) or "learned" (h_0 = tanh(w), s_0 the
   prior's mode at h_0: DreamerV3's). An action width of 0 is the action-free model (APV's pre-training).
+  `img_in`, `gru` ("torch": AIME's; "layernorm": DreamerV2's) and `action_pad` (0: none) as in the module docstring.
   """
   deter: int = 512
   stoch: int = 128
@@ -76,16 +98,22 @@ class RSSM(nn.Module):
   latent: str = "gaussian"
   classes: int = 32
   initial: str = "zeros"
+  img_in: bool = False
+  gru: str = "torch"
+  action_pad: int = 0
 
   def setup(self):
-    if self.latent not in ("gaussian", "categorical") or self.initial not in ("zeros", "learned"):
-      raise VidrlError(f"RSSM latent {self.latent!r} / initial {self.initial!r}: pick latent 'gaussian' or "
-                       "'categorical' and initial 'zeros' or 'learned'")
+    if (self.latent not in ("gaussian", "categorical") or self.initial not in ("zeros", "learned")
+        or self.gru not in ("torch", "layernorm")):
+      raise VidrlError(f"RSSM latent {self.latent!r} / initial {self.initial!r} / gru {self.gru!r}: pick latent "
+                       "'gaussian' or 'categorical', initial 'zeros' or 'learned', gru 'torch' or 'layernorm'")
 
     def mlp(name, out):
       return MLP(hidden=(self.hidden,) * self.layers, out=out, activation=self.activation,
                  layer_norm=self.layer_norm, name=name)
-    self.cell = GRUCell(features=self.deter, name="gru")
+    self.cell = (GRUCell if self.gru == "torch" else LayerNormGRUCell)(features=self.deter, name="gru")
+    if self.img_in:
+      self.img_in_layer = nn.Dense(self.hidden, name="img_in")
     if self.latent == "gaussian":
       self.prior_mean, self.prior_std = mlp("prior_mean", self.stoch), mlp("prior_std", self.stoch)
       self.post_mean, self.post_std = mlp("posterior_mean", self.stoch), mlp("posterior_std", self.stoch)
@@ -114,7 +142,15 @@ class RSSM(nn.Module):
     return jax.tree.map(pick, init, state), pick(jnp.zeros_like(action), action)
 
   def recur(self, state: RSSMState, action: jax.Array) -> jax.Array:
-    return self.cell(state.deter, jnp.concatenate([state.stoch, action], axis=-1))
+    if self.action_pad:
+      if action.shape[-1] > self.action_pad:
+        raise VidrlError(f"the action has {action.shape[-1]} dimensions but the RSSM pads actions to "
+                         f"action_pad={self.action_pad}; raise action_pad in the model config")
+      action = jnp.pad(action, [(0, 0)] * (action.ndim - 1) + [(0, self.action_pad - action.shape[-1])])
+    x = jnp.concatenate([state.stoch, action], axis=-1)
+    if self.img_in:
+      x = self.activation(self.img_in_layer(x))
+    return self.cell(state.deter, x)
 
   def prior(self, deter: jax.Array) -> Latent:
     if self.latent == "categorical":
@@ -163,6 +199,17 @@ class RSSM(nn.Module):
     if self.initial == "learned":
       state, action = self.reset(state, action, jnp.ones(state.deter.shape[:-1], bool))
     return self.obs_step(state, action, embed, rng)
+
+
+def action_rows(model: RSSM, action_dim: int) -> tuple[tuple[str, ...], slice]:
+  """Where the previous action enters the cell: (the path of the kernel that reads [s_{t-1}, a_{t-1}] in the
+  params' "params" tree, the slice of its rows that multiply the action). APV's naive fine-tuning re-initialises
+  these rows of a model pre-trained with zero actions (paper App. E)."""
+  width = model.action_pad or action_dim
+  rows = slice(model.stoch_dim, model.stoch_dim + width)
+  if model.img_in:
+    return ("img_in", "kernel"), rows
+  return (("gru", "input", "kernel") if model.gru == "torch" else ("gru", "dense", "kernel")), rows
 
 
 class Filtered(NamedTuple):

@@ -61,6 +61,8 @@ class Task:
   eval_every: int | None = None                       # overrides the loop config
   show: tuple[str, ...] = ("loss/total",)             # metrics the progress bar shows (else the first two)
   collector: Any = None                               # online stages: a `train.online.Collector` (then no batch)
+  warm_start: Callable[[State], State] | None = None  # applied once to the fresh state, on the host (e.g. loading
+                                                      # pre-trained weights); a resumed run restores its checkpoint
 
 
 def loop_config(**overrides) -> ml_collections.ConfigDict:
@@ -99,6 +101,8 @@ def run(task: Task, loop: ml_collections.ConfigDict, workdir: str, writer: Metri
   start = ckpt.latest_step()
   if start is None:
     state = jax.jit(task.init, out_shardings=shardings)(rng_init)
+    if task.warm_start is not None:
+      state = jax.device_put(task.warm_start(mesh_lib.local_copy(state)), shardings)
     start = 0
   else:
     try:
@@ -185,6 +189,27 @@ def stage_finished(workdir: str, name: str, num_steps: int) -> bool:
   ckpt = Checkpointer(directory)
   try:
     return ckpt.latest_step() == num_steps
+  finally:
+    ckpt.close()
+
+
+def restore_finished(task: Task, workdir: str, seed: int) -> State:
+  """The final state of `task` as another run left it in `workdir` (e.g. a pre-training a fine-tuning run points
+  at), on this process's devices; reads only. One-sentence errors when the stage is missing, unfinished, or was
+  trained with other shapes."""
+  directory = _checkpoint_dir(workdir, task.name)
+  if not io.isdir(directory):
+    raise VidrlError(f"{workdir} has no checkpoints of stage {task.name}; point the config at the workdir of a run "
+                     f"that finished it")
+  ckpt = Checkpointer(directory)
+  try:
+    step = ckpt.latest_step()
+    if step != task.num_steps:
+      raise VidrlError(f"stage {task.name} in {workdir} is at step {step} of {task.num_steps}; finish it (rerun its "
+                       f"command) or use its step count in the config")
+    abstract = jax.eval_shape(task.init, jax.random.split(stage_rng(seed, task.name))[0])
+    repl = mesh_lib.replicated(mesh_lib.make_mesh())
+    return ckpt.restore(step, abstract, jax.tree.map(lambda _: repl, abstract))
   finally:
     ckpt.close()
 

@@ -9,7 +9,9 @@ more than one source (RLV: a growing interaction replay and a fixed observation 
 `transitions()`, 256 + 256 per update) passes a `mix.Sampler` over all of them; the collector fills and saves only
 its own replay, and the task's `step` receives {source name: batch}.
 
-`make_collector` builds the right collector from a pure, jittable `policy(state, obs, rng)`:
+`make_collector` builds the right collector from a pure, jittable `policy(state, obs, rng)`, or from a
+`RecurrentPolicy` (a policy that carries state between env steps, e.g. a world model's latent and its previous
+action: DreamerV2, APV), host envs only:
 
 - `VecCollector` steps a JAX-native `VecEnv` (gymnax under `vmap`) inside one jitted `lax.scan` per loop step
   (see its docstring for its randomness; the env state is checkpointed with the replay);
@@ -19,13 +21,15 @@ its own replay, and the task's `step` receives {source name: batch}.
   from `np.random.default_rng([seed, 0, env_step])`; the policy's own sampling is the `act` callable's (e.g.
   `fold_in(rng, env_step)`); the burst after u updates is `sampler.sample(u, (K,))`. A checkpoint taken in the middle
   of an episode stores that episode's actions; resuming resets the environment with the episode's seed and replays
-  them (a `HostEnv` is deterministic given its seed and actions), then checks that it reached the stored observation.
+  them (a `HostEnv` is deterministic given its seed and actions), then checks that it reached the stored observation;
+  a recurrent policy's carry is saved with the collector and restored as it was (the replay does not call the
+  policy).
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Callable, Mapping, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -66,25 +70,49 @@ class Collector(Protocol):
     ...
 
 
-def make_collector(env: Any, replay: ReplayBuffer, sampler: Sampler, policy: Callable[[Any, Obs, jax.Array], Any],
+class RecurrentPolicy(NamedTuple):
+  """A policy with a carry, two pure jittable functions: `init(n)` the carry of n fresh episodes (a pytree of
+  arrays), `act(state, carry, obs, is_first, rng) -> (action (n, A) in [-1, 1], carry)` for the agent's train
+  `state`, batched stored obs (n, ...) and `is_first` (n,) bool, True on the frame an episode starts with (the
+  policy resets its carry there: one window of a replay and an online episode are read alike)."""
+  init: Callable[[int], Any]
+  act: Callable[[Any, Any, Obs, jax.Array, jax.Array], tuple[jax.Array, Any]]
+
+
+def make_collector(env: Any, replay: ReplayBuffer, sampler: Sampler,
+                   policy: Callable[[Any, Obs, jax.Array], Any] | RecurrentPolicy,
                    *, rng: jax.Array, seed: int, train_every: int, updates_per_burst: int, random_steps: int,
                    min_transitions: int, obs_fn: Callable[[Obs], Obs] | None = None,
                    on_episode: Callable[[int, dict], None] | None = None) -> Collector:
   """The collector for `env`: a `VecCollector` for a JAX-native `VecEnv` (stored obs key "state"), else a
   `HostCollector` (`obs_fn` picks the stored obs). `policy(state, obs, rng) -> action in [-1, 1]^A` is pure and
-  jittable; env step t's sample uses `fold_in(rng, t)`. The replay must be one of `sampler`'s sources."""
+  jittable, or a `RecurrentPolicy` (host envs); env step t's sample uses `fold_in(rng, t)`. The replay must be
+  one of `sampler`'s sources."""
   schedule = dict(train_every=train_every, updates_per_burst=updates_per_burst, random_steps=random_steps,
                   min_transitions=min_transitions)
+  recurrent = isinstance(policy, RecurrentPolicy)
   if isinstance(env, VecEnv):
+    if recurrent:
+      raise VidrlError(f"the VecEnv collector takes a stateless policy(state, obs, rng); step {env.name} on the "
+                       f"host (a HostEnv) for a RecurrentPolicy")
     if on_episode is not None or obs_fn is not None:
       raise VidrlError(f"the VecEnv {env.name} has one observation and no episode recorder: pass neither obs_fn "
                        f"nor on_episode")
     return VecCollector(env, replay, sampler, policy, rng=rng, **schedule)
   if obs_fn is None:
     raise VidrlError(f"the host env {env.name} returns a dict of observations: pass obs_fn to pick what is stored")
-  act = jax.jit(lambda state, obs, step: policy(state, obs, jax.random.fold_in(rng, step)))
-  return HostCollector(env, replay, sampler, lambda state, obs, step: np.asarray(act(state, obs, step)),
-                       seed=seed, obs_fn=obs_fn, on_episode=on_episode, **schedule)
+  if recurrent:
+    def one(state, carry, obs, is_first, step):   # a batch of one: the host env's single stream
+      batched = jax.tree.map(lambda x: x[None], obs)
+      action, carry = policy.act(state, carry, batched, jnp.asarray(is_first)[None], jax.random.fold_in(rng, step))
+      return action[0], carry
+    act, init = jax.jit(one), (lambda: policy.init(1))
+  else:
+    act = jax.jit(lambda state, carry, obs, is_first, step: (policy(state, obs, jax.random.fold_in(rng, step)),
+                                                             carry))
+    init = tuple
+  return HostCollector(env, replay, sampler, act, seed=seed, obs_fn=obs_fn, on_episode=on_episode,
+                       init_carry=init, **schedule)
 
 
 def env_action(env: VecEnv, action: jax.Array) -> jax.Array:
@@ -155,17 +183,20 @@ class _ReplayCollector:
 class HostCollector(_ReplayCollector):
   """Collects from one host env into `replay` and draws update bursts of `updates_per_burst` batches from `sampler`.
 
-  `obs_fn(env_obs) -> stored obs` picks what the agent sees (the replay's obs keys); `act(state, obs, env_step)`
-  gives the (A,) action for a stored-obs dict after the random steps. An update burst is due after each iteration
+  `obs_fn(env_obs) -> stored obs` picks what the agent sees (the replay's obs keys); `act(state, carry, obs,
+  is_first, env_step) -> (action (A,), carry)` gives the action for a stored-obs dict after the random steps, its
+  carry starting each episode at `init_carry()` (a stateless policy's is `()`). During the random steps the policy
+  is not called (DreamerV2's prefill): the carry stays the episode's initial one, and `is_first` is True only on
+  an episode's first frame, so a policy that takes over mid-episode starts from its initial carry there. An update burst is due after each iteration
   once `random_steps` env steps are done and the replay holds `min_transitions`. `on_episode(e, trajectory)` gets
   each finished episode as an `EpisodeRecorder` trajectory (every key the env returns); after a resumption it is
   called again, with the same trajectories, for the episodes that finished after the checkpoint.
   """
 
   def __init__(self, env: host.HostEnv, replay: ReplayBuffer, sampler: Sampler,
-               act: Callable[[Any, Obs, int], np.ndarray], *, seed: int, train_every: int, updates_per_burst: int,
-               random_steps: int, min_transitions: int, obs_fn: Callable[[Obs], Obs],
-               on_episode: Callable[[int, dict], None] | None = None):
+               act: Callable[[Any, Any, Obs, bool, int], tuple[Any, Any]], *, seed: int, train_every: int,
+               updates_per_burst: int, random_steps: int, min_transitions: int, obs_fn: Callable[[Obs], Obs],
+               on_episode: Callable[[int, dict], None] | None = None, init_carry: Callable[[], Any] = tuple):
     if train_every < 1 or updates_per_burst < 1 or min_transitions < 1 or env.max_steps < 1 or random_steps < 0:
       raise VidrlError(f"train_every, updates_per_burst, min_transitions and the env's max_steps must be >= 1 and "
                        f"random_steps >= 0; got {train_every}, {updates_per_burst}, {min_transitions}, "
@@ -173,6 +204,8 @@ class HostCollector(_ReplayCollector):
     self.env, self.replay, self.sampler, self.act, self.obs_fn = env, replay, sampler, act, obs_fn
     self.seed, self.train_every, self.updates_per_burst = int(seed), int(train_every), int(updates_per_burst)
     self.random_steps, self.min_transitions, self.on_episode = int(random_steps), int(min_transitions), on_episode
+    self.init_carry = init_carry
+    self._carry: Any = init_carry()
     self.env_steps = 0      # env steps taken
     self.episode = 0        # index of the running (or next) episode
     self.updates = 0        # updates drawn
@@ -186,6 +219,7 @@ class HostCollector(_ReplayCollector):
   def _start_episode(self, add_row: bool = True) -> None:
     obs = self.env.reset(host.episode_seed(self.seed, self.episode))
     self._obs, self._actions, self._return = self.obs_fn(obs), [], 0.0
+    self._carry = self.init_carry()
     if add_row:
       self.replay.add(self._obs, is_first=True)
     if self.on_episode is not None:
@@ -214,7 +248,8 @@ class HostCollector(_ReplayCollector):
         action = np.random.default_rng([self.seed, 0, self.env_steps]).uniform(
             -1.0, 1.0, self.env.action_dim).astype(np.float32)
       else:
-        action = np.asarray(self.act(state, self._obs, self.env_steps), np.float32)
+        action, self._carry = self.act(state, self._carry, self._obs, not self._actions, self.env_steps)
+        action = np.asarray(action, np.float32)
       obs, reward, terminal, last = self._env_step(action)
       self.replay.add(obs, action, reward, is_last=last, is_terminal=terminal)
       self.env_steps += 1
@@ -244,6 +279,8 @@ class HostCollector(_ReplayCollector):
                  returns=np.asarray(self.returns, np.float64), running=self._obs is not None,
                  episode_actions=np.asarray(self._actions, np.float32).reshape(-1, A))
     out = {f"collector/{k}": np.asarray(v) for k, v in extra.items()}
+    out.update({f"collector/carry/{i}": np.asarray(leaf)
+                for i, leaf in enumerate(jax.device_get(jax.tree.leaves(self._carry)))})
     out.update({f"replay/{k}": v for k, v in self.replay.state_dict().items()})
     return out
 
@@ -262,6 +299,8 @@ class HostCollector(_ReplayCollector):
         raise VidrlError(f"{self.env.name} did not return to the checkpointed observation when its episode was "
                          f"replayed from its seed; the environment is not deterministic, so this stage cannot "
                          f"resume mid-episode: delete its directory to start it again")
+      treedef = jax.tree.structure(self.init_carry())
+      self._carry = jax.tree.unflatten(treedef, [jnp.asarray(c[f"carry/{i}"]) for i in range(treedef.num_leaves)])
 
 
 def _batched(obs: Obs) -> dict[str, np.ndarray]:

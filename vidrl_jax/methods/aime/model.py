@@ -1,9 +1,8 @@
 """AIME's world model and its two objectives (Zhang et al., NeurIPS 2023; paper Sec. 3, App. B, App. C).
 
-The world model is a set of pure Linen modules held together by `WorldModel` (parameters are a plain dict):
-encoder f(o) (identity for vector observations, conv for 64x64 images), the RSSM, one decoder per observation
-key (Gaussian MLP for vectors, unit-variance deconv for images) and, for the IDM variant, an inverse model
-q(a_{t-1} | s_{t-1}, f(o_t)).
+The world model is the shared shell (`nets.world_model`: encoder f(o), identity for vector observations and conv
+for 64x64 images, the RSSM, one decoder per observation key, Gaussian MLP for vectors and unit-variance deconv for
+images) and, for the IDM variant, an inverse model q(a_{t-1} | s_{t-1}, f(o_t)).
 
 - `model_loss`: phase 1, the negative ELBO of an embodiment window with its recorded actions (Eq. 1-4).
 - `policy_loss`: phase 2, the same negative ELBO of a demonstration window whose actions are sampled from the
@@ -14,126 +13,57 @@ q(a_{t-1} | s_{t-1}, f(o_t)).
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Sequence
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 
-from vidrl_jax.data.trajectories import concat_obs
-from vidrl_jax.distributions import Normal, TanhNormal, kl_tanh_normal
+from vidrl_jax.distributions import TanhNormal, kl_tanh_normal
 from vidrl_jax.losses import elbo_losses, weighted_sum
-from vidrl_jax.nets.conv import ConvDecoder, ConvEncoder
-from vidrl_jax.nets.heads import GaussianMLP, TanhGaussianPolicy
-from vidrl_jax.nets.pixels import image_to_float
+from vidrl_jax.nets import world_model
+from vidrl_jax.nets.heads import TanhGaussianPolicy
 from vidrl_jax.nets.inverse import InverseModel
-from vidrl_jax.nets.rssm import RSSM, RSSMState, features, observe, zeros_state
+from vidrl_jax.nets.rssm import RSSMState, features, observe
+from vidrl_jax.nets.world_model import world_model_config
 
 
 def model_config(**overrides) -> ml_collections.ConfigDict:
-  """World-model settings (paper App. B defaults: walker)."""
-  c = ml_collections.ConfigDict(dict(
-      deter=512, stoch=128, hidden=128, layers=2, layer_norm=False, min_std=1e-6,
-      learn_std=True,            # vector decoders: learned std (walker) or unit std (cheetah, as the original repo)
-      cnn_width=32,
-      free_nats=0.0, kl_balance=None, nll_reweight="dim_wise",
+  """World-model settings (paper App. B defaults: walker): the shared shell's (`nets.world_model`) plus AIME's."""
+  c = world_model_config(
+      nll_reweight="dim_wise", free_nats=0.0, kl_balance=None,
       idm=False,                 # train an inverse model head too (App. C); needed by phase2.use_idm
       loss_weights=ml_collections.ConfigDict(dict(rec=1.0, kl=1.0, idm=1.0)),   # kl = the KL scale
-  ))
+  )
   c.update(overrides)
   return c
 
 
 @dataclasses.dataclass(frozen=True)
-class WorldModel:
-  """Encoder + RSSM + decoders (+ IDM) for the observation keys `obs_keys` (vectors, or ['image'])."""
-  obs_keys: tuple[str, ...]
-  obs_dims: tuple[int, ...]          # per key: vector width (image: 0)
-  action_dim: int
-  config: ml_collections.FrozenConfigDict   # frozen: a WorldModel is hashable, equal when its settings are
-
-  @property
-  def image(self) -> bool:
-    return "image" in self.obs_keys
-
-  @property
-  def vector_keys(self) -> tuple[str, ...]:
-    return tuple(k for k in self.obs_keys if k != "image")
-
-  @property
-  def rssm(self) -> RSSM:
-    c = self.config
-    return RSSM(deter=c.deter, stoch=c.stoch, hidden=c.hidden, layers=c.layers, layer_norm=c.layer_norm,
-                min_std=c.min_std)
-
-  def _encoder(self) -> ConvEncoder:
-    return ConvEncoder(width=self.config.cnn_width)
-
-  def _decoder(self, key: str, dim: int) -> nn.Module:
-    c = self.config
-    if key == "image":
-      return ConvDecoder(width=c.cnn_width)
-    return GaussianMLP(dim, (c.hidden,) * c.layers, layer_norm=c.layer_norm, learn_std=c.learn_std,
-                       min_std=c.min_std)
+class WorldModel(world_model.WorldModel):
+  """The shared shell plus, for the IDM variant (`config.idm`), q(a_{t-1} | s_{t-1}, f(o_t))."""
 
   def _idm(self) -> InverseModel:
     """q(a | s, f(o')): identity encoder on (s_{t-1}, f(o_t)), a tanh-Gaussian head at the top of the params."""
     head = TanhGaussianPolicy(self.action_dim, (self.config.hidden,) * self.config.layers)
     return InverseModel(head_net=head, scopes=("encoder", None))
 
-  @property
-  def embed_dim(self) -> int:
-    return sum(self.obs_dims) + (32 * self.config.cnn_width if self.image else 0)
-
-  @property
-  def feature_dim(self) -> int:
-    return self.config.deter + self.config.stoch
-
   def init(self, rng: jax.Array) -> dict:
-    r = jax.random.split(rng, 4 + len(self.obs_keys))
-    feat = jnp.zeros((1, self.feature_dim))
-    params = {"rssm": self.rssm.init(r[0], zeros_state(self.rssm, (1,)), jnp.zeros((1, self.action_dim)),
-                                     jnp.zeros((1, self.embed_dim)), r[1])}
-    if self.image:
-      params["encoder"] = self._encoder().init(r[2], jnp.zeros((1, 64, 64, 3), jnp.uint8))
-    params["decoders"] = {k: self._decoder(k, d).init(r[4 + i], feat)
-                          for i, (k, d) in enumerate(zip(self.obs_keys, self.obs_dims))}
-    if self.config.idm:
-      params["idm"] = self._idm().init(r[3], jnp.zeros((1, self.feature_dim)), jnp.zeros((1, self.embed_dim)))
+    params = super().init(rng)
+    if self.config.idm:   # the shell leaves split 3 of its rng layout to this head
+      params["idm"] = self._idm().init(jax.random.split(rng, 4 + len(self.obs_keys))[3],
+                                       jnp.zeros((1, self.feature_dim)), jnp.zeros((1, self.embed_dim)))
     return params
-
-  def embed(self, params: dict, obs: dict) -> jax.Array:
-    """f(o): concatenated vector keys (identity encoder) and/or conv features; any leading dims."""
-    parts = []
-    if self.vector_keys:
-      parts.append(concat_obs(obs, self.vector_keys))
-    if self.image:
-      parts.append(self._encoder().apply(params["encoder"], obs["image"]))
-    return jnp.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0]
-
-  def decode(self, params: dict, feat: jax.Array) -> dict[str, Normal]:
-    out = {}
-    for k, d in zip(self.obs_keys, self.obs_dims):
-      y = self._decoder(k, d).apply(params["decoders"][k], feat)
-      out[k] = Normal(y, jnp.ones_like(y)) if k == "image" else y
-    return out
 
   def idm(self, params: dict, feat: jax.Array, embed: jax.Array) -> TanhNormal:
     """q(a_{t-1} | s_{t-1}, f(o_t)) (App. C, Eq. 10)."""
     return self._idm().apply(params["idm"], feat, embed)
 
-  def targets(self, obs: dict) -> dict[str, jax.Array]:
-    """What the decoders reconstruct: vectors as float32 (d,), images in [0, 1]."""
-    return {k: image_to_float(obs[k]) if k == "image" else concat_obs(obs, [k]) for k in self.obs_keys}
-
 
 def make_world_model(obs_spec: dict, obs_keys: Sequence[str], action_dim: int,
                      config: ml_collections.ConfigDict) -> WorldModel:
   """`obs_spec`: key -> (shape, dtype) of one observation (env.obs_spec or a dataset's first frame)."""
-  dims = tuple(0 if k == "image" else math.prod(obs_spec[k][0]) for k in obs_keys)
-  return WorldModel(tuple(obs_keys), dims, action_dim, ml_collections.FrozenConfigDict(config))
+  return world_model.make_world_model(obs_spec, obs_keys, action_dim, config, cls=WorldModel)
 
 
 def time_major(x):

@@ -1,0 +1,151 @@
+"""APV end to end (paper Sec. 4.1, Fig. 5-6): videos -> action-free pre-training -> fine-tuning of every variant on
+every target task and seed -> success-rate curves and the final table, `results.json`, `results.md`, PNGs.
+
+Every stage is a stage of the one loop (`vidrl_jax.train.run`) in `workdir`, so a rerun resumes:
+- videos (`config.videos`): `config.videos.dirs` (e.g. the official APV/DreamerV2 episode directories, only
+  read), or Meta-World scripted experts on the `videos.tasks` (disjoint from the targets) from several views,
+  written to `<workdir>/data/videos` (`videos.py`);
+- `pretrain`: the action-free video model (`agent.pretrain_task`); `config.pretrain.workdir` points at another
+  run's workdir to take its finished `pretrain` stage instead (read only);
+- `finetune/<task>/<variant>/seed<s>`: the online agent (`agent.finetune_task`) on the image Meta-World task
+  (dense reward, as the official `metaworld` suite), evaluated every `finetune.eval_every` env steps by greedy
+  episodes of its sparse-success twin: success rate (an episode succeeds if any step does).
+
+A variant is a set of config overrides on the same code (`VARIANTS`): APV; DreamerV2 from scratch; the ablations
+of Fig. 6b (no bonus / no pre-training) and the fine-tuning schemes of Fig. 6a (naive) and Fig. 7b (encoder and
+decoder only).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import jax
+import ml_collections
+import numpy as np
+
+from vidrl_jax import io, plots, stats
+from vidrl_jax.config import apply_overrides
+from vidrl_jax.envs.host import BatchEnv
+from vidrl_jax.envs.metaworld import MetaWorldEnv
+from vidrl_jax.errors import VidrlError
+from vidrl_jax.methods.apv import agent, videos
+from vidrl_jax.train import MetricWriter, run, write_results
+from vidrl_jax.train.loop import restore_finished
+
+VARIANTS: dict[str, dict] = {
+    "apv": {},                                                   # stacked, pre-trained, video bonus
+    "dreamerv2": {"model.kind": "single", "finetune.load": (), "bonus.beta": 0.0},
+    "apv_no_bonus": {"bonus.beta": 0.0},                         # Fig. 6b "APV w/o int"
+    "apv_no_pretrain": {"finetune.load": ()},                    # Fig. 6b "APV w/o pre" (bonus on a random model)
+    "naive_ft": {"model.kind": "single", "finetune.load": ("encoder", "decoder", "rssm"), "bonus.beta": 0.0},
+    "encdec_ft": {"model.kind": "single", "finetune.load": ("encoder", "decoder"), "bonus.beta": 0.0},
+}
+BASELINE = "dreamerv2"
+
+
+def variant_config(config: ml_collections.ConfigDict, variant: str) -> ml_collections.ConfigDict:
+  if variant not in VARIANTS:
+    raise VidrlError(f"unknown APV variant {variant!r}; use some of {sorted(VARIANTS)}")
+  return apply_overrides(config, VARIANTS[variant])
+
+
+class Apv:
+  """What the stages share: config, workdir, writer."""
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+    self.config, self.workdir = config, workdir
+    self.writer = MetricWriter(workdir)
+    for v in config.variants:
+      variant_config(config, v)
+    overlap = sorted(set(config.env.tasks) & set(config.videos.tasks))
+    if overlap and not config.videos.dirs:
+      raise VidrlError(f"the video tasks {overlap} are also target tasks; APV pre-trains on other tasks' videos: "
+                       f"change videos.tasks or env.tasks")
+
+  def env(self, task: str, reward: str = "dense") -> MetaWorldEnv:
+    e = self.config.env
+    return MetaWorldEnv(task, image_size=e.image_size, camera=e.camera, max_steps=e.max_steps, reward=reward)
+
+  def video_dirs(self) -> list[str]:
+    v = self.config.videos
+    if v.dirs:
+      return list(v.dirs)
+    out = os.path.join(self.workdir, "data", "videos")
+    summary = videos.write_videos(out, tuple(v.tasks), episodes_per_view=v.episodes_per_view, views=tuple(v.views),
+                                  seed=self.config.seed, image_size=self.config.env.image_size,
+                                  max_steps=v.max_steps, noise=v.noise)
+    self.writer.write("videos", 0, {k: float(x) for k, x in summary.items() if isinstance(x, (int, float))})
+    return [out]
+
+  def pretrained(self) -> dict:
+    """The pre-trained video model's params (this workdir's `pretrain` stage, or `pretrain.workdir`'s)."""
+    c = self.config
+    source = c.pretrain.workdir
+    data = videos.load_videos(self.video_dirs(), c.env.image_size) if not source else None
+    windows = data.windows(int(c.pretrain.length)) if data is not None else None
+    task = agent.pretrain_task("pretrain", windows, c, c.seed)
+    if source:
+      return restore_finished(task, source, c.seed).params
+    t0 = time.time()
+    state, _ = run(task, c.loop, self.workdir, self.writer, c.seed)
+    self.writer.write("pretrain", int(c.pretrain.steps), {"seconds": time.time() - t0})
+    return jax.device_get(state.params)
+
+  def finetune(self, task: str, variant: str, seed: int, pretrained: dict | None) -> dict:
+    c = variant_config(self.config, variant)
+    eval_env = BatchEnv([self.env(task, "sparse") for _ in range(c.finetune.eval_envs)])
+    stage = agent.finetune_task(f"finetune/{task}/{variant}/seed{seed}", self.env(task), eval_env, c, seed,
+                                pretrained)
+    t0 = time.time()
+    _, metrics = run(stage, c.loop, self.workdir, self.writer, seed)
+    return {**metrics, "seconds": time.time() - t0}
+
+
+def curves(writer: MetricWriter, task: str, variant: str, seeds) -> list[tuple[np.ndarray, np.ndarray]]:
+  """Per seed (env steps, success rate) from the stage's evaluation rows (a resumed run's last row wins)."""
+  out = []
+  for s in seeds:
+    rows = {int(r["eval/env_steps"]): float(r["eval/success_rate"])
+            for r in writer.rows(f"finetune/{task}/{variant}/seed{s}") if "eval/success_rate" in r}
+    if rows:
+      x = np.asarray(sorted(rows))
+      out.append((x, np.asarray([rows[k] for k in x])))
+  return out
+
+
+def report(config: ml_collections.ConfigDict, workdir: str, writer: MetricWriter, runs: dict) -> dict:
+  """Per task and variant: the seeds' success-rate curves aggregated (IQM + interval), the final success rate
+  (mean, se, IQM [interval]), and a PNG per task; the whole table in results.md."""
+  results, lines = {}, ["| task | variant | seeds | final success: IQM [95% CI] | mean +- s.e. |", "|---|---|---|---|---|"]
+  for task in config.env.tasks:
+    series, bands = {}, {}
+    for variant in config.variants:
+      cs = curves(writer, task, variant, config.seeds)
+      if not cs:
+        continue
+      agg = stats.aggregate_curves(cs)
+      final = stats.summary([c[1][-1] for c in cs])
+      results[f"{task}/{variant}"] = {"curve": agg, "final": final, "runs": runs.get(f"{task}/{variant}", [])}
+      series[variant] = (agg["x"], agg["iqm"])
+      bands[variant] = (agg["iqm_ci_low"], agg["iqm_ci_high"])
+      lines.append(f"| {task} | {variant} | {len(cs)} | {final['iqm']:.2f} [{final['iqm_ci'][0]:.2f}, "
+                   f"{final['iqm_ci'][1]:.2f}] | {final['mean']:.2f} +- {final['se']:.2f} |")
+    if series:
+      plots.curves(io.join(workdir, f"curves_{task}.png"), series, "env steps", "success rate (IQM)",
+                   f"APV vs DreamerV2: {task}", spread=bands)
+  write_results(workdir, {"config": config.to_dict(), "results": results}, "\n".join(lines))
+  return results
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  apv = Apv(config, workdir)
+  needs_pretrained = any(variant_config(config, v).finetune.load for v in config.variants)
+  pretrained = apv.pretrained() if needs_pretrained else None
+  runs: dict[str, list] = {}
+  for task in config.env.tasks:
+    for variant in config.variants:
+      for seed in config.seeds:
+        runs.setdefault(f"{task}/{variant}", []).append(apv.finetune(task, variant, seed, pretrained))
+  return report(config, workdir, apv.writer, runs)
