@@ -21,7 +21,7 @@ enable_compilation_cache()
 # `ONE_WORKER = True` (its later tests then load the programs its first ones compiled, e.g. the 2-process runs);
 # every other test goes to whichever worker is free.
 # (xdist's own `--dist loadgroup` marks groups by renaming node ids, which pytest 9.2 no longer allows.)
-SLOWEST_FIRST = ("test_notebooks.py::test_rlv", "test_notebooks.py::test_lapo", "test_multihost.py",
+SLOWEST_FIRST = ("test_notebooks.py::test_rlv", "test_notebooks.py::test_lapo", "test_multihost.py", "test_apv_pipeline.py",
                  "test_aime.py::test_smoke_visual", "test_notebooks.py", "test_aime.py", "test_benchmarks.py",
                  "test_fused.py", "test_rlv_manipulation.py", "test_lapo.py", "test_rlv_pipeline.py",
                  "test_sac_pixels.py", "test_ppo.py", "test_lapo_laom.py", "test_conv_lapo.py")   # file[::test prefix]

@@ -4,7 +4,8 @@ the CPU, the `smoke` preset injected after the `parameters` cell (papermill's co
 Each notebook runs the same smoke config as the method's end-to-end test did, so the XLA compilation cache is
 shared, and the end-to-end checks that test made are made here on the notebook's run (LAPO: every stage's outputs and
 an in-process rerun that resumes; AIME: the pendulum table, then the launcher on the same workdir resuming to the
-same table; RLV: every Acrobot group, then the launcher resuming its main group), so executing the notebooks adds little to the suite's time.
+same table; RLV: every Acrobot group, then the launcher resuming its main group; APV: its notebook's run is the
+fixture of tests/test_apv_pipeline.py), so executing the notebooks adds little to the suite's time.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from nbclient import NotebookClient
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOKS = os.path.join(ROOT, "notebooks")
-METHODS = ("lapo", "aime", "rlv")
+METHODS = ("lapo", "aime", "rlv", "apv")
 REPO_URL = "https://github.com/vidrl-jax/vidrl_jax"
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
