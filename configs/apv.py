@@ -49,7 +49,10 @@ def base() -> ml_collections.ConfigDict:
   c.method = "apv"
   c.seed = 0
   c.seeds = (0, 1, 2)
-  c.env = ml_collections.ConfigDict(dict(tasks=TARGETS, image_size=64, camera="corner", max_steps=500))
+  c.env = ml_collections.ConfigDict(dict(
+      tasks=TARGETS, image_size=64, camera="corner", max_steps=500,
+      layout_seed=0))           # one fixed object/goal layout per task (the official MT1 task instance); -1: a new
+                                # layout every episode
   c.videos = ml_collections.ConfigDict(dict(
       dirs=(),                  # () = make them; or episode directories (official APV/DreamerV2 layout), read only
       tasks=VIDEO_TASKS, views=VIEWS, episodes_per_view=10, max_steps=500, noise=0.1))
@@ -92,16 +95,17 @@ PRESETS = {
         "loop.progress": False,
     },
     "cpu": {
-        "model.deter": 200, "model.hidden": 200, "model.stoch": 16, "model.classes": 16, "model.cnn_width": 16,
-        "model.reward_hidden": (200, 200), "model.image_size": 32, "env.image_size": 32,
+        "model.deter": 128, "model.hidden": 128, "model.stoch": 16, "model.classes": 16, "model.cnn_width": 8,
+        "model.reward_hidden": (128, 128), "model.image_size": 32, "env.image_size": 32,
         "model.enc_kernels": (4, 4, 4), "model.dec_kernels": (6, 5, 4),
-        "ac.actor_hidden": (200, 200), "ac.critic_hidden": (200, 200),
+        "ac.actor_hidden": (128, 128), "ac.critic_hidden": (128, 128),
         "env.tasks": ("reach-v3",), "env.max_steps": 150,
         "videos.episodes_per_view": 2, "videos.max_steps": 150,
         "pretrain.steps": 3000, "pretrain.batch_size": 16,
-        "finetune.env_steps": 30_000, "finetune.prefill": 1500, "finetune.batch_size": 16, "finetune.length": 32,
-        "finetune.eval_every": 3000, "finetune.eval_episodes": 10, "finetune.log_every": 500,
-        "finetune.checkpoint_every": 3000, "bonus.queue_size": 4096,
+        "finetune.env_steps": 15_000, "finetune.prefill": 1500, "finetune.train_every": 10,
+        "finetune.batch_size": 8, "finetune.length": 32,
+        "finetune.eval_every": 1500, "finetune.eval_episodes": 10, "finetune.log_every": 500,
+        "finetune.checkpoint_every": 1500,
         "variants": ("apv", "dreamerv2", "apv_no_bonus", "apv_no_pretrain"),
     },
     "paper": {},

@@ -66,7 +66,8 @@ class Apv:
 
   def env(self, task: str, reward: str = "dense") -> MetaWorldEnv:
     e = self.config.env
-    return MetaWorldEnv(task, image_size=e.image_size, camera=e.camera, max_steps=e.max_steps, reward=reward)
+    return MetaWorldEnv(task, image_size=e.image_size, camera=e.camera, max_steps=e.max_steps, reward=reward,
+                        layout_seed=None if e.layout_seed < 0 else e.layout_seed)
 
   def video_dirs(self) -> list[str]:
     v = self.config.videos
