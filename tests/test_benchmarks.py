@@ -31,6 +31,11 @@ NUM = r"-?[\d,]+(\.\d+)?"     # a printed number
 
 # script -> (its smallest setting, regexes its output must match (re.M): the rows it is meant to print)
 SMOKE: dict[str, tuple[list[str], list[str]]] = {
+    "apv_steps.py": (   # the stacked model at the smoke preset's shapes
+        ["--preset=smoke", "--kinds=stacked", "--calls=1"],
+        [rf"^stacked +update +2x8 +16 +{NUM} +{NUM} +{NUM} +{NUM}$",
+         rf"^stacked +world_model \(update - actor_critic\) +2x8 +16 +{NUM} +nan +{NUM} +{NUM}$",
+         rf"^stacked +actor_critic +2x8 +16 +{NUM} +{NUM} +{NUM} +{NUM}$"]),
     "aime_steps.py": (   # MLP cases only: the Visual model's step is compiled by tests/test_aime.py's smoke run
         ["--cases=p1_mdp,p2_cpu", "--batch=2", "--length=3", "--deter=8", "--stoch=4", "--hidden=8", "--steps=1",
          "--warmup=0"],

@@ -125,6 +125,15 @@ def _get(tree: dict, path: tuple[str, ...]):
   return tree
 
 
+def imagination_heads(model: model_lib.FineTuneModel, params: dict, gamma: float):
+  """The actor-critic's `heads`: the reward head's mean and gamma everywhere (APV has no discount head, and
+  Meta-World never terminates)."""
+  def fn(states):
+    reward = model_lib.reward_mean(model, params, features(states))
+    return reward, jnp.full(reward.shape, gamma)
+  return fn
+
+
 def agent(action_dim: int, config: ml_collections.ConfigDict, num_updates: int
           ) -> tuple[model_lib.FineTuneModel, ActorCritic, Callable, Callable]:
   """(world model, actor-critic, init(rng) -> AgentState, update(state, batch, rng) -> (state, metrics))."""
@@ -146,12 +155,6 @@ def agent(action_dim: int, config: ml_collections.ConfigDict, num_updates: int
                       ac=ac.init(r_ac), bonus=bonus_lib.init_bonus(r_bonus, feat_dim, config.bonus),
                       updates=jnp.zeros((), jnp.int32))
 
-  def heads(params):
-    def fn(states):
-      reward = model_lib.reward_mean(model, params, features(states))
-      return reward, jnp.full(reward.shape, gamma)
-    return fn
-
   def update(state: AgentState, batch: dict, rng: jax.Array) -> tuple[AgentState, dict]:
     r_wm, r_ac = jax.random.split(rng)
     loss_fn = lambda p: model_lib.finetune_loss(model, p, state.bonus, batch, r_wm, config.bonus)
@@ -162,7 +165,7 @@ def agent(action_dim: int, config: ml_collections.ConfigDict, num_updates: int
     u_rest, model_opt = model_tx.update(g_rest, state.model_opt, rest)
     params = {**optax.apply_updates(enc, u_enc), **optax.apply_updates(rest, u_rest)}
     start = jax.tree.map(lambda x: x.reshape(-1, x.shape[-1]), post)      # every posterior state of the batch
-    ac_state, ac_metrics = ac.update(state.ac, params["rssm"], start, heads(params), r_ac)
+    ac_state, ac_metrics = ac.update(state.ac, params["rssm"], start, imagination_heads(model, params, gamma), r_ac)
     new = state.replace(params=params, enc_opt=enc_opt, model_opt=model_opt, ac=ac_state, bonus=bonus,
                         updates=state.updates + 1)
     return new, {**metrics, **ac_metrics}
