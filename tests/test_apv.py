@@ -164,3 +164,15 @@ def test_loading_pretrained_parts(models):
   with pytest.raises(VidrlError, match="other shapes"):
     wide = model_lib.video_model(model_lib.model_config(**{**SMALL, "cnn_width": 3}))
     load_pretrained(single, params, wide.init(jax.random.key(9)), ("encoder",))
+
+
+def test_open_loop_predictions(models):
+  _, (video, vparams) = models
+  images = _batch(3)["obs"]["image"]
+  pred = np.asarray(jax.jit(lambda p, x: model_lib.open_loop(video, p, x, 2, jax.random.key(0)))(vparams, images))
+  assert pred.shape == images.shape and pred.min() >= 0.0 and pred.max() <= 1.0
+  # the context frames are reconstructions of their posteriors: they depend on the frames, the rest do not see them
+  later = images.copy()
+  later[:, 4:] = 255 - later[:, 4:]
+  pred2 = np.asarray(jax.jit(lambda p, x: model_lib.open_loop(video, p, x, 2, jax.random.key(0)))(vparams, later))
+  np.testing.assert_array_equal(pred, pred2)

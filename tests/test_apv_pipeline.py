@@ -57,6 +57,7 @@ def test_smoke_writes_every_stage_and_the_results(smoke):
   assert set(saved["results"]) == set(results)
   assert os.path.exists(os.path.join(workdir, "curves_reach-v3.png"))
   assert os.path.exists(os.path.join(workdir, "results.md"))
+  assert os.path.exists(os.path.join(workdir, "open_loop_pretrained.png"))
 
 
 def test_rerun_resumes_without_training_again(smoke):

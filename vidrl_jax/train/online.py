@@ -18,12 +18,11 @@ action: DreamerV2, APV), host envs only:
 - `HostCollector` steps a host environment (`vidrl_jax.envs.host.HostEnv`: dm_control, Meta-World, ...). Every
   random choice is a function of the seed and a counter, so a resumed run continues exactly as an uninterrupted one:
   episode e is reset with `episode_seed(seed, e)`; the uniform actions of the first `random_steps` env steps come
-  from `np.random.default_rng([seed, 0, env_step])`; the policy's own sampling is the `act` callable's (e.g.
-  `fold_in(rng, env_step)`); the burst after u updates is `sampler.sample(u, (K,))`. A checkpoint taken in the middle
-  of an episode stores that episode's actions; resuming resets the environment with the episode's seed and replays
-  them (a `HostEnv` is deterministic given its seed and actions), then checks that it reached the stored observation;
-  a recurrent policy's carry is saved with the collector and restored as it was (the replay does not call the
-  policy).
+  from `np.random.default_rng([seed, 0, env_step])`; the policy samples from `fold_in(rng, env_step)`; the burst
+  after u updates is `sampler.sample(u, (K,))`. A checkpoint taken in the middle of an episode stores that
+  episode's actions and the policy's carry; resuming resets the environment with the episode's seed and replays
+  the actions (a `HostEnv` is deterministic given its seed and actions; the replay does not call the policy), checks
+  that it reached the stored observation, and restores the carry as it was.
 """
 
 from __future__ import annotations
@@ -71,10 +70,17 @@ class Collector(Protocol):
 
 
 class RecurrentPolicy(NamedTuple):
-  """A policy with a carry, two pure jittable functions: `init(n)` the carry of n fresh episodes (a pytree of
-  arrays), `act(state, carry, obs, is_first, rng) -> (action (n, A) in [-1, 1], carry)` for the agent's train
-  `state`, batched stored obs (n, ...) and `is_first` (n,) bool, True on the frame an episode starts with (the
-  policy resets its carry there: one window of a replay and an online episode are read alike)."""
+  """A policy that carries state between env steps (DreamerV2, APV: the RSSM latent and the previous action), as
+  two pure, jittable functions:
+
+  - `init(n) -> carry`: the carry of n fresh episodes, a pytree of numeric arrays with leading axis n;
+  - `act(state, carry, obs, is_first, rng) -> (action (n, A) in [-1, 1], carry)` for the agent's train `state`,
+    batched stored obs {key: (n, ...)} and `is_first` (n,) bool, True where the policy starts from `init`'s carry
+    (an episode's first frame): the policy resets its carry there itself, so a replay window (is_first in the
+    data) and an online episode are filtered by the same code.
+
+  The host collector keeps the carry as numpy between steps and saves it with its checkpoint (`HostCollector`).
+  """
   init: Callable[[int], Any]
   act: Callable[[Any, Any, Obs, jax.Array, jax.Array], tuple[jax.Array, Any]]
 
@@ -85,34 +91,36 @@ def make_collector(env: Any, replay: ReplayBuffer, sampler: Sampler,
                    min_transitions: int, obs_fn: Callable[[Obs], Obs] | None = None,
                    on_episode: Callable[[int, dict], None] | None = None) -> Collector:
   """The collector for `env`: a `VecCollector` for a JAX-native `VecEnv` (stored obs key "state"), else a
-  `HostCollector` (`obs_fn` picks the stored obs). `policy(state, obs, rng) -> action in [-1, 1]^A` is pure and
-  jittable, or a `RecurrentPolicy` (host envs); env step t's sample uses `fold_in(rng, t)`. The replay must be
-  one of `sampler`'s sources."""
+  `HostCollector` (`obs_fn` picks the stored obs). `policy` is a pure, jittable `policy(state, obs, rng) -> action
+  in [-1, 1]^A` or, for a host env, a `RecurrentPolicy`; env step t's sample uses `fold_in(rng, t)`. The replay
+  must be one of `sampler`'s sources."""
   schedule = dict(train_every=train_every, updates_per_burst=updates_per_burst, random_steps=random_steps,
                   min_transitions=min_transitions)
-  recurrent = isinstance(policy, RecurrentPolicy)
   if isinstance(env, VecEnv):
-    if recurrent:
-      raise VidrlError(f"the VecEnv collector takes a stateless policy(state, obs, rng); step {env.name} on the "
-                       f"host (a HostEnv) for a RecurrentPolicy")
+    if isinstance(policy, RecurrentPolicy):
+      raise VidrlError(f"the VecEnv collector takes a stateless policy(state, obs, rng), not a RecurrentPolicy; "
+                       f"step {env.name} on the host (a HostEnv) to act with a carry")
     if on_episode is not None or obs_fn is not None:
       raise VidrlError(f"the VecEnv {env.name} has one observation and no episode recorder: pass neither obs_fn "
                        f"nor on_episode")
     return VecCollector(env, replay, sampler, policy, rng=rng, **schedule)
   if obs_fn is None:
     raise VidrlError(f"the host env {env.name} returns a dict of observations: pass obs_fn to pick what is stored")
-  if recurrent:
-    def one(state, carry, obs, is_first, step):   # a batch of one: the host env's single stream
-      batched = jax.tree.map(lambda x: x[None], obs)
-      action, carry = policy.act(state, carry, batched, jnp.asarray(is_first)[None], jax.random.fold_in(rng, step))
-      return action[0], carry
-    act, init = jax.jit(one), (lambda: policy.init(1))
-  else:
-    act = jax.jit(lambda state, carry, obs, is_first, step: (policy(state, obs, jax.random.fold_in(rng, step)),
-                                                             carry))
-    init = tuple
-  return HostCollector(env, replay, sampler, act, seed=seed, obs_fn=obs_fn, on_episode=on_episode,
-                       init_carry=init, **schedule)
+  if not isinstance(policy, RecurrentPolicy):
+    policy = _single_stateless(policy)
+  return HostCollector(env, replay, sampler, policy, rng=rng, seed=seed, obs_fn=obs_fn, on_episode=on_episode,
+                       **schedule)
+
+
+def _single_stateless(policy: Callable[[Any, Obs, jax.Array], Any]) -> RecurrentPolicy:
+  """A stateless policy as the `RecurrentPolicy` of the host collector's batch of one, with the empty carry `()`:
+  it is called on the obs without their batch axis, as it always was there, so its samples stay bit for bit."""
+  def act(state, carry, obs, is_first, rng):
+    if is_first.shape != (1,):
+      raise VidrlError(f"a stateless policy wrapped for the host collector acts on a batch of one, got "
+                       f"{is_first.shape[0]}; wrap it as a RecurrentPolicy of its own for more")
+    return policy(state, jax.tree.map(lambda x: x[0], obs), rng)[None], carry
+  return RecurrentPolicy(init=lambda n: (), act=act)
 
 
 def env_action(env: VecEnv, action: jax.Array) -> jax.Array:
@@ -183,29 +191,43 @@ class _ReplayCollector:
 class HostCollector(_ReplayCollector):
   """Collects from one host env into `replay` and draws update bursts of `updates_per_burst` batches from `sampler`.
 
-  `obs_fn(env_obs) -> stored obs` picks what the agent sees (the replay's obs keys); `act(state, carry, obs,
-  is_first, env_step) -> (action (A,), carry)` gives the action for a stored-obs dict after the random steps, its
-  carry starting each episode at `init_carry()` (a stateless policy's is `()`). During the random steps the policy
-  is not called (DreamerV2's prefill): the carry stays the episode's initial one, and `is_first` is True only on
-  an episode's first frame, so a policy that takes over mid-episode starts from its initial carry there. An update burst is due after each iteration
-  once `random_steps` env steps are done and the replay holds `min_transitions`. `on_episode(e, trajectory)` gets
-  each finished episode as an `EpisodeRecorder` trajectory (every key the env returns); after a resumption it is
-  called again, with the same trajectories, for the episodes that finished after the checkpoint.
+  `obs_fn(env_obs) -> stored obs` picks what the agent sees (the replay's obs keys). The env is the policy's batch
+  of one: after the random steps, `policy.act` (jitted once, rng `fold_in(rng, env_step)`) gives the action and
+  the next carry; a stateless policy comes wrapped with the empty carry `()` (`make_collector`). The carry is
+  `policy.init(1)` at each episode's start and `is_first` is True on the episode's first policy call only.
+  During the random steps the policy is not called (DreamerV2's prefill), so the carry stays `init(1)`; when the
+  random phase ends mid-episode the policy's first call there has is_first=True too: the policy has seen none of
+  the episode's earlier frames nor their random actions, and starts from a reset as on an episode's first frame
+  (an RSSM with a learned initial state takes it there, not the zeros of a carry that was never reset). The
+  replay's own is_first marks only the episode's first row. The carry lives on the host as numpy between steps and
+  is saved with the collector (`collector/carry/<i>`, its leaves in `jax.tree.leaves` order), so a run resumed
+  mid-episode continues from the same carry; replaying the episode's actions on resume does not call the policy.
+
+  An update burst is due after each iteration once `random_steps` env steps are done and the replay holds
+  `min_transitions`. `on_episode(e, trajectory)` gets each finished episode as an `EpisodeRecorder` trajectory
+  (every key the env returns); after a resumption it is called again, with the same trajectories, for the
+  episodes that finished after the checkpoint.
   """
 
-  def __init__(self, env: host.HostEnv, replay: ReplayBuffer, sampler: Sampler,
-               act: Callable[[Any, Any, Obs, bool, int], tuple[Any, Any]], *, seed: int, train_every: int,
-               updates_per_burst: int, random_steps: int, min_transitions: int, obs_fn: Callable[[Obs], Obs],
-               on_episode: Callable[[int, dict], None] | None = None, init_carry: Callable[[], Any] = tuple):
+  def __init__(self, env: host.HostEnv, replay: ReplayBuffer, sampler: Sampler, policy: RecurrentPolicy, *,
+               rng: jax.Array, seed: int, train_every: int, updates_per_burst: int, random_steps: int,
+               min_transitions: int, obs_fn: Callable[[Obs], Obs],
+               on_episode: Callable[[int, dict], None] | None = None):
     if train_every < 1 or updates_per_burst < 1 or min_transitions < 1 or env.max_steps < 1 or random_steps < 0:
       raise VidrlError(f"train_every, updates_per_burst, min_transitions and the env's max_steps must be >= 1 and "
                        f"random_steps >= 0; got {train_every}, {updates_per_burst}, {min_transitions}, "
                        f"{env.max_steps} and {random_steps}")
-    self.env, self.replay, self.sampler, self.act, self.obs_fn = env, replay, sampler, act, obs_fn
+    self.env, self.replay, self.sampler, self.obs_fn = env, replay, sampler, obs_fn
     self.seed, self.train_every, self.updates_per_burst = int(seed), int(train_every), int(updates_per_burst)
     self.random_steps, self.min_transitions, self.on_episode = int(random_steps), int(min_transitions), on_episode
-    self.init_carry = init_carry
-    self._carry: Any = init_carry()
+
+    def act(state, carry, obs, is_first, env_step):
+      batched = jax.tree.map(lambda x: x[None], obs)
+      action, carry = policy.act(state, carry, batched, is_first, jax.random.fold_in(rng, env_step))
+      return action[0], carry
+
+    self._act, self._init = jax.jit(act), jax.jit(lambda: policy.init(1))
+    self._carry: Any = None   # the running episode's carry (numpy leaves)
     self.env_steps = 0      # env steps taken
     self.episode = 0        # index of the running (or next) episode
     self.updates = 0        # updates drawn
@@ -219,7 +241,7 @@ class HostCollector(_ReplayCollector):
   def _start_episode(self, add_row: bool = True) -> None:
     obs = self.env.reset(host.episode_seed(self.seed, self.episode))
     self._obs, self._actions, self._return = self.obs_fn(obs), [], 0.0
-    self._carry = self.init_carry()
+    self._carry = jax.device_get(self._init())
     if add_row:
       self.replay.add(self._obs, is_first=True)
     if self.on_episode is not None:
@@ -248,7 +270,9 @@ class HostCollector(_ReplayCollector):
         action = np.random.default_rng([self.seed, 0, self.env_steps]).uniform(
             -1.0, 1.0, self.env.action_dim).astype(np.float32)
       else:
-        action, self._carry = self.act(state, self._carry, self._obs, not self._actions, self.env_steps)
+        is_first = not self._actions or self.env_steps == self.random_steps   # the episode's first policy call
+        action, self._carry = jax.device_get(self._act(state, self._carry, self._obs, np.asarray([is_first]),
+                                                       self.env_steps))
         action = np.asarray(action, np.float32)
       obs, reward, terminal, last = self._env_step(action)
       self.replay.add(obs, action, reward, is_last=last, is_terminal=terminal)
@@ -279,8 +303,8 @@ class HostCollector(_ReplayCollector):
                  returns=np.asarray(self.returns, np.float64), running=self._obs is not None,
                  episode_actions=np.asarray(self._actions, np.float32).reshape(-1, A))
     out = {f"collector/{k}": np.asarray(v) for k, v in extra.items()}
-    out.update({f"collector/carry/{i}": np.asarray(leaf)
-                for i, leaf in enumerate(jax.device_get(jax.tree.leaves(self._carry)))})
+    if self._obs is not None:
+      out.update({f"collector/carry/{i}": np.asarray(leaf) for i, leaf in enumerate(jax.tree.leaves(self._carry))})
     out.update({f"replay/{k}": v for k, v in self.replay.state_dict().items()})
     return out
 
@@ -299,8 +323,18 @@ class HostCollector(_ReplayCollector):
         raise VidrlError(f"{self.env.name} did not return to the checkpointed observation when its episode was "
                          f"replayed from its seed; the environment is not deterministic, so this stage cannot "
                          f"resume mid-episode: delete its directory to start it again")
-      treedef = jax.tree.structure(self.init_carry())
-      self._carry = jax.tree.unflatten(treedef, [jnp.asarray(c[f"carry/{i}"]) for i in range(treedef.num_leaves)])
+      self._carry = self._restored_carry(c)
+
+  def _restored_carry(self, c: Mapping[str, np.ndarray]) -> Any:
+    """The running episode's saved carry, in the tree of `init(1)` (whose leaves it must match)."""
+    fresh = jax.device_get(self._init())
+    leaves, treedef = jax.tree.flatten(fresh)
+    saved = [np.asarray(c[k]) for k in sorted((k for k in c if k.startswith("carry/")), key=lambda k: int(k[6:]))]
+    if [(x.shape, x.dtype) for x in saved] != [(np.shape(x), np.asarray(x).dtype) for x in leaves]:
+      raise VidrlError(f"the checkpoint's policy carry {[(x.shape, str(x.dtype)) for x in saved]} does not match "
+                       f"this policy's init(1) {[(np.shape(x), str(np.asarray(x).dtype)) for x in leaves]}; resume "
+                       f"with the policy that wrote it, or delete the stage's directory to start it again")
+    return jax.tree.unflatten(treedef, saved)
 
 
 def _batched(obs: Obs) -> dict[str, np.ndarray]:
@@ -316,6 +350,10 @@ class VecCollector(_ReplayCollector):
   Counters are in transitions (`env_steps`: vector steps x copies, as are `random_steps` and the uniform-action
   phase). Vector step t draws its uniform action, policy sample and env step from `fold_in(rng, t)`; the env state
   and its current observation are part of `state_dict()`, so a resumed run continues the same episodes.
+
+  It takes a stateless `policy(state, obs, rng)` only: a `RecurrentPolicy` would need its carry reset per copy at
+  the auto-resets inside the scan and saved beside the env state, and the recurrent agents here (DreamerV2, APV)
+  act on host envs, through `HostCollector`.
   """
 
   def __init__(self, env: Any, replay: ReplayBuffer, sampler: Sampler,

@@ -11,7 +11,8 @@ apv_finetuning `WorldModel`), on the shared shell (`nets.world_model`) with Drea
   the action-conditional RSSM. `finetune_loss` is Eq. 6: image and reward log losses, the action-conditional KL
   and the action-free KL at weight `af_kl` (0 in the paper), the reward target plus beta times the video bonus
   (`bonus.py`, Eq. 5) when beta > 0.
-- `policy_step`: one step of the agent's recurrent policy (filter the new frame through the stack, act).
+- `filter_frame`: one step of the agent's recurrent policy's filter (the new frame through the stack);
+  `open_loop`: the video model's open-loop predictions (the plots).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from vidrl_jax.errors import VidrlError
 from vidrl_jax.losses import kl_loss, weighted_sum
 from vidrl_jax.methods.apv import bonus as bonus_lib
 from vidrl_jax.nets import world_model
-from vidrl_jax.nets.rssm import RSSM, RSSMState, features, observe
+from vidrl_jax.nets.rssm import RSSM, RSSMState, features, imagine, observe
 from vidrl_jax.nets.world_model import WorldModel, world_model_config
 
 KINDS = ("stacked", "single")
@@ -80,6 +81,23 @@ def pretrain_loss(wm: WorldModel, params: dict, batch: dict, rng: jax.Array, con
   w = config.loss_weights
   total, logged = weighted_sum(losses, {"image": w.image, "kl": w.kl})
   return total, {**logged, "kl_value": jnp.mean(kl)}
+
+
+def open_loop(wm: WorldModel, params: dict, images: jax.Array, context: int, rng: jax.Array) -> jax.Array:
+  """The video model's open-loop prediction of (B, T) frames: the first `context` reconstructed from their
+  posteriors, the rest decoded from the prior rolled forward without observations (the official `video_pred`);
+  (B, T, H, W, 3) in [0, 1]."""
+  obs = {"image": jnp.swapaxes(images, 0, 1)}
+  T, B = obs["image"].shape[:2]
+  r_obs, r_img = jax.random.split(rng)
+  first = jnp.zeros((context, B), bool).at[0].set(True)
+  filt = observe(wm.rssm, params["rssm"], wm.embed(params, {"image": obs["image"][:context]}), r_obs,
+                 actions=jnp.zeros((context, B, 0)), is_first=first)
+  start = jax.tree.map(lambda x: x[-1], filt.states)
+  rolled = imagine(wm.rssm, params["rssm"], start, r_img, actions=jnp.zeros((T - context, B, 0)))
+  feat = jnp.concatenate([features(filt.states), features(rolled.states)], 0)
+  frames = wm.decode(params, feat)["image"].mean - wm.pixel_offset
+  return jnp.clip(jnp.swapaxes(frames, 0, 1), 0.0, 1.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,4 +212,5 @@ def filter_frame(model: FineTuneModel, params: dict, carry: tuple, obs: dict, is
 
 
 __all__ = ["FineTuneModel", "KINDS", "filter_frame", "finetune_loss", "finetune_model", "image_nll",
-           "initial_carry", "model_config", "observe_stack", "pretrain_loss", "reward_mean", "video_model"]
+           "initial_carry", "model_config", "observe_stack", "open_loop", "pretrain_loss", "reward_mean",
+           "video_model"]

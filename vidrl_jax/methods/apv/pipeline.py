@@ -31,6 +31,7 @@ from vidrl_jax.envs.host import BatchEnv
 from vidrl_jax.envs.metaworld import MetaWorldEnv
 from vidrl_jax.errors import VidrlError
 from vidrl_jax.methods.apv import agent, videos
+from vidrl_jax.methods.apv import model as model_lib
 from vidrl_jax.train import MetricWriter, run, write_results
 from vidrl_jax.train.loop import restore_finished
 
@@ -92,7 +93,26 @@ class Apv:
     t0 = time.time()
     state, _ = run(task, c.loop, self.workdir, self.writer, c.seed)
     self.writer.write("pretrain", int(c.pretrain.steps), {"seconds": time.time() - t0})
-    return jax.device_get(state.params)
+    params = jax.device_get(state.params)
+    self.plot_predictions(params, windows)
+    return params
+
+  def plot_predictions(self, params: dict, windows) -> str:
+    """open_loop_pretrained.png: 4 video windows, true frames above the model's (5 context frames, then open
+    loop), the last windows of the dataset (not a held-out set: the videos are all used for pre-training)."""
+    c = self.config
+    wm = model_lib.video_model(c.model)
+    n = windows.population()
+    frames = windows.gather(np.arange(max(n - 4, 0), n))["obs"]["image"]
+    context = min(5, frames.shape[1] - 1)
+    pred = np.asarray(jax.jit(lambda p, x: model_lib.open_loop(wm, p, x, context, jax.random.PRNGKey(0)))(
+        params, frames))
+    rows = {}
+    for i in range(len(frames)):
+      rows[f"video {i}: true"] = frames[i][::max(frames.shape[1] // 10, 1)]
+      rows[f"video {i}: model"] = (pred[i][::max(frames.shape[1] // 10, 1)] * 255).astype(np.uint8)
+    return plots.image_grid(io.join(self.workdir, "open_loop_pretrained.png"), rows,
+                            f"pre-trained video model: {context} context frames, then open loop")
 
   def finetune(self, task: str, variant: str, seed: int, pretrained: dict | None) -> dict:
     c = variant_config(self.config, variant)
