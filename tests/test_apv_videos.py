@@ -95,6 +95,11 @@ def test_official_episodes_with_actions_and_rewards_load(tmp_path):
   assert data.obs_keys == ('image',) and data.num_steps == 19 and data.num_runs == 2
   batch = data.windows(6).gather(np.array([0]))
   np.testing.assert_array_equal(batch['obs']['image'][0], episodes[0]['image'][:6])
+  assert not data.has_actions and data.reward is None       # read as action-free video
+  # mixed with action-free files: one action-free dataset
+  io.write_npz(str(directory / 'zz-free.npz'), fake_episode(rng, 5), compress=False)
+  mixed = videos.load_videos(str(directory), SIZE, cache_dir=str(tmp_path / 'cache'))
+  assert mixed.num_runs == 3 and mixed.num_steps == 24 and not mixed.has_actions
 
 
 def test_written_videos_load_without_actions(tmp_path):

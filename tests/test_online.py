@@ -203,9 +203,9 @@ def test_vec_evaluator_matches_a_python_loop():
   np.testing.assert_allclose(got, total, rtol=1e-5, atol=1e-5)   # scanned float32 steps vs one call at a time
 
 
-def _recurrent_collector(env, seen_first):
-  """A RecurrentPolicy whose action is a function of its carry (the sum of the observations since the episode's
-  first frame, and a step count); `seen_first` records the is_first it is given."""
+def _recurrent_collector(env, seen_first, width=3):
+  """A RecurrentPolicy whose action is a function of its carry (the sum of the observations since is_first, and
+  their count); `seen_first` records the is_first of each call. Episodes of 7 steps, random for the first 4."""
   import jax.numpy as jnp
   from vidrl_jax.data.mix import Sampler
   from vidrl_jax.data.replay import ReplayBuffer
@@ -220,7 +220,7 @@ def _recurrent_collector(env, seen_first):
     noise = jax.random.uniform(rng, (x.shape[0], 1), minval=-0.1, maxval=0.1)
     return jnp.tanh(state * total[:, :1] / count[:, None] + noise), (total, count)
 
-  policy = RecurrentPolicy(init=lambda n: (jnp.zeros((n, 3)), jnp.zeros((n,), jnp.int32)), act=act)
+  policy = RecurrentPolicy(init=lambda n: (jnp.zeros((n, width)), jnp.zeros((n,), jnp.int32)), act=act)
   replay = ReplayBuffer(100, {"position": ((2,), np.float32), "velocity": ((1,), np.float32)}, action_dim=1)
   return make_collector(env, replay, Sampler({"replay": (replay, 4)}, 0), policy, rng=jax.random.key(3), seed=5,
                         train_every=3, updates_per_burst=1, random_steps=4, min_transitions=4,
@@ -228,23 +228,47 @@ def _recurrent_collector(env, seen_first):
 
 
 def test_recurrent_policy_carry_resumes_mid_episode_exactly():
+  """A collector resumed mid-episode from `state_dict` into a fresh one continues with the carry of the
+  uninterrupted run (same actions, replay and carry bit for bit); replaying the episode does not call the policy."""
   state = jax.numpy.asarray(2.0)
   first_a, first_b = [], []
   full = _recurrent_collector(_pendulum(7), first_a)
-  for step in range(8):                           # 24 env steps: episodes of 7, random for the first 4
+  for step in range(8):                           # 24 env steps: episodes start at env steps 0, 7, 14, 21
     full.collect(state, step)
   cut = _recurrent_collector(_pendulum(7), first_b)
-  for step in range(3):                           # 9 env steps: mid episode 1, after its first policy steps
+  for step in range(3):                           # 9 env steps: mid episode 1, after two policy steps
     cut.collect(state, step)
   saved = cut.state_dict()
-  assert any(k.startswith("collector/carry/") for k in saved)
+  np.testing.assert_array_equal(saved["collector/carry/1"], [2])
   resumed = _recurrent_collector(_pendulum(7), first_b)
   resumed.load_state_dict(saved)
   for step in range(3, 8):
     resumed.collect(state, step)
   a, b = full.state_dict(), resumed.state_dict()
-  assert set(a) == set(b)
+  assert set(a) == set(b) and "collector/carry/0" in a
   for k in a:
     np.testing.assert_array_equal(a[k], b[k])
-  # the policy acts from env step 4; episodes start at env steps 0, 7, 14, 21: is_first on 7, 14, 21 only
-  assert len(first_a) == 20 and [i + 4 for i, f in enumerate(first_a) if f] == [7, 14, 21]
+  jax.effects_barrier()
+  assert first_b == first_a and len(first_a) == 20   # env steps 4..23: the policy is not called during the replay
+
+  reset = _recurrent_collector(_pendulum(7), [])   # the carry matters: resuming from init(1) acts otherwise
+  reset.load_state_dict({**saved, "collector/carry/0": np.zeros((1, 3), np.float32),
+                         "collector/carry/1": np.zeros((1,), np.int32)})
+  reset.collect(state, 3)
+  actions = reset.state_dict()["replay/action"]
+  assert not np.array_equal(actions, a["replay/action"][:len(actions)])
+  with pytest.raises(VidrlError, match="does not match this policy's init"):
+    _recurrent_collector(_pendulum(7), [], width=4).load_state_dict(saved)
+
+
+def test_recurrent_policy_is_first_on_each_episode_first_policy_call():
+  """is_first is True on each episode's first policy call: its first frame, or (episode 0 here) the frame where
+  the random steps end; the replay's is_first marks episode starts only."""
+  seen = []
+  collector = _recurrent_collector(_pendulum(7), seen)
+  for step in range(8):
+    collector.collect(jax.numpy.asarray(1.0), step)
+  jax.effects_barrier()
+  assert [4 + i for i, f in enumerate(seen) if f] == [4, 7, 14, 21]
+  rows = collector.state_dict()["replay/is_first"]
+  assert len(rows) == 28 and list(np.flatnonzero(rows)) == [0, 8, 16, 24]   # each episode's first row (7 steps + 1 first row)

@@ -154,18 +154,20 @@ def lapo_chunks(directory: str, done: str | None = None, obs_shape: Sequence[int
 
 
 def _episode_dataset(name: str, sources: list[Source], obs_keys: Sequence[str] | None, files: store.Files,
-                     resident_bytes: int) -> SequenceDataset:
+                     resident_bytes: int, actions: bool = True) -> SequenceDataset:
   if obs_keys is None:
     obs_keys = [k for k in sources[0].columns if k not in EPISODE_RESERVED and not k.startswith("log_")]
   obs_keys = list(obs_keys)
   has = lambda k: [k in s.columns for s in sources]
   action_key = "pre_action" if all(has("pre_action")) else "action" if all(has("action")) else None
+  if not actions:
+    action_key = None
   for s in sources:
     missing = [k for k in obs_keys if k not in s.columns]
     if missing:
       raise VidrlError(f"{s.name} lacks the key(s) {missing} (it has {sorted(s.columns)}); use observation keys "
                        f"the data has")
-    if action_key is None and ("pre_action" in s.columns or "action" in s.columns):
+    if actions and action_key is None and ("pre_action" in s.columns or "action" in s.columns):
       raise VidrlError(f"{s.name} has actions but other episodes of {name} do not; keep action-labelled and "
                        f"action-free episodes in separate datasets")
     used = obs_keys + [k for k in (action_key, "reward", "is_first", "is_last", "is_terminal") if k in s.columns]
@@ -183,7 +185,7 @@ def _episode_dataset(name: str, sources: list[Source], obs_keys: Sequence[str] |
     is_first.append(f)
   obs = {k: Field(k, "image" if k == "image" else "vector") for k in obs_keys}
   action = Field(action_key, "action") if action_key else None
-  reward = Field("reward", "scalar") if all(has("reward")) else None
+  reward = Field("reward", "scalar") if actions and all(has("reward")) else None
   extras = {k: Field(k, "flag") for k in ("is_last", "is_terminal") if all(has(k))}
   _prepare(files, sources, obs_keys + [f.source for f in (action, reward, *extras.values()) if f is not None])
   return SequenceDataset(name, sources, is_first, obs, action, reward, extras, files, resident_bytes)
@@ -191,16 +193,17 @@ def _episode_dataset(name: str, sources: list[Source], obs_keys: Sequence[str] |
 
 def episodes(directories: str | Sequence[str], obs_keys: Sequence[str] | None = None, limit: int | None = None,
              cache_dir: str | None = None, max_open: int = 64,
-             resident_bytes: int = RESIDENT_BYTES) -> SequenceDataset:
+             resident_bytes: int = RESIDENT_BYTES, actions: bool = True) -> SequenceDataset:
   """The episode files (AIME / DreamerV2 / APV) of one or more directories, the first `limit` of each in sorted
-  order; `obs_keys` None = every key that is not an action, reward or flag."""
+  order; `obs_keys` None = every key that is not an action, reward or flag. `actions=False` reads none of their
+  actions and rewards (action-free video: files with and without actions may then be mixed)."""
   if isinstance(directories, str):
     directories = [directories]
   if limit is not None and limit < 1:
     raise VidrlError(f"the episode limit must be at least 1 (or None for all), got {limit}")
   files = store.Files(cache_dir, max_open)
   sources = [Source(p, 0, _members(p, files.cache_dir)) for d in directories for p in npz_files(d, "episodes")[:limit]]
-  return _episode_dataset(", ".join(directories), sources, obs_keys, files, resident_bytes)
+  return _episode_dataset(", ".join(directories), sources, obs_keys, files, resident_bytes, actions)
 
 
 def from_episodes(episodes_: Sequence[Mapping[str, np.ndarray]], obs_keys: Sequence[str] | None = None,

@@ -26,9 +26,8 @@ and no `action` or `reward`: action-free videos. The directory is claimed first 
 success_rate per task, seconds). A finished directory is read back, not rewritten (whatever the arguments); a
 directory the project did not write (official APV or DreamerV2 episodes) is used as it is, never written to.
 
-`load_videos` reads any such directories unchanged (their `action` and `reward`, where every file has them, stay
-in the dataset; pre-training ignores them). `formats.episodes` refuses one call that mixes files with actions and
-files without (these videos and DreamerV2 episodes with actions): load those as separate datasets.
+`load_videos` reads any such directories unchanged, frames and episode flags only: their `action` and `reward`, if
+any, are not read, so these videos and DreamerV2 episodes with actions load together as one action-free dataset.
 
 Measured (2-core CPU machine, 2026-12-07, otherwise idle; `write_videos` of tasks button-press-v3 and reach-v3,
 views ('corner', 'none') and (None, 'strong'), 2 episodes per view, seed 0, max_steps 100, noise 0: 8 episodes,
@@ -116,7 +115,8 @@ def write_videos(directory: str, tasks: Sequence[str], *, episodes_per_view: int
 
 def load_videos(directories: str | Sequence[str], image_size: int, cache_dir: str | None = None) -> SequenceDataset:
   """The episodes of `directories` (this module's videos, or official APV/DreamerV2 episode directories, whose
-  action and reward keys are kept) as a SequenceDataset with obs['image'] of image_size x image_size frames."""
+  action and reward keys are not read) as an action-free SequenceDataset with obs['image'] of image_size x
+  image_size frames."""
   if isinstance(directories, str):
     directories = [directories]
   cache = store.Files(cache_dir).cache_dir
@@ -130,7 +130,7 @@ def load_videos(directories: str | Sequence[str], image_size: int, cache_dir: st
       if shape[:2] != (image_size, image_size):
         raise VidrlError(f'{path} holds images of shape {shape} but the config\'s image_size is {image_size}; set '
                          f'the config\'s image_size to the videos\' size or write videos of {image_size} pixels.')
-  return formats.episodes(directories, obs_keys=['image'], cache_dir=cache_dir)
+  return formats.episodes(directories, obs_keys=['image'], cache_dir=cache_dir, actions=False)
 
 
 __all__ = ['DEFAULT_VIEWS', 'FORMAT', 'KEYS', 'load_videos', 'write_videos']
