@@ -11,9 +11,10 @@ calls after one warm-up. FLOPs: XLA's cost analysis of the same program (a `lax.
 filter's T steps and imagination's H steps are counted as one, so the GFLOP/s column is a lower bound), compile s:
 lower + compile.
 
-Measured 2026-12-07 on this 2-core CPU (AMD EPYC), JAX 0.10.2, an APV cpu run sharing the cores (so the times are
-high and noisy): see the README's APV section for the table and its command. No reference code runs here yet: the
-issue's target is the official DreamerV3 JAX code at the same sizes, not installed in this project (see README).
+Not yet run at the cpu preset's shapes through this script (only its smoke setting, in the suite); the README's
+APV "Speed" paragraph has the same program timed by hand on this CPU (231 ms per update at the cpu shapes). No
+reference code runs here yet: the issue's target is the official DreamerV3 JAX code at the same sizes, not
+installed in this project.
 """
 
 from __future__ import annotations

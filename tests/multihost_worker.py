@@ -1,5 +1,5 @@
-"""One process of the multi-process tests (tests/test_multihost.py): a few steps of LAPO stage 1, AIME phase 1 and
-an online SAC stage through the shared loop, on `--num_processes` processes of `JAX_NUM_CPU_DEVICES` CPU devices
+"""One process of the multi-process tests (tests/test_multihost.py): a few steps of LAPO stage 1, AIME phase 1,
+APV's pre-training and an online SAC stage through the shared loop, on `--num_processes` processes of `JAX_NUM_CPU_DEVICES` CPU devices
 each (1 process: the reference run, no distributed runtime).
 
   python tests/multihost_worker.py --workdir W --out O [--num_processes N --process_id i --port P]
@@ -9,7 +9,7 @@ Writes O (JSON): per stage the final parameters' checksum, the stage's steps and
 fed the loop, its step and its rows' checksums (each process must see only its own slice of the global batch); `--stop_after` ends every
 stage there (an interruption; rerun without it to resume), `--die_at` kills process 1 inside LAPO stage 1's
 batch of that step (os._exit: no clean-up, as a crashed host). `--claim_dir` runs only a shared dataset
-directory's claim (`_claim`); `--stages` runs only the named stages (default: all three). For LAPO stage 1 the
+directory's claim (`_claim`); `--stages` runs only the named stages (default: all four). For LAPO stage 1 the
 output also holds the checksums of its parameters and of its VQ codebook alone (`lapo_parts`).
 """
 
@@ -93,6 +93,27 @@ def _aime(workdir: str, seen: dict):
   return dataclasses.replace(task, batch=spy)
 
 
+def _apv(seen: dict):
+  """APV's world-model stage: pre-training the action-free video model (smoke shapes) on random 16x16 videos."""
+  import dataclasses
+  import apv
+  from vidrl_jax.config import apply_overrides
+  from vidrl_jax.data import formats
+  from vidrl_jax.methods.apv import agent
+  config = apply_overrides(apv.get_config("smoke"), {"pretrain.steps": 6, "pretrain.batch_size": 4})
+  rng = np.random.default_rng(0)
+  videos = [{"image": rng.integers(0, 256, (12, 16, 16, 3), dtype=np.uint8)} for _ in range(3)]
+  task = agent.pretrain_task("apv_pretrain", formats.from_episodes(videos, ["image"]).windows(8), config, seed=0)
+  batch = task.batch
+
+  def spy(step):
+    b = batch(step)
+    seen.setdefault("apv_pretrain", dict(step=step, rows=_rows(b, 0)))
+    return b
+
+  return dataclasses.replace(task, batch=spy)
+
+
 def _sac(seen: dict):
   from vidrl_jax.envs.gymnax_host import GymnaxHostEnv
   from vidrl_jax.rl import offpolicy, sac
@@ -146,7 +167,7 @@ def main() -> None:
   p.add_argument("--die_at", type=int, default=None)
   p.add_argument("--heartbeat_timeout_s", type=int, default=10)
   p.add_argument("--claim_dir", default=None)
-  p.add_argument("--stages", default="lapo_stage1,aime_phase1,sac")
+  p.add_argument("--stages", default="lapo_stage1,aime_phase1,apv_pretrain,sac")
   args = p.parse_args()
 
   import jax
@@ -166,7 +187,7 @@ def main() -> None:
   out = dict(process=pid, processes=jax.process_count(), devices=jax.device_count(),
              local_devices=jax.local_device_count(), params={}, steps={})
   make = {"lapo_stage1": lambda: _lapo(args.workdir, pid, seen, args.die_at), "aime_phase1": lambda: _aime(
-      args.workdir, seen), "sac": lambda: _sac(seen)}
+      args.workdir, seen), "apv_pretrain": lambda: _apv(seen), "sac": lambda: _sac(seen)}
   for name in args.stages.split(","):
     task = make[name]()
     state, _ = run(task, loop, args.workdir, writer, seed=0, stop_after=args.stop_after)

@@ -2,10 +2,11 @@
 (JAX's own multi-process runtime, `vidrl_jax.launch.init_distributed`), against 1 process x 4 devices, and that
 against 1 process x 1 device (the data-parallel LAPO stage-1 step: the same losses and parameters).
 
-For a few steps of LAPO stage 1, AIME phase 1 and an online SAC stage (tests/multihost_worker.py): the losses and
-final parameters equal the 1-process run's; each process feeds only its own half of every batch; the checkpoints
-are written once and a rerun of both processes resumes them; metrics are written once (by process 0); a process
-that dies makes the other stop with JAX's message instead of hanging. Every process runs under a timeout.
+For a few steps of LAPO stage 1, AIME phase 1, APV's pre-training (the world-model stage) and an online SAC stage
+(tests/multihost_worker.py): the losses and final parameters equal the 1-process run's; each process feeds only
+its own half of every batch; the checkpoints are written once and a rerun of both processes resumes them; metrics
+are written once (by process 0); a process that dies makes the other stop with JAX's message instead of hanging.
+Every process runs under a timeout.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from vidrl_jax.errors import VidrlError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, "tests", "multihost_worker.py")
-STAGES = ("lapo_stage1", "aime_phase1", "sac")
+STAGES = ("lapo_stage1", "aime_phase1", "apv_pretrain", "sac")
 TIMEOUT = 420
 ONE_WORKER = True   # tests/conftest.py: the later tests load the programs the 2-process fixture compiled
 
@@ -71,7 +72,7 @@ def _two(workdir: str, tag: str, *args: str) -> list[dict]:
 
 def _losses(workdir: str) -> dict[str, list[tuple[int, float]]]:
   rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
-  key = {"lapo_stage1": "loss/total", "aime_phase1": "loss/total", "sac": "critic_loss"}
+  key = {"lapo_stage1": "loss/total", "aime_phase1": "loss/total", "apv_pretrain": "loss/total", "sac": "critic_loss"}
   return {s: [(r["step"], r[key[s]]) for r in rows if r["stage"] == s and key[s] in r] for s in STAGES}
 
 
@@ -138,7 +139,7 @@ def test_checkpoints_and_metrics_written_once_and_resumed(runs):
     for out in runs["resumed"]:
       assert out["rows"][stage]["step"] >= 3
   for out in runs["resumed"]:
-    assert out["rows"]["lapo_stage1"]["step"] == 3 and out["rows"]["aime_phase1"]["step"] == 3
+    assert all(out["rows"][s]["step"] == 3 for s in ("lapo_stage1", "aime_phase1", "apv_pretrain"))
   # One metrics row per stage and step: process 1 wrote none, the rerun replaced the rows after step 3.
   rows = [json.loads(line) for line in open(os.path.join(two, "metrics.jsonl"))]
   keys = [(r["stage"], r["step"], tuple(sorted(k for k in r if k not in ("time",)))) for r in rows]

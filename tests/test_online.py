@@ -271,4 +271,4 @@ def test_recurrent_policy_is_first_on_each_episode_first_policy_call():
   jax.effects_barrier()
   assert [4 + i for i, f in enumerate(seen) if f] == [4, 7, 14, 21]
   rows = collector.state_dict()["replay/is_first"]
-  assert len(rows) == 28 and list(np.flatnonzero(rows)) == [0, 8, 16, 24]   # each episode's first row (7 steps + 1 first row)
+  assert len(rows) == 28 and list(np.flatnonzero(rows)) == [0, 8, 16, 24]   # episodes of 7 steps and a first row

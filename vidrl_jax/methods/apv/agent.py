@@ -63,8 +63,8 @@ def pretrain_task(name: str, windows: Any, config: ml_collections.ConfigDict, se
     updates, opt = tx.update(grads, state.opt, state.params)
     return state.replace(params=optax.apply_updates(state.params, updates), opt=opt, step=state.step + 1), metrics
 
-  def batch(i: int) -> dict:
-    b = windows.sample(seed, i, c.batch_size)
+  def batch(i: int) -> dict:   # this process's rows of step i's global batch
+    b = windows.sample(seed, i, c.batch_size, jax.process_index(), jax.process_count())
     return {"obs": {"image": b["obs"]["image"]}, "is_first": b["is_first"]}
 
   return Task(name=name, init=init, step=step, num_steps=int(c.steps), batch=batch,
