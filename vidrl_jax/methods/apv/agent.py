@@ -52,13 +52,14 @@ def pretrain_task(name: str, windows: Any, config: ml_collections.ConfigDict, se
   wm = model_lib.video_model(config.model)
   c = config.pretrain
   tx = make_optimizer(c.optim, c.steps)
+  weights = pretrain_weights(config)
 
   def init(rng):
     params = wm.init(rng)
     return PretrainState(params=params, opt=tx.init(params), step=jnp.zeros((), jnp.int32))
 
   def step(state: PretrainState, batch: dict, rng: jax.Array):
-    loss_fn = lambda p: model_lib.pretrain_loss(wm, p, batch, rng, pretrain_weights(config))
+    loss_fn = lambda p: model_lib.pretrain_loss(wm, p, batch, rng, weights)
     (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt = tx.update(grads, state.opt, state.params)
     return state.replace(params=optax.apply_updates(state.params, updates), opt=opt, step=state.step + 1), metrics

@@ -177,10 +177,11 @@ def finetune_loss(model: FineTuneModel, params: dict, bonus_state: bonus_lib.Bon
     target = reward[:Tw] + bonus_config.beta * _time_major(bonus)     # (T', B): the windows that fit
     pred_feat = feat[:Tw]
     metrics.update(bonus_metrics)
-  losses["reward"] = -jnp.mean(model.upper.reward(params, pred_feat).log_prob(target))
+  reward_dist = model.upper.reward(params, pred_feat)
+  losses["reward"] = -jnp.mean(reward_dist.log_prob(target))
   w = c.loss_weights
   total, logged = weighted_sum(losses, {k: w[k] for k in losses})
-  metrics["reward_mse"] = jnp.mean(jnp.square(model.upper.reward(params, pred_feat).mean - target))
+  metrics["reward_mse"] = jnp.mean(jnp.square(reward_dist.mean - target))
   return total, (bonus_state, jax.tree.map(jax.lax.stop_gradient, up.states), {**logged, **metrics})
 
 
