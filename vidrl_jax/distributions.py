@@ -139,11 +139,30 @@ class TruncNormal(NamedTuple):
     return a, b, jnp.maximum(ndtr(b) - ndtr(a), 1e-12)   # Z = Phi(b) - Phi(a)
 
   def sample(self, rng: jax.Array, clip: float = 1e-6) -> jax.Array:
-    """mean + std * z with z the standard normal truncated to the standardised bounds, kept `clip` inside the
-    interval (the value clipped, the gradient not: DreamerV2's TruncNormalDist)."""
+    """A reparameterised sample, kept `clip` inside the interval (the value clipped, the gradient not: DreamerV2's
+    TruncNormalDist)."""
+    return self.from_uniform(jax.random.uniform(rng, self.mean.shape, self.mean.dtype), clip)
+
+  def from_uniform(self, u: jax.Array, clip: float = 1e-6) -> jax.Array:
+    """The sample at CDF level u in [0, 1]: mean + std z, z the u-quantile of the standard normal truncated to the
+    standardised bounds [a, b]. The quantile is taken from the nearer tail (no rounding of Phi to 0 or 1, where
+    ndtri is infinite), the bound itself at u = 0 or 1; its gradient is the implicit one (TFP's TruncatedNormal),
+    dz/da = (1 - u) phi(a) / phi(z) and dz/db = u phi(b) / phi(z), finite everywhere, where differentiating
+    ndtri(Phi(a) + u Z) gives inf * 0 once Phi(a) underflows (a std-0.1 actor whose mean sits at a bound)."""
     a, b, _ = self._bounds()
-    u = jax.random.uniform(rng, self.mean.shape, self.mean.dtype)
-    x = self.mean + self.std * ndtri(ndtr(a) + u * (ndtr(b) - ndtr(a)))
+    a0, b0 = jax.lax.stop_gradient(a), jax.lax.stop_gradient(b)
+    lower, upper = ndtr(a0), ndtr(-b0)                                  # the mass below a and above b
+    mass = jnp.maximum(1.0 - lower - upper, 1e-12)
+    tiny = jnp.finfo(self.mean.dtype).tiny
+    below = lower + u * mass                                            # Phi(z), accurate where small
+    above = upper + (1.0 - u) * mass                                    # 1 - Phi(z), accurate where small
+    z = jnp.where(below < 0.5, ndtri(jnp.maximum(below, tiny)), -ndtri(jnp.maximum(above, tiny)))
+    z = jnp.clip(jnp.where(u <= 0.0, a0, jnp.where(u >= 1.0, b0, z)), a0, b0)   # u = 0 or 1: the bound itself
+    # d z / d bound as exp(log weight): (1 - u) phi(a) / phi(z) = exp(log(1 - u) + (z^2 - a^2) / 2), likewise b
+    w_a = jnp.exp(jnp.minimum(jnp.log1p(-jnp.minimum(u, 1.0)) + 0.5 * (z * z - a0 * a0), 80.0))
+    w_b = jnp.exp(jnp.minimum(jnp.log(jnp.maximum(u, 0.0)) + 0.5 * (z * z - b0 * b0), 80.0))
+    z = z + jax.lax.stop_gradient(w_a) * (a - a0) + jax.lax.stop_gradient(w_b) * (b - b0)
+    x = self.mean + self.std * z
     clipped = jnp.clip(x, self.low + clip, self.high - clip)
     return x + jax.lax.stop_gradient(clipped - x)
 

@@ -62,6 +62,27 @@ def test_trunc_normal_matches_scipy():
   assert np.all(np.asarray(grad) > 0)   # reparameterised: a higher mean moves every sample up
 
 
+def test_trunc_normal_sample_and_gradient_at_the_bounds():
+  """The inverse-CDF sample and its gradient against scipy's quantile (value, and float64 central differences in
+  mean and std), over a grid that holds the actor at its std floor with its mean at a bound and the uniform level
+  at exactly 0 or 1 (jax.random.uniform draws 0 with probability 2^-23): there ndtri(Phi(a) + u Z) of the plain
+  formula is -inf (NaN after the clip), which ended a cpu fine-tuning run after ~1,000 updates."""
+  grid = np.array(np.meshgrid([0.9999, -0.9999, 0.5, 0.0], [0.1, 0.3, 2.0],
+                              [0.0, 2.0 ** -23, 1e-3, 0.3, 0.9, 1 - 2.0 ** -23, 1.0], indexing="ij")).reshape(3, -1)
+  mean, std, u = grid
+  sample = lambda m, s, q: TruncNormal(m, s).from_uniform(q, clip=0.0)
+  grads = jax.vmap(jax.grad(sample, argnums=(0, 1)))
+  args = [jnp.asarray(v, jnp.float32) for v in (mean, std, u)]
+  value, (d_mean, d_std) = jax.vmap(sample)(*args), grads(*args)
+  quantile = lambda m, s: stats.truncnorm.ppf(u, (-1 - m) / s, (1 - m) / s, loc=m, scale=s)
+  h = 1e-6
+  np.testing.assert_allclose(value, quantile(mean, std), rtol=0, atol=1e-4)
+  np.testing.assert_allclose(d_mean, (quantile(mean + h, std) - quantile(mean - h, std)) / (2 * h), rtol=1e-3,
+                             atol=1e-3)
+  np.testing.assert_allclose(d_std, (quantile(mean, std + h) - quantile(mean, std - h)) / (2 * h), rtol=1e-3,
+                             atol=1e-3)
+
+
 def test_losses_are_dreamerv2s_equations():
   ac = ActorCritic(RSSM_SMALL, A, False, _config(actor_grad="both", actor_grad_mix=0.3, actor_ent=0.01), 10)
   state = ac.init(jax.random.key(3))
