@@ -63,3 +63,18 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict) -> ml_co
     set_path(out, key, value)
   out.lock()
   return out
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+  """{'a.b': value} of a nested dict (a config's `to_dict()` or its config.json)."""
+  out = {}
+  for k, v in tree.items():
+    out.update(flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+  return out
+
+
+def differing_keys(a: dict, b: dict, ignore: tuple[str, ...] = ()) -> list[str]:
+  """The dotted keys in which two configs (nested dicts) differ, leaving out `ignore` and the keys under it."""
+  fa, fb = flatten(a), flatten(b)
+  skip = lambda k: any(k == i or k.startswith(i + ".") for i in ignore)
+  return sorted(k for k in set(fa) | set(fb) if not skip(k) and fa.get(k) != fb.get(k))

@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
+from vidrl_jax import config as config_lib  # noqa: E402
 from vidrl_jax import io, plots, stats  # noqa: E402
 from vidrl_jax.data import ownership  # noqa: E402
 from vidrl_jax.errors import VidrlError  # noqa: E402
@@ -130,13 +131,6 @@ def _read_run(workdir: str) -> tuple[dict, dict]:
   return out[0], out[1]
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-  out = {}
-  for k, v in d.items():
-    out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-  return out
-
-
 def _cells(norm: dict, order: tuple = ((), ())) -> tuple[list[str], list[str]]:
   """(embodiment datasets, demo tasks) of a setting's table, in `order` (the config's) where it names them."""
   rank = lambda names, pref: [n for n in pref if n in names] + sorted(n for n in names if n not in pref)
@@ -147,10 +141,8 @@ def _cells(norm: dict, order: tuple = ((), ())) -> tuple[list[str], list[str]]:
 def _check_same_runs(workdirs: list[str], runs: list[tuple[dict, dict]]) -> list[int]:
   """The seeds of the runs, after checking that their configs differ in the seed only and their tables match."""
   (res0, cfg0), seeds = runs[0], []
-  base = _flat({k: v for k, v in cfg0.items() if k != "seed"})
   for workdir, (res, cfg) in zip(workdirs, runs):
-    flat = _flat({k: v for k, v in cfg.items() if k != "seed"})
-    diff = sorted(k for k in set(base) | set(flat) if base.get(k) != flat.get(k))
+    diff = config_lib.differing_keys(cfg0, cfg, ignore=("seed",))
     if diff:
       raise VidrlError(f"{workdir} ran another config than {workdirs[0]} (keys {diff[:5]} differ, not only the "
                        f"seed); aggregate only seeds of one config")

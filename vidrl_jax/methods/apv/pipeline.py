@@ -1,5 +1,5 @@
 """APV end to end (paper Sec. 4.1, Fig. 5-6): videos -> action-free pre-training -> fine-tuning of every variant on
-every target task and seed -> success-rate curves and the final table, `results.json`, `results.md`, PNGs.
+every target task and seed -> success-rate curves and the final table (`report.py`), `results.json`, `results.md`, PNGs.
 
 Every stage is a stage of the one loop (`vidrl_jax.train.run`) in `workdir`, so a rerun resumes:
 - videos (`config.videos`): `config.videos.dirs` (e.g. the official APV/DreamerV2 episode directories, only
@@ -25,14 +25,14 @@ import jax
 import ml_collections
 import numpy as np
 
-from vidrl_jax import io, plots, stats
+from vidrl_jax import io, plots
 from vidrl_jax.config import apply_overrides
 from vidrl_jax.envs.host import BatchEnv
 from vidrl_jax.envs.metaworld import MetaWorldEnv
 from vidrl_jax.errors import VidrlError
-from vidrl_jax.methods.apv import agent, videos
+from vidrl_jax.methods.apv import agent, report, videos
 from vidrl_jax.methods.apv import model as model_lib
-from vidrl_jax.train import MetricWriter, run, write_results
+from vidrl_jax.train import MetricWriter, run
 from vidrl_jax.train.loop import restore_finished
 
 VARIANTS: dict[str, dict] = {
@@ -43,7 +43,6 @@ VARIANTS: dict[str, dict] = {
     "naive_ft": {"model.kind": "single", "finetune.load": ("encoder", "decoder", "rssm"), "bonus.beta": 0.0},
     "encdec_ft": {"model.kind": "single", "finetune.load": ("encoder", "decoder"), "bonus.beta": 0.0},
 }
-BASELINE = "dreamerv2"
 
 
 def variant_config(config: ml_collections.ConfigDict, variant: str) -> ml_collections.ConfigDict:
@@ -124,42 +123,6 @@ class Apv:
     return {**metrics, "seconds": time.time() - t0}
 
 
-def curves(writer: MetricWriter, task: str, variant: str, seeds) -> list[tuple[np.ndarray, np.ndarray]]:
-  """Per seed (env steps, success rate) from the stage's evaluation rows (a resumed run's last row wins)."""
-  out = []
-  for s in seeds:
-    rows = {int(r["eval/env_steps"]): float(r["eval/success_rate"])
-            for r in writer.rows(f"finetune/{task}/{variant}/seed{s}") if "eval/success_rate" in r}
-    if rows:
-      x = np.asarray(sorted(rows))
-      out.append((x, np.asarray([rows[k] for k in x])))
-  return out
-
-
-def report(config: ml_collections.ConfigDict, workdir: str, writer: MetricWriter, runs: dict) -> dict:
-  """Per task and variant: the seeds' success-rate curves aggregated (IQM + interval), the final success rate
-  (mean, se, IQM [interval]), and a PNG per task; the whole table in results.md."""
-  results, lines = {}, ["| task | variant | seeds | final success: IQM [95% CI] | mean +- s.e. |", "|---|---|---|---|---|"]
-  for task in config.env.tasks:
-    series, bands = {}, {}
-    for variant in config.variants:
-      cs = curves(writer, task, variant, config.seeds)
-      if not cs:
-        continue
-      agg = stats.aggregate_curves(cs)
-      final = stats.summary([c[1][-1] for c in cs])
-      results[f"{task}/{variant}"] = {"curve": agg, "final": final, "runs": runs.get(f"{task}/{variant}", [])}
-      series[variant] = (agg["x"], agg["iqm"])
-      bands[variant] = (agg["iqm_ci_low"], agg["iqm_ci_high"])
-      lines.append(f"| {task} | {variant} | {len(cs)} | {final['iqm']:.2f} [{final['iqm_ci'][0]:.2f}, "
-                   f"{final['iqm_ci'][1]:.2f}] | {final['mean']:.2f} +- {final['se']:.2f} |")
-    if series:
-      plots.curves(io.join(workdir, f"curves_{task}.png"), series, "env steps", "success rate (IQM)",
-                   f"APV vs DreamerV2: {task}", spread=bands)
-  write_results(workdir, {"config": config.to_dict(), "results": results}, "\n".join(lines))
-  return results
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   apv = Apv(config, workdir)
   needs_pretrained = any(variant_config(config, v).finetune.load for v in config.variants)
@@ -169,4 +132,4 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     for variant in config.variants:
       for seed in config.seeds:
         runs.setdefault(f"{task}/{variant}", []).append(apv.finetune(task, variant, seed, pretrained))
-  return report(config, workdir, apv.writer, runs)
+  return report.report(config, workdir, [apv.writer], runs)
