@@ -30,6 +30,7 @@ import ml_collections
 from vidrl_jax import config as config_lib
 from vidrl_jax.methods.apv.bonus import bonus_config
 from vidrl_jax.methods.apv.model import model_config
+from vidrl_jax.methods.apv.probe import probe_config
 from vidrl_jax.rl.dreamer import dreamer_config
 from vidrl_jax.train import loop_config
 from vidrl_jax.train.optim import optim_config
@@ -68,6 +69,7 @@ def base() -> ml_collections.ConfigDict:
   c.ac = dreamer_config(discount=0.99, actor_optim=optim_config(lr=8e-5, **DREAMER_OPTIM),
                         critic_optim=optim_config(lr=8e-5, **DREAMER_OPTIM))
   c.bonus = bonus_config(beta=1.0)
+  c.probe = probe_config()     # Fig. 8 after pre-training (episodes=0: none)
   c.variants = ("apv", "dreamerv2")
   c.loop = loop_config(log_every=100, checkpoint_every=5000)
   return c
@@ -91,6 +93,7 @@ PRESETS = {
         "finetune.length": 8, "finetune.replay_capacity": 1000, "finetune.freeze_updates": 1,
         "finetune.eval_every": 60, "finetune.eval_episodes": 2, "finetune.eval_envs": 2, "finetune.log_every": 20,
         "finetune.checkpoint_every": 60, "ac.horizon": 3, "bonus.queue_size": 32, "bonus.k": 4, "bonus.window": 3,
+        "probe.episodes": 3, "probe.held_out": 1, "probe.steps": 20, "probe.eval_every": 10,
         "variants": ("apv", "dreamerv2", "naive_ft"), "loop.log_every": 2, "loop.checkpoint_every": 2,
         "loop.progress": False,
     },

@@ -58,6 +58,11 @@ def test_smoke_writes_every_stage_and_the_results(smoke):
   assert os.path.exists(os.path.join(workdir, "curves_reach-v3.png"))
   assert os.path.exists(os.path.join(workdir, "results.md"))
   assert os.path.exists(os.path.join(workdir, "open_loop_pretrained.png"))
+  probe = saved["probe"]       # Fig. 8: both models, both targets, finite held-out errors from step 0
+  assert set(probe["models"]) == {"pre-trained", "random init"} and os.path.exists(os.path.join(workdir, "probe.png"))
+  for by_target in probe["models"].values():
+    assert set(by_target) == {"state", "reward"}
+    assert all(r["steps"][0] == 0 and np.all(np.isfinite(r["error"])) for r in by_target.values())
 
 
 def test_rerun_resumes_without_training_again(smoke):

@@ -86,3 +86,19 @@ def test_aggregation_refuses_bad_input(tmp_path):
   with pytest.raises(VidrlError, match="did not write"):
     report.aggregate_workdirs([a], str(foreign), reps=REPS)
   assert sorted(os.listdir(foreign)) == ["notes.txt"]
+
+
+def test_probe_regression_head_learns_what_the_features_hold():
+  """The Fig. 8 regression head: a target that is a function of the features is learnt (held-out error near 0);
+  one independent of them is not (error about 1, the variance of the held-out targets)."""
+  from vidrl_jax.methods.apv.probe import probe_config, regression_curve
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal((600, 8)).astype(np.float32)
+  w = rng.standard_normal((8, 2)).astype(np.float32)
+  c = probe_config(steps=400, eval_every=100, hidden=(32,), lr=3e-3)
+  held = regression_curve(x[:400], x[:400] @ w, x[400:], x[400:] @ w, c, seed=0)
+  noise = rng.standard_normal((600, 2)).astype(np.float32)
+  none = regression_curve(x[:400], noise[:400], x[400:], noise[400:], c, seed=0)
+  assert held["steps"] == [0, 100, 200, 300, 400]
+  assert held["error"][-1] < 0.05 < held["error"][0], held
+  assert none["error"][-1] > 0.9, none

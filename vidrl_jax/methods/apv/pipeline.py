@@ -6,7 +6,7 @@ Every stage is a stage of the one loop (`vidrl_jax.train.run`) in `workdir`, so 
   read), or Meta-World scripted experts on the `videos.tasks` (disjoint from the targets) from several views,
   written to `<workdir>/data/videos` (`videos.py`);
 - `pretrain`: the action-free video model (`agent.pretrain_task`); `config.pretrain.workdir` points at another
-  run's workdir to take its finished `pretrain` stage instead (read only);
+  run's workdir to take its finished `pretrain` stage instead (read only); then the Fig. 8 probe (`probe.py`);
 - `finetune/<task>/<variant>/seed<s>`: the online agent (`agent.finetune_task`) on the image Meta-World task
   (dense reward, as the official `metaworld` suite), evaluated every `finetune.eval_every` env steps by greedy
   episodes of its sparse-success twin: success rate (an episode succeeds if any step does).
@@ -32,6 +32,7 @@ from vidrl_jax.envs.metaworld import MetaWorldEnv
 from vidrl_jax.errors import VidrlError
 from vidrl_jax.methods.apv import agent, report, videos
 from vidrl_jax.methods.apv import model as model_lib
+from vidrl_jax.methods.apv import probe as probe_lib
 from vidrl_jax.train import MetricWriter, run
 from vidrl_jax.train.loop import restore_finished
 
@@ -96,6 +97,25 @@ class Apv:
     self.plot_predictions(params, windows)
     return params
 
+  def probe(self, params: dict) -> dict:
+    """Fig. 8 (`probe.py`) on the first target task: held-out state and reward regression error from the
+    pre-trained and a randomly initialised video model's features; probe.json and probe.png, made once (a rerun
+    reads probe.json)."""
+    c = self.config
+    path = io.join(self.workdir, "probe.json")
+    if io.exists(path):
+      return io.read_json(path)
+    wm, task = model_lib.video_model(c.model), c.env.tasks[0]
+    models = {"pre-trained": params, "random init": jax.device_get(wm.init(jax.random.key(c.seed + 1)))}
+    out = probe_lib.probe(wm, models, lambda: self.env(task), c.probe, c.seed)
+    out = {"task": task, "models": out}
+    io.write_json(path, out)
+    series = {f"{m}: {t}": (r["steps"], r["error"]) for m, d in out["models"].items() for t, r in d.items()}
+    plots.curves(io.join(self.workdir, "probe.png"), series, "regression head's training steps",
+                 "held-out MSE / variance", f"Fig. 8 probe on {task} (random-action episodes)")
+    self.writer.write("probe", 0, {f"{t}/{m}": r["final"] for m, d in out["models"].items() for t, r in d.items()})
+    return out
+
   def plot_predictions(self, params: dict, windows) -> str:
     """open_loop_pretrained.png: 4 video windows, true frames above the model's (5 context frames, then open
     loop), the last windows of the dataset (not a held-out set: the videos are all used for pre-training)."""
@@ -127,9 +147,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   apv = Apv(config, workdir)
   needs_pretrained = any(variant_config(config, v).finetune.load for v in config.variants)
   pretrained = apv.pretrained() if needs_pretrained else None
+  probed = apv.probe(pretrained) if pretrained is not None and not config.pretrain.workdir and \
+      config.probe.episodes > 0 else None
   runs: dict[str, list] = {}
   for task in config.env.tasks:
     for variant in config.variants:
       for seed in config.seeds:
         runs.setdefault(f"{task}/{variant}", []).append(apv.finetune(task, variant, seed, pretrained))
-  return report.report(config, workdir, [apv.writer], runs)
+  return report.report(config, workdir, [apv.writer], runs, probe=probed)

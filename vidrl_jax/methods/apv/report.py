@@ -58,9 +58,9 @@ def _versus(a: list, b: list, reps: int, seed: int) -> dict:
 
 
 def report(config: ml_collections.ConfigDict, out: str, writers: list[MetricWriter], runs: dict | None = None,
-           reps: int = stats.REPS, seed: int = 0) -> dict:
+           reps: int = stats.REPS, seed: int = 0, probe: dict | None = None) -> dict:
   """The table of `config.env.tasks` x `config.variants` over `config.seeds` from the writers' rows, into `out`:
-  results.json, results.md and curves_<task>.png."""
+  results.json, results.md and curves_<task>.png; `probe` (the Fig. 8 probe's results) goes beside them."""
   iv = lambda s: f"{s['iqm']:.2f} [{s['iqm_ci'][0]:.2f}, {s['iqm_ci'][1]:.2f}]"
   results, lines = {}, [
       "| task | variant | seeds | final success: IQM [95% CI] | mean +- s.e. | success averaged over evaluations: "
@@ -86,7 +86,12 @@ def report(config: ml_collections.ConfigDict, out: str, writers: list[MetricWrit
     if series:
       plots.curves(io.join(out, f"curves_{task}.png"), series, "env steps", "success rate (IQM)",
                    f"APV vs DreamerV2: {task}", spread=bands)
-  write_results(out, {"config": config.to_dict(), "results": results}, "\n".join(lines))
+  if probe:
+    lines += ["", f"Fig. 8 probe on {probe['task']}: held-out MSE / variance after training the regression head",
+              "", "| features | " + " | ".join(next(iter(probe["models"].values()))) + " |", "|---|---|---|"]
+    lines += [f"| {m} | " + " | ".join(f"{r['final']:.3f}" for r in d.values()) + " |"
+              for m, d in probe["models"].items()]
+  write_results(out, {"config": config.to_dict(), "results": results, "probe": probe}, "\n".join(lines))
   return results
 
 
