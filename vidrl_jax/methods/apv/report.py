@@ -24,7 +24,7 @@ from vidrl_jax.train import MetricWriter, write_results
 BASELINE = "dreamerv2"
 AGGREGATE_FORMAT = "apv_aggregate"
 # what may differ between the workdirs of one aggregated table
-PER_WORKDIR = ("variants", "seeds", "pretrain.workdir")
+PER_WORKDIR = ("variants", "seeds", "pretrain.workdir", "probe")
 
 
 def stage(task: str, variant: str, seed: int) -> str:
