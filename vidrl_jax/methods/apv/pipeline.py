@@ -1,5 +1,6 @@
 """APV end to end (paper Sec. 4.1, Fig. 5-6): videos -> action-free pre-training -> fine-tuning of every variant on
-every target task and seed -> success-rate curves and the final table (`report.py`), `results.json`, `results.md`, PNGs.
+every target task and seed -> success-rate curves and the final table (`report.py`): `results.json`, `results.md`,
+PNGs.
 
 Every stage is a stage of the one loop (`vidrl_jax.train.run`) in `workdir`, so a rerun resumes:
 - videos (`config.videos`): `config.videos.dirs` (e.g. the official APV/DreamerV2 episode directories, only
