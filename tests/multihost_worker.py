@@ -41,6 +41,19 @@ def _checksum(state) -> float:
   return float(sum(np.abs(np.asarray(x, np.float64)).sum() for x in jax.tree.leaves(mesh.local_copy(state))))
 
 
+def _spied(task, name: str, seen: dict):
+  """`task` whose batch function records, in `seen[name]`, the first step and rows this process fed."""
+  import dataclasses
+  batch = task.batch
+
+  def spy(step):
+    b = batch(step)
+    seen.setdefault(name, dict(step=step, rows=_rows(b, 0)))
+    return b
+
+  return dataclasses.replace(task, batch=spy)
+
+
 def _lapo(workdir: str, pid: int, seen: dict, die_at: int | None):
   import lapo
   from vidrl_jax import io
@@ -67,7 +80,6 @@ def _lapo(workdir: str, pid: int, seen: dict, die_at: int | None):
 
 
 def _aime(workdir: str, seen: dict):
-  import dataclasses
   import ml_collections
   from vidrl_jax.data import formats
   from vidrl_jax.envs.host import BatchEnv, RandomPolicy, run_episodes
@@ -83,19 +95,11 @@ def _aime(workdir: str, seen: dict):
   data = formats.from_episodes(trajs, keys).windows(8)
   cfg = ml_collections.ConfigDict(dict(steps=6, batch_size=8, window=8, optim=optim_config(lr=1e-3, clip=100.0)))
   task = phases.phase1_task("aime_phase1", wm, data, cfg, seed=0)
-  batch = task.batch
-
-  def spy(step):
-    b = batch(step)
-    seen.setdefault("aime_phase1", dict(step=step, rows=_rows(b, 0)))
-    return b
-
-  return dataclasses.replace(task, batch=spy)
+  return _spied(task, "aime_phase1", seen)
 
 
 def _apv(seen: dict):
   """APV's world-model stage: pre-training the action-free video model (smoke shapes) on random 16x16 videos."""
-  import dataclasses
   import apv
   from vidrl_jax.config import apply_overrides
   from vidrl_jax.data import formats
@@ -104,14 +108,7 @@ def _apv(seen: dict):
   rng = np.random.default_rng(0)
   videos = [{"image": rng.integers(0, 256, (12, 16, 16, 3), dtype=np.uint8)} for _ in range(3)]
   task = agent.pretrain_task("apv_pretrain", formats.from_episodes(videos, ["image"]).windows(8), config, seed=0)
-  batch = task.batch
-
-  def spy(step):
-    b = batch(step)
-    seen.setdefault("apv_pretrain", dict(step=step, rows=_rows(b, 0)))
-    return b
-
-  return dataclasses.replace(task, batch=spy)
+  return _spied(task, "apv_pretrain", seen)
 
 
 def _sac(seen: dict):
