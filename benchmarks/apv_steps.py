@@ -11,16 +11,20 @@ calls after one warm-up. FLOPs: XLA's cost analysis of the same program (a `lax.
 filter's T steps and imagination's H steps are counted as one, so the GFLOP/s column is a lower bound), compile s:
 lower + compile.
 
-Not yet run at the cpu preset's shapes through this script (only its smoke setting, in the suite); the README's
-APV "Speed" paragraph has the same program timed by hand on this CPU (231 ms per update at the cpu shapes). No
-reference code runs here yet: the issue's target is the official DreamerV3 JAX code at the same sizes, not
-installed in this project.
+Reference: `--dreamerv3=<checkout of danijar/dreamerv3>` times the official DreamerV3 JAX train step at the same
+sizes (`benchmarks/_dreamerv3.py`, in its own environment: `bash scripts/setup_dreamerv3.sh`) after ours,
+in the same sitting, `--rounds` times alternating; DreamerV3 has one train step (world model, imagination and
+actor-critic), compared with our whole update.
+
+  .venv/bin/python benchmarks/apv_steps.py --dreamerv3=/path/to/dreamerv3 --rounds=3
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+import subprocess
 import sys
 import time
 
@@ -42,6 +46,10 @@ _KINDS = flags.DEFINE_list("kinds", list(KINDS), "Models: stacked (APV), single 
 _BATCH = flags.DEFINE_integer("batch", 0, "Sequences per batch (0: the preset's).")
 _LENGTH = flags.DEFINE_integer("length", 0, "Sequence length (0: the preset's).")
 _CALLS = flags.DEFINE_integer("calls", 5, "Timed calls per case after one warm-up.")
+_DREAMERV3 = flags.DEFINE_string("dreamerv3", "", "A checkout of danijar/dreamerv3: time its train step as well.")
+_DREAMERV3_PYTHON = flags.DEFINE_string("dreamerv3_python", os.path.join(ROOT, ".venv-dreamerv3", "bin", "python"),
+                                        "The interpreter of DreamerV3's environment (scripts/setup_dreamerv3.sh).")
+_ROUNDS = flags.DEFINE_integer("rounds", 1, "Rounds of (ours, DreamerV3) timings, alternating.")
 
 
 def _config(preset: str, overrides: dict):
@@ -104,6 +112,27 @@ def measure(kind: str, preset: str, batch: int, length: int, calls: int) -> list
   return rows
 
 
+def dreamerv3(preset: str, batch: int, length: int, calls: int) -> dict:
+  """The official DreamerV3 train step at the preset's DreamerV2 sizes (RSSM, CNN depth and layers, heads, batch x
+  length, horizon, image), timed in DreamerV3's environment; the JSON row of `_dreamerv3.py`."""
+  c = _config(preset, {})
+  sizes = dict(deter=c.model.deter, hidden=c.model.hidden, stoch=c.model.stoch, classes=c.model.classes,
+               depth=c.model.cnn_width, kernel=c.model.enc_kernels[0], units=c.ac.actor_hidden[0],
+               layers=len(c.ac.actor_hidden), batch=batch or c.finetune.batch_size,
+               length=length or c.finetune.length, image=c.env.image_size, horizon=c.ac.horizon, calls=calls)
+  mults = ",".join(str(2 ** i) for i in range(len(c.model.enc_kernels)))
+  if not os.access(_DREAMERV3_PYTHON.value, os.X_OK):
+    raise app.UsageError(f"no DreamerV3 environment at {_DREAMERV3_PYTHON.value}; run bash scripts/setup_dreamerv3.sh "
+                         f"or pass --dreamerv3_python")
+  cmd = [_DREAMERV3_PYTHON.value, os.path.join(ROOT, "benchmarks", "_dreamerv3.py"),
+         f"--src={_DREAMERV3.value}", f"--mults={mults}", *(f"--{k}={v}" for k, v in sizes.items())]
+  out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith('{"case"')]
+  if out.returncode or not rows:
+    raise RuntimeError(f"the DreamerV3 reference failed:\n{out.stderr[-3000:]}")
+  return dict(rows[-1], batch=sizes["batch"], length=sizes["length"], image=sizes["image"])
+
+
 def main(argv) -> None:
   del argv
   unknown = sorted(set(_KINDS.value) - set(KINDS))
@@ -111,11 +140,26 @@ def main(argv) -> None:
     raise app.UsageError(f"unknown kinds {unknown}; pick among {KINDS}")
   print(f"{'model':8s} {'part':36s} {'B x T':>8s} {'image':>5s} {'ms':>9s} {'compile s':>9s} {'GFLOP':>8s} "
         f"{'GFLOP/s':>8s}", flush=True)
-  for kind in _KINDS.value:
-    for r in measure(kind, _PRESET.value, _BATCH.value, _LENGTH.value, _CALLS.value):
-      print(f"{r['kind']:8s} {r['part']:36s} {str(r['batch']) + 'x' + str(r['length']):>8s} {r['image']:5d} "
-            f"{r['ms']:9.1f} {r['compile_s']:9.1f} {r['gflop']:8.3f} {r['gflop'] / (r['ms'] / 1000):8.2f}",
-            flush=True)
+  def show(r):
+    print(f"{r['kind']:8s} {r['part']:36s} {str(r['batch']) + 'x' + str(r['length']):>8s} {r['image']:5d} "
+          f"{r['ms']:9.1f} {r['compile_s']:9.1f} {r['gflop']:8.3f} {r['gflop'] / (r['ms'] / 1000):8.2f}", flush=True)
+
+  updates, reference = {}, []
+  for _ in range(_ROUNDS.value):
+    for kind in _KINDS.value:
+      for r in measure(kind, _PRESET.value, _BATCH.value, _LENGTH.value, _CALLS.value):
+        show(r)
+        if r["part"] == "update":
+          updates.setdefault(kind, []).append(r["ms"])
+    if _DREAMERV3.value:
+      d = dreamerv3(_PRESET.value, _BATCH.value, _LENGTH.value, _CALLS.value)
+      reference.append(d["median_ms"])
+      show(dict(d, kind="DV3", part=f"official train step (jax {d['jax']})", ms=d["median_ms"]))
+  if reference:
+    for kind, ms in updates.items():
+      print(f"DreamerV3 / ours ({kind} update), medians over {len(ms)} round(s): "
+            f"{np.median(reference):.1f} / {np.median(ms):.1f} ms = {np.median(reference) / np.median(ms):.2f}x "
+            f"(> 1: ours faster)", flush=True)
 
 
 if __name__ == "__main__":

@@ -18,8 +18,8 @@ the adversarial term (Eq. 3-4, and the released code's stop-gradient); "manipula
 per env step. Output: results.json, results.md (mean +- s.e., IQM with bootstrap CIs, steps to SAC's final return
 and their ratio), PNG curves.
 
-- `smoke`: 10-step episodes and tiny networks, every Acrobot group (every shift variant but
-  `rlv_strong_adversary`, the same code as `rlv` with other numbers), seconds (the tests run it).
+- `smoke`: 10-step episodes and tiny networks, every Acrobot group (the shift's SAC, RND, RLV with and without
+  the adversary; two of the four ablations), seconds (the tests run it).
 - `cpu`: 5 seeds; SAC/RLV 2x128 networks (paper 2x256), 200 episodes (20k env steps) each; the expert 2x256,
   pools after 150 / 350 / 600 episodes; the shift at its strong setting with SAC, SAC+RND, RLV without the
   adversarial term and RLV with a learning discriminator (lr 3e-4, c3 0.1; the Table-5 adversary, lr 3e-8 and c3
@@ -102,9 +102,13 @@ PRESETS = {
         "sac.num_episodes": 4, "sac.eval_every_episodes": 2, "obs_batch": 8, "shift.state_encoder_hidden": (8,),
         "expert.eval_every_episodes": 1, "bco.idm_steps": 20, "bco.bc_steps": 20, "bco.interaction_episodes": 2,
         "loop.log_every": 2, "manipulation": manipulation_config("smoke"),
-        # every code path of the shift: rlv_strong_adversary is `rlv` with other numbers (lr, c3), left out
+        # the shift's kinds, rlv with and without the adversary (the strong adversaries are `rlv` with other
+        # numbers, and the official stop-gradient is tests/test_rlv.py's), and two of the four ablations: a pool
+        # read with its stored labels and one zeroed (every relabelling mode: tests/test_rlv.py)
         "shift.variants": ml_collections.ConfigDict({
-            k: v for k, v in base().shift.variants.items() if k != "rlv_strong_adversary"}),
+            k: v for k, v in base().shift.variants.items() if k in ("sac", "rnd", "rlv_no_adversarial", "rlv")}),
+        "ablations": ml_collections.ConfigDict({
+            k: v for k, v in base().ablations.items() if k in ("actions_true", "rewards_zeros")}),
     },
     "cpu": {
         "sac.num_episodes": 200, "sac.actor_hidden": (128, 128), "sac.critic_hidden": (128, 128),

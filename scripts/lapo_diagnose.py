@@ -35,7 +35,7 @@ import lapo as lapo_config  # noqa: E402
 from vidrl_jax.data import formats  # noqa: E402
 from vidrl_jax.methods.lapo import decode, models, stages  # noqa: E402
 from vidrl_jax.methods.lapo.pipeline import Lapo  # noqa: E402
-from vidrl_jax.rl.evaluate import evaluate_policy  # noqa: E402
+from vidrl_jax.rl.evaluate import discrete_act, evaluate_policy  # noqa: E402
 from vidrl_jax.train import stage_rng  # noqa: E402
 
 
@@ -99,7 +99,7 @@ def main():
   params = {"policy": latent["policy"], "decoder": d, "mean": mean, "std": std}
   for name, fn, prm in [("offline decoded (probe decoder)", apply_fn, params), ("expert", expert_apply, expert_params)]:
     for greedy in (False, True):
-      out = evaluate_policy(lapo.env, fn, prm, stage_rng(args.seed, "diag"), 64, greedy=greedy)
+      out = evaluate_policy(lapo.env, discrete_act(fn, greedy), prm, stage_rng(args.seed, "diag"), 64)
       print(f"{name}, {'greedy' if greedy else 'sampled'}: return {out['mean_return']:.1f}")
   if args.bc_steps:
     behaviour_cloning(config, lapo, train, labelled, held_out, y, args.bc_steps, args.seed)
@@ -129,7 +129,7 @@ def behaviour_cloning(config, lapo, train, labelled, held_out, y, steps, seed):
         f"{np.mean(logits.argmax(-1) == y):.3f}")
   apply_fn = lambda p, o: (net.apply(p, o), jnp.zeros(o.shape[:1]))
   for greedy in (False, True):
-    out = evaluate_policy(lapo.env, apply_fn, params, stage_rng(seed, "diag"), 64, greedy=greedy)
+    out = evaluate_policy(lapo.env, discrete_act(apply_fn, greedy), params, stage_rng(seed, "diag"), 64)
     print(f"behaviour cloning, {'greedy' if greedy else 'sampled'}: return {out['mean_return']:.1f}")
 
 

@@ -82,13 +82,13 @@ def _lapo(workdir: str, pid: int, seen: dict, die_at: int | None):
 def _aime(workdir: str, seen: dict):
   import ml_collections
   from vidrl_jax.data import formats
-  from vidrl_jax.envs.host import BatchEnv, RandomPolicy, run_episodes
+  from vidrl_jax.envs.host import BatchEnv, random_policy, run_episodes
   from vidrl_jax.methods.aime import model as model_lib, phases
   from vidrl_jax.methods.aime.envs import aime_trajectory, make_env, observation_keys
   from vidrl_jax.train.optim import optim_config
   env = BatchEnv([make_env("pendulum-swingup", max_steps=24) for _ in range(2)])
   trajs = []
-  run_episodes(env, RandomPolicy(1, 0), 4, seed=0, on_episode=lambda i, t: trajs.append(aime_trajectory(t)))
+  run_episodes(env, random_policy(1, 0), 4, seed=0, on_episode=lambda i, t: trajs.append(aime_trajectory(t)))
   keys = observation_keys("pendulum-swingup", "lpomdp")
   spec = {k: (trajs[0][k].shape[1:], trajs[0][k].dtype) for k in keys}
   wm = model_lib.make_world_model(spec, keys, 1, model_lib.model_config(deter=16, stoch=4, hidden=16))

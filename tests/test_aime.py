@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from vidrl_jax.data import formats
-from vidrl_jax.envs.host import BatchEnv, RandomPolicy, run_episodes
+from vidrl_jax.envs.host import BatchEnv, random_policy, run_episodes
 from vidrl_jax.methods.aime import model as model_lib
 from vidrl_jax.methods.aime.envs import aime_trajectory, make_env, observation_keys
 from vidrl_jax.methods.aime import phases
@@ -25,7 +25,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def pendulum_trajs():
   env = BatchEnv([make_env("pendulum-swingup", max_steps=24) for _ in range(2)])
   out = []
-  run_episodes(env, RandomPolicy(1, 0), 6, seed=0, on_episode=lambda i, t: out.append(aime_trajectory(t)))
+  run_episodes(env, random_policy(1, 0), 6, seed=0, on_episode=lambda i, t: out.append(aime_trajectory(t)))
   return out
 
 
@@ -81,10 +81,9 @@ def test_model_policy_acts_in_range(pendulum_trajs):
   policy = model_lib.policy_module(1, model_lib.phase2_config(hidden=(16, 16)))
   pp = policy.init(jax.random.PRNGKey(1), np.zeros((1, wm.feature_dim)))
   env = BatchEnv([make_env("pendulum-swingup", max_steps=5) for _ in range(2)])
-  mp = phases.ModelPolicy(wm, params, policy, pp)
-  returns = run_episodes(env, mp, 2, seed=3)
+  returns = run_episodes(env, phases.model_policy(wm, params, policy, pp), 2, seed=3)
   assert returns.shape == (2,) and np.all(np.isfinite(returns))
-  np.testing.assert_array_equal(returns, run_episodes(env, phases.ModelPolicy(wm, params, policy, pp), 2, seed=3))
+  np.testing.assert_array_equal(returns, run_episodes(env, phases.model_policy(wm, params, policy, pp), 2, seed=3))
 
 
 def _launch(preset, workdir, *extra):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from vidrl_jax.envs.host import BatchEnv, RandomPolicy, run_episodes
+from vidrl_jax.envs.host import BatchEnv, random_policy, run_episodes
 from vidrl_jax.errors import VidrlError
 from vidrl_jax.methods.aime.envs import NAMES, aime_trajectory, make_env, observation_keys
 
@@ -55,7 +55,7 @@ def test_aime_trajectory_from_a_plain_episode():
 def test_recorded_episodes_become_aime_trajectories():
   env = BatchEnv([make_env("pendulum-swingup", max_steps=6) for _ in range(2)])
   trajs = {}
-  returns = run_episodes(env, RandomPolicy(1, 0), 2, seed=0, on_episode=lambda i, t: trajs.__setitem__(
+  returns = run_episodes(env, random_policy(1, 0), 2, seed=0, on_episode=lambda i, t: trajs.__setitem__(
       i, aime_trajectory(t)))
   for i in range(2):
     assert all(len(v) == 7 for v in trajs[i].values())

@@ -121,9 +121,8 @@ def test_idm_labels_demos_and_bc_on_labels_matches_oracle(tmp_path):
   mse = {}
   for name, lab in (("bco", labels), ("oracle", None)):
     state, _ = run(bco.make_bc_task(name, demos, lab, KEYS, 2, bc_config, seed=0), _loop(), str(tmp_path), writer, 0)
-    policy = bco.StackPolicy(state["best_params"], KEYS, 2, config)
     net = bco.StackNet(2, config.hidden, with_next=False)
-    pred = np.asarray(net.apply({"params": policy.params}, val["obs"]).mode())
+    pred = np.asarray(net.apply({"params": state["best_params"]}, val["obs"]).mode())
     mse[name] = float(np.mean((pred - val["action"]) ** 2))
   demo_var = float(np.var(demo_actions))
   assert mse["oracle"] < 0.3 * demo_var and mse["bco"] < 0.3 * demo_var, (mse, demo_var)
@@ -166,7 +165,7 @@ def test_stack_policy_matches_the_data_stacks_and_is_deterministic():
   config = bco.bco_config(hidden=(16,))
   net = bco.StackNet(2, config.hidden, with_next=False)
   params = net.init(jax.random.PRNGKey(0), bco.gather_stacks(data, np.arange(1), with_next=False)["obs"])["params"]
-  policy = bco.StackPolicy(params, ("x", "y"), 2, config)
+  policy = bco.stack_policy(params, ("x", "y"), 2, config)
   want = np.asarray(net.apply({"params": params},
                               bco.gather_stacks(data, np.arange(data.num_windows), with_next=False)["obs"]).mode())
   def replay():
@@ -184,8 +183,6 @@ def test_stack_policy_matches_the_data_stacks_and_is_deterministic():
   np.testing.assert_array_equal(replay()[0], actions)                      # deterministic
   a_reset, _ = policy.act(carry, {k: np.stack([tr[k][0] for tr in trajs]) for k in ("x", "y")}, np.ones(2, bool))
   np.testing.assert_allclose(a_reset, want[[0, 9]], atol=1e-6)     # is_first refills the stack
-  with pytest.raises(VidrlError, match="is_first"):
-    policy.act(None, {k: np.zeros((2, 1)) for k in ("x", "y")}, np.zeros(2, bool))
 
 
 def test_image_smoke(tmp_path):
@@ -206,7 +203,7 @@ def test_image_smoke(tmp_path):
   bc, _ = run(bco.make_bc_task("bc", data, labels, keys, 2, config, 0), _loop(), str(tmp_path), writer, 0)
   rows = writer.rows("bc")
   assert {"loss/nll", "loss/total", "action_mse", "val_nll"} <= set(rows[0])
-  policy = bco.StackPolicy(bc["best_params"], keys, 2, config)
+  policy = bco.stack_policy(bc["best_params"], keys, 2, config)
   a, carry = policy.act(policy.init(3), {"image": rng.integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)},
                         np.ones(3, bool))
   assert a.shape == (3, 2) and carry["image"].shape == (3, 5, 64, 64, 3)

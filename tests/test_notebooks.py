@@ -171,8 +171,8 @@ def test_rlv_notebook_runs_every_acrobot_group(tmp_path):
   nb, seconds = execute("rlv", str(tmp_path))
   print(f"rlv.ipynb executed in {seconds:.0f} s")
   check_executed(nb, str(tmp_path))
-  ablations = [f"ablation/{a}/medium" for a in ("actions_true", "actions_zeros", "rewards_true", "rewards_zeros")]
-  variants = ("rlv", "rlv_no_adversarial", "rlv_strong_adversary_official")   # the smoke preset's
+  ablations = [f"ablation/{a}/medium" for a in ("actions_true", "rewards_zeros")]   # the smoke preset's
+  variants = ("rlv", "rlv_no_adversarial")
   shift = ["shift/rnd"] + [f"shift/{v}/{s}" for v in variants for s in ("weak", "strong")]
   first = check_rlv_results(str(tmp_path), ["sac", "rlv/low", "rlv/medium", "rlv/high", "bco/low", "bco/medium",
                                             "bco/high", "shift/sac", *ablations, *shift])

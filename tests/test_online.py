@@ -182,34 +182,14 @@ def test_two_pool_stage_through_the_loop(tmp_path):
   np.testing.assert_array_equal(full["w"], from_dataset["w"])
 
 
-def test_vec_evaluator_matches_a_python_loop():
-  """The scanned greedy evaluation on a VecEnv equals stepping the copies one call at a time and summing rewards."""
-  import jax.numpy as jnp
-  from vidrl_jax.envs import env_config, make_env
-  from vidrl_jax.train import online
-  env = make_env(env_config("gymnax", "Pendulum-v1", 2, params=dict(max_steps_in_episode=5)))
-  policy = lambda s, obs, rng: jnp.clip(obs["state"][:, :1] * s + 0.1 * jax.random.normal(rng, (2, 1)), -1, 1)
-  got = online.vec_evaluator(env, policy)(jnp.float32(0.5), jax.random.PRNGKey(0))
-  rng_reset, rng_steps = jax.random.split(jax.random.PRNGKey(0))
-  env_state, obs = env.reset(rng_reset)
-  total, finished = np.zeros(2), np.zeros(2, bool)
-  for key in jax.random.split(rng_steps, 5):
-    k_act, k_env = jax.random.split(key)
-    action = online.env_action(env, policy(jnp.float32(0.5), {"state": obs}, k_act))
-    env_state, obs, reward, done, _ = env.step(env_state, action, k_env)
-    total += np.where(finished, 0.0, np.asarray(reward))
-    finished |= np.asarray(done)
-  assert finished.all() and np.all(total < 0)
-  np.testing.assert_allclose(got, total, rtol=1e-5, atol=1e-5)   # scanned float32 steps vs one call at a time
-
-
 def _recurrent_collector(env, seen_first, width=3):
   """A RecurrentPolicy whose action is a function of its carry (the sum of the observations since is_first, and
   their count); `seen_first` records the is_first of each call. Episodes of 7 steps, random for the first 4."""
   import jax.numpy as jnp
   from vidrl_jax.data.mix import Sampler
   from vidrl_jax.data.replay import ReplayBuffer
-  from vidrl_jax.train.online import RecurrentPolicy, make_collector
+  from vidrl_jax.envs.host import RecurrentPolicy
+  from vidrl_jax.train.online import make_collector
 
   def act(state, carry, obs, is_first, rng):
     total, count = carry

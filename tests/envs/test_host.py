@@ -5,7 +5,8 @@ import pytest
 
 from vidrl_jax.envs.dmc import FAST_RENDER_FLAGS, NAMES, make_host_env, sensor_keys
 from vidrl_jax.envs.gymnax_host import GymnaxHostEnv
-from vidrl_jax.envs.host import BatchEnv, EpisodeRecorder, HostEnv, RandomPolicy, episode_seed, run_episodes
+from vidrl_jax.envs.host import (BatchEnv, EpisodeRecorder, HostEnv, RecurrentPolicy, bind, episode_seed,
+                                 random_policy, run_episodes)
 from vidrl_jax.errors import VidrlError
 
 PENDULUM_KEYS = {'position': (0, 2), 'velocity': (2, 3)}
@@ -216,7 +217,7 @@ class _Terminating:
 def test_terminal_copies_freeze_and_recorder_ignores_them():
   env = BatchEnv([_Terminating(2), _Terminating(4)])
   trajs = {}
-  returns = run_episodes(env, RandomPolicy(1, 0), 2, 0, on_episode=lambda i, t: trajs.__setitem__(i, t))
+  returns = run_episodes(env, random_policy(1, 0), 2, 0, on_episode=lambda i, t: trajs.__setitem__(i, t))
   np.testing.assert_array_equal(returns, [2.0, 4.0])
   assert len(trajs[0]['obs']['x']) == 3 and len(trajs[1]['obs']['x']) == 5 and len(trajs[1]['action']) == 4
   assert trajs[0]['terminal'] is True and trajs[1]['terminal'] is True
@@ -232,7 +233,7 @@ def test_run_episodes_returns_and_determinism():
   def run(seed):
     env = BatchEnv([make_env('pendulum', max_steps=8) for _ in range(2)])
     trajs = {}
-    returns = run_episodes(env, RandomPolicy(1, seed), 3, seed, on_episode=lambda i, t: trajs.__setitem__(i, t))
+    returns = run_episodes(env, random_policy(1, seed), 3, seed, on_episode=lambda i, t: trajs.__setitem__(i, t))
     return returns, trajs
 
   returns, trajs = run(0)
@@ -247,6 +248,31 @@ def test_run_episodes_returns_and_determinism():
   np.testing.assert_array_equal(returns, returns_again)
   np.testing.assert_array_equal(trajs[2]['action'], trajs_again[2]['action'])
   assert not np.array_equal(run(1)[0], returns)
+
+
+def test_bound_recurrent_policy_in_run_episodes():
+  """`bind` under `run_episodes`: `init(n)` per round, `is_first` on each round's first decision only, obs through
+  `obs_fn`, the carry passed on, and decision t (counted over all rounds) drawn with `fold_in(rng, t)`."""
+  import jax
+  import jax.numpy as jnp
+
+  def act(state, carry, obs, is_first, rng):
+    count = jnp.where(is_first, 0, carry) + 1        # init's 99 would saturate the action
+    noise = jax.random.uniform(rng, (count.shape[0], 1), minval=-0.01, maxval=0.01)
+    return state * (obs['y'] + 1.0) * count[:, None] + noise, count
+
+  rng, trajs = jax.random.PRNGKey(7), {}
+  policy = bind(RecurrentPolicy(init=lambda n: jnp.full((n,), 99), act=act), 0.2, rng,
+                obs_fn=lambda obs: {'y': obs['x'] / 100.0})
+  returns = run_episodes(BatchEnv([_Terminating(2), _Terminating(3)]), policy, 4, 0,
+                         on_episode=lambda i, t: trajs.__setitem__(i, t))
+  np.testing.assert_array_equal(returns, [2.0, 3.0, 2.0, 3.0])
+  assert [len(trajs[i]['action']) for i in range(4)] == [2, 3, 2, 3]
+  for i, traj in trajs.items():          # rounds of 3 decisions; at decision k of a round the obs x is k
+    for k, action in enumerate(traj['action']):
+      key = jax.random.fold_in(rng, 3 * (i // 2) + k)
+      noise = np.asarray(jax.random.uniform(key, (2, 1), minval=-0.01, maxval=0.01))[i % 2]
+      np.testing.assert_allclose(action, 0.2 * (k / 100.0 + 1.0) * (k + 1) + noise, rtol=1e-6)
 
 
 def test_episode_seed():

@@ -11,7 +11,7 @@ from vidrl_jax.envs.gymnax_env import make_gymnax
 from vidrl_jax.errors import VidrlError
 from vidrl_jax.nets.actor_critic import make_actor_critic
 from vidrl_jax.rl import ppo
-from vidrl_jax.rl.evaluate import evaluate_policy
+from vidrl_jax.rl.evaluate import discrete_act, evaluate_policy
 from vidrl_jax.train.optim import trainable_mask
 
 
@@ -45,8 +45,9 @@ def test_ppo_learns_cartpole(tmp_path):
 
   rng = jax.random.PRNGKey(1)
   uniform = lambda p, obs: (jnp.zeros(obs.shape[:1] + (env.num_actions,)), jnp.zeros(obs.shape[:1]))
-  random_return = evaluate_policy(env, uniform, None, rng, 32)["mean_return"]
-  trained = evaluate_policy(make_gymnax("CartPole-v1", 32), apply_fn, state.train_state.params, rng, 32)
+  random_return = evaluate_policy(env, discrete_act(uniform), None, rng, 32)["mean_return"]
+  trained = evaluate_policy(make_gymnax("CartPole-v1", 32), discrete_act(apply_fn), state.train_state.params, rng,
+                            32)
   assert 10 < random_return < 40
   assert trained["num_episodes"] == 32
   assert trained["mean_return"] > 80, (trained, random_return)  # 4x random; 130-350 over seeds 0-3

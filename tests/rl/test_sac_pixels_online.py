@@ -69,9 +69,10 @@ def test_pixel_sac_learns_the_colour_task_through_the_loop(tmp_path):
   # The greedy host policy on a batch of observations (run_episodes' protocol) acts as on each alone.
   env = BatchEnv([ColourEnv(), ColourEnv(), ColourEnv()])
   obs = env.reset([1, 2, 3])
-  policy = offpolicy.GreedyPolicy(sac.policy_params(state), ["image"], config, 1)
-  batched, _ = policy.act(None, obs, None)
-  alone = [policy.act(None, {k: v[i] for k, v in obs.items()}, None)[0] for i in range(3)]
+  policy = offpolicy.greedy_policy(sac.policy_params(state), ["image"], config, 1)
+  batched, _ = policy.act(policy.init(3), obs, np.ones(3, bool))
+  alone = [policy.act(policy.init(1), {k: v[i:i + 1] for k, v in obs.items()}, np.ones(1, bool))[0][0]
+           for i in range(3)]
   np.testing.assert_allclose(batched, np.stack(alone), rtol=1e-5, atol=1e-6)
   target = np.where(obs["image"][:, 5, 5, 0] > 100, -0.6, 0.6)
   np.testing.assert_allclose(batched[:, 0], target, atol=0.3)

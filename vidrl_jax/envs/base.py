@@ -39,6 +39,12 @@ class VecEnv:
   action_high: tuple[float, ...] | None = None   # continuous actions: per-dimension upper bound
 
 
+def env_action(env: VecEnv, action: jax.Array) -> jax.Array:
+  """An agent's action in [-1, 1]^A mapped linearly onto the continuous `env`'s [action_low, action_high]."""
+  low, high = jax.numpy.asarray(env.action_low), jax.numpy.asarray(env.action_high)
+  return low + (action + 1.0) * 0.5 * (high - low)
+
+
 def track_episodes(episode_return: jax.Array, episode_length: jax.Array, reward: jax.Array, done: jax.Array,
                    terminated: jax.Array, truncated: jax.Array) -> tuple[jax.Array, jax.Array, dict]:
   """Running episode return/length bookkeeping every VecEnv shares.

@@ -4,6 +4,7 @@ Used where the simulator itself is not JAX (DeepMind Control on MuJoCo, see `vid
 stepped from the host, see `vidrl_jax.envs.gymnax_host`):
 
   env = BatchEnv([make_host_env('walker-walk', image_size=64) for _ in range(4)])
+  policy = bind(recurrent_policy, agent_state, jax.random.PRNGKey(0))
   returns = run_episodes(env, policy, num_episodes=10, seed=0, on_episode=lambda i, episode: buffer.add(episode))
 
 - Observations are dicts of numpy arrays: vectors float32 (d,), 'image' uint8 (H, W, 3).
@@ -11,12 +12,19 @@ stepped from the host, see `vidrl_jax.envs.gymnax_host`):
 - An episode lasts `max_steps` decisions unless the env reports `terminal` earlier; a time-out is not terminal.
 - Recorded episodes are plain (see `EpisodeRecorder`): 'obs' (T+1 of each key), 'action' (T), 'reward' (T),
   'terminal'. A method or the data layer turns them into its own file format (AIME's: `methods/aime/envs.py`).
+- Every policy is a `RecurrentPolicy` (pure, jittable); `bind` fixes its agent state and rng, giving the host
+  `Policy` that `run_episodes` drives (the host collector of `vidrl_jax.train.online` takes the
+  `RecurrentPolicy` itself).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+import functools
+import itertools
+from typing import Any, Callable, Mapping, NamedTuple, Protocol, Sequence, runtime_checkable
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from vidrl_jax.errors import VidrlError
@@ -45,14 +53,43 @@ class HostEnv(Protocol):
     ...
 
 
-class Policy(Protocol):
-  """What `run_episodes` drives: a batched policy with a carry (e.g. a recurrent state or an rng)."""
+class RecurrentPolicy(NamedTuple):
+  """A policy that carries state between env steps (DreamerV2, APV: the RSSM latent and the previous action; the
+  empty carry `()` for a stateless one), as two pure, jittable functions:
 
-  def init(self, n: int) -> Any:
-    ...
+  - `init(n) -> carry`: the carry of n fresh episodes, a pytree of numeric arrays with leading axis n;
+  - `act(state, carry, obs, is_first, rng) -> (action (n, A) in [-1, 1], carry)` for the agent's `state`,
+    batched obs {key: (n, ...)} and `is_first` (n,) bool, True where the policy starts from `init`'s carry
+    (an episode's first frame): the policy resets its carry there itself, so a replay window (is_first in the
+    data) and an online episode are filtered by the same code.
 
-  def act(self, carry: Any, obs: dict[str, np.ndarray], is_first: np.ndarray) -> tuple[np.ndarray, Any]:
-    ...
+  `bind` turns it into the host `Policy` of `run_episodes`; `vidrl_jax.train.online.HostCollector` keeps its
+  carry as numpy between steps and saves it with its checkpoint.
+  """
+  init: Callable[[int], Any]
+  act: Callable[[Any, Any, Mapping[str, Any], jax.Array, jax.Array], tuple[jax.Array, Any]]
+
+
+class Policy(NamedTuple):
+  """What `run_episodes` drives (made by `bind`): `init(n) -> carry` and `act(carry, obs, is_first) -> (actions
+  (n, A) float32, carry)` on batched numpy obs {key: (n, ...)} and `is_first` (n,) bool."""
+  init: Callable[[int], Any]
+  act: Callable[[Any, Mapping[str, np.ndarray], np.ndarray], tuple[np.ndarray, Any]]
+
+
+def bind(policy: RecurrentPolicy, state: Any, rng: jax.Array,
+         obs_fn: Callable[[Mapping[str, np.ndarray]], Any] | None = None) -> Policy:
+  """`policy` acting for the fixed agent `state`: one jitted `policy.act` per decision, the bound policy's
+  decision t (counted over all its calls) with `fold_in(rng, t)`; `obs_fn` maps each batch of host obs first
+  (e.g. picks the keys the policy reads). The carry stays as `act` returns it (`run_episodes` only passes it on)."""
+  act, decisions = jax.jit(policy.act), itertools.count()
+
+  def host_act(carry: Any, obs: Mapping[str, np.ndarray], is_first: np.ndarray) -> tuple[np.ndarray, Any]:
+    seen = obs if obs_fn is None else obs_fn(obs)
+    action, carry = act(state, carry, seen, jnp.asarray(is_first), jax.random.fold_in(rng, next(decisions)))
+    return np.asarray(action, np.float32), carry
+
+  return Policy(init=policy.init, act=host_act)
 
 
 class EpisodeLimit:
@@ -231,14 +268,14 @@ class EpisodeRecorder:
 
 
 def run_episodes(env: BatchEnv, policy: Policy, num_episodes: int, seed: int,
-                 on_episode: Callable[[int, dict], None] | None = None) -> np.ndarray:
+                 on_episode: Callable[[int, dict], None] | None = None, first_episode: int = 0) -> np.ndarray:
   """Runs `num_episodes` episodes and returns their undiscounted returns, (num_episodes,) float64.
 
   Episodes run in rounds of `env.num_envs`; surplus episodes of the last round are run and discarded. Episode i
-  (0-based over all rounds) is reset with `episode_seed(seed, i)`. `policy.init(n)` starts each round and
-  `policy.act(carry, obs, is_first)` gives (n, A) actions, with `is_first` True on an episode's first decision.
-  A round ends after `env.max_steps` decisions or when every copy is terminal. `on_episode(i, episode)` gets
-  each kept episode as recorded by `EpisodeRecorder`.
+  (0-based over all rounds) is reset with `episode_seed(seed, first_episode + i)`. `policy.init(n)` starts each
+  round and `policy.act(carry, obs, is_first)` gives (n, A) actions, with `is_first` True on an episode's first
+  decision. A round ends after `env.max_steps` decisions or when every copy is terminal. `on_episode(i, episode)`
+  gets each kept episode as recorded by `EpisodeRecorder`.
   """
   if num_episodes < 0:
     raise VidrlError(f'run_episodes needs num_episodes >= 0, got {num_episodes}.')
@@ -246,7 +283,7 @@ def run_episodes(env: BatchEnv, policy: Policy, num_episodes: int, seed: int,
   returns = np.zeros(num_episodes, np.float64)
   recorder = EpisodeRecorder(n, env.action_dim) if on_episode is not None else None
   for start in range(0, num_episodes, n):
-    obs = env.reset([episode_seed(seed, start + j) for j in range(n)])
+    obs = env.reset([episode_seed(seed, first_episode + start + j) for j in range(n)])
     if recorder is not None:
       recorder.reset(obs)
     carry = policy.init(n)
@@ -272,22 +309,18 @@ def run_episodes(env: BatchEnv, policy: Policy, num_episodes: int, seed: int,
   return returns
 
 
-class RandomPolicy:
-  """Uniform random actions in [-1, 1]^action_dim; the sequence of actions is fixed by `seed`."""
-
-  def __init__(self, action_dim: int, seed: int = 0):
-    self.action_dim = action_dim
-    self._rng = np.random.default_rng(seed)
-
-  def init(self, n: int) -> None:
-    del n
-    return None
-
-  def act(self, carry: None, obs: dict[str, np.ndarray], is_first: np.ndarray) -> tuple[np.ndarray, None]:
-    del obs
-    n = np.shape(is_first)[0]
-    return self._rng.uniform(-1.0, 1.0, (n, self.action_dim)).astype(np.float32), carry
+def random_policy(action_dim: int, seed: int = 0) -> Policy:
+  """Uniform random actions in [-1, 1]^action_dim, decision t's from `fold_in(PRNGKey(seed), t)` (`bind`; the
+  observations are not sent to the device)."""
+  return bind(_uniform(int(action_dim)), None, jax.random.PRNGKey(seed), obs_fn=lambda obs: {})
 
 
-__all__ = ['BatchEnv', 'EpisodeLimit', 'EpisodeRecorder', 'HostEnv', 'Policy', 'RandomPolicy', 'episode_seed',
-           'run_episodes']
+@functools.lru_cache(maxsize=16)
+def _uniform(action_dim: int) -> RecurrentPolicy:
+  def act(state, carry, obs, is_first, rng):
+    return jax.random.uniform(rng, (is_first.shape[0], action_dim), jnp.float32, -1.0, 1.0), carry
+  return RecurrentPolicy(init=lambda n: (), act=act)
+
+
+__all__ = ['BatchEnv', 'EpisodeLimit', 'EpisodeRecorder', 'HostEnv', 'Policy', 'RecurrentPolicy', 'bind',
+           'episode_seed', 'random_policy', 'run_episodes']

@@ -1,7 +1,7 @@
 """Actor-critic networks for on-policy RL: a shared torso with linear policy and value heads.
 
 `make_actor_critic` gives the `(apply_fn, init_fn)` pair that `vidrl_jax.rl.ppo.make_ppo_task` and
-`vidrl_jax.rl.evaluate.evaluate_policy` take: `apply_fn(params, obs) -> (logits, value)` on raw observations.
+`vidrl_jax.rl.evaluate.discrete_act` take: `apply_fn(params, obs) -> (logits, value)` on raw observations.
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ import optax
 
 from vidrl_jax.data.sequence import SequenceDataset, Windows
 from vidrl_jax.distributions import TanhNormal
+from vidrl_jax.envs import host
 from vidrl_jax.errors import VidrlError
 from vidrl_jax.losses import weighted_sum
 from vidrl_jax.nets.conv import ConvEncoder
@@ -267,41 +268,25 @@ def label_demos(idm_params, data: Windows, obs_keys: Sequence[str], action_dim: 
 # ---------------------------------------------------------------------------------------------------- policy
 
 
-class StackPolicy:
-  """The BC policy as a host policy (`vidrl_jax.envs.host.Policy`): deterministic tanh(mean) on the last frames.
+def stack_policy(params, obs_keys: Sequence[str], action_dim: int, config: ml_collections.ConfigDict) -> host.Policy:
+  """The BC policy on host envs (`host.run_episodes`): deterministic tanh(mean) on the last `config.stack` frames.
 
-  The carry holds each env's last `stack` frames; on `is_first` the stack is filled with the current frame (as
-  the padded windows of `stacked_frames` do at an episode's start). One jitted call per `act`.
+  The carry holds each env's last `stack` frames (`init`'s is None: the first call, on episodes' first frames,
+  fills them); where `is_first` the stack is filled with the current frame (as the padded windows of
+  `stacked_frames` do at an episode's start). One jitted call per `act`.
   """
+  keys, stack = tuple(obs_keys), config.stack
+  net = _net(keys, action_dim, config, with_next=False)
 
-  def __init__(self, params, obs_keys: Sequence[str], action_dim: int, config: ml_collections.ConfigDict):
-    self.params = params
-    self.obs_keys = tuple(obs_keys)
-    self.stack = config.stack
-    net = _net(self.obs_keys, action_dim, config, with_next=False)
+  def act(params, carry: dict | None, obs: dict, is_first: jax.Array, rng: jax.Array) -> tuple[jax.Array, dict]:
+    tiled = {k: jnp.repeat(v[:, None], stack, axis=1) for k, v in obs.items()}
+    if carry is None:
+      new = tiled
+    else:
+      rolled = {k: jnp.concatenate([carry[k][:, 1:], obs[k][:, None]], axis=1) for k in obs}
+      new = {k: jnp.where(is_first.reshape((-1,) + (1,) * (obs[k].ndim)), tiled[k], rolled[k]) for k in obs}
+    return net.apply({"params": params}, new).mode(), new
 
-    def act(params, carry: dict | None, obs: dict, is_first: jax.Array) -> tuple[jax.Array, dict]:
-      tiled = {k: jnp.repeat(v[:, None], self.stack, axis=1) for k, v in obs.items()}
-      if carry is None:
-        new = tiled
-      else:
-        rolled = {k: jnp.concatenate([carry[k][:, 1:], obs[k][:, None]], axis=1) for k in obs}
-        new = {k: jnp.where(is_first.reshape((-1,) + (1,) * (obs[k].ndim)), tiled[k], rolled[k]) for k in obs}
-      return net.apply({"params": params}, new).mode(), new
-
-    self._act = jax.jit(act)
-
-  def init(self, n: int) -> None:
-    """No frames yet: the first `act` (every `is_first` True) fills the stacks."""
-    del n
-    return None
-
-  def act(self, carry: dict | None, obs: Mapping[str, np.ndarray],
-          is_first: np.ndarray) -> tuple[np.ndarray, dict]:
-    is_first = np.asarray(is_first, bool)
-    if carry is None and not is_first.all():
-      raise VidrlError("StackPolicy.act got no frame stack with is_first False; call policy.init(n) at the "
-                       "start of the episodes and pass is_first True on their first step")
-    x = {k: np.asarray(obs[k]) if k == IMAGE else np.asarray(obs[k], np.float32) for k in self.obs_keys}
-    actions, carry = self._act(self.params, carry, x, is_first)
-    return np.asarray(actions, np.float32), carry
+  return host.bind(host.RecurrentPolicy(init=lambda n: None, act=act), params, jax.random.PRNGKey(0),
+                   obs_fn=lambda obs: {k: np.asarray(obs[k]) if k == IMAGE else np.asarray(obs[k], np.float32)
+                                       for k in keys})

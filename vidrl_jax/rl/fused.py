@@ -30,13 +30,13 @@ import ml_collections
 import numpy as np
 
 from vidrl_jax.data import replay as replay_lib
-from vidrl_jax.envs.base import VecEnv
+from vidrl_jax.envs.base import VecEnv, env_action
 from vidrl_jax.errors import VidrlError
 from vidrl_jax.rl import sac
-from vidrl_jax.rl.offpolicy import schedule
+from vidrl_jax.rl.evaluate import episode_returns
+from vidrl_jax.rl.offpolicy import schedule, vec_greedy
 from vidrl_jax.train import mesh as mesh_lib
 from vidrl_jax.train.loop import Task, stage_rng
-from vidrl_jax.train.online import env_action, vec_returns
 
 EVAL_FOLD = 1_000_003   # evaluation keys: fold_in(run key, EVAL_FOLD), the same episodes at every evaluation
 
@@ -197,10 +197,9 @@ def fused_sac_task(name: str, env: VecEnv, config: ml_collections.ConfigDict, ru
 
   evaluate = None
   if eval_env is not None:
-    greedy = vec_returns(eval_env, lambda s, obs, rng: sac.act(sac.policy_params(s), obs["state"], rng, True,
-                                                             learner, A))
+    greedy = episode_returns(eval_env, vec_greedy(eval_env, learner, A))   # one episode per eval env copy
     eval_keys = jax.vmap(lambda k: jax.random.fold_in(k, EVAL_FOLD))(run_keys)
-    all_returns = jax.jit(jax.vmap(greedy))
+    all_returns = jax.jit(jax.vmap(lambda s, k: greedy(s, k)[0]))
 
     def evaluate(state: FusedState, step: int) -> dict:
       returns = np.asarray(all_returns(state.sac, eval_keys), np.float64).mean(axis=1)

@@ -29,8 +29,9 @@ from vidrl_jax.envs import host
 from vidrl_jax.envs.base import VecEnv
 from vidrl_jax.errors import VidrlError
 from vidrl_jax.rl import sac
+from vidrl_jax.rl.evaluate import ActFn, continuous_act, evaluate_policy
 from vidrl_jax.train.loop import Task, stage_rng
-from vidrl_jax.train.online import make_collector, vec_evaluator
+from vidrl_jax.train.online import make_collector
 
 EVAL_SEED_OFFSET = 1_000_000  # evaluation episode i is reset with episode_seed(seed, EVAL_SEED_OFFSET + i)
 STATE = "state"   # the stored key of the concatenated vector observation
@@ -90,42 +91,28 @@ def obs_spec(env: Any, keys: Sequence[str], image_key: str) -> dict[str, tuple[t
   return spec
 
 
-@functools.partial(jax.jit, static_argnames=("config", "action_dim"))
-def _greedy(params: Any, obs: Any, config: ml_collections.FrozenConfigDict, action_dim: int) -> jax.Array:
-  return sac.act(params, obs, jax.random.PRNGKey(0), True, config, action_dim)
+def greedy_policy(params: Any, obs_keys: Sequence[str], config: ml_collections.ConfigDict, action_dim: int
+                  ) -> host.Policy:
+  """A SAC actor acting greedily on host envs (`host.run_episodes`): tanh(mean) on `obs_keys` (an image among
+  them under the config's `image_key`). `params = sac.policy_params(state)`; `config` the SAC config it was
+  trained with."""
+  learner, keys = sac.learner_config(config), tuple(obs_keys)
+  return host.bind(_greedy(learner, int(action_dim)), params, jax.random.PRNGKey(0),
+                   obs_fn=lambda obs: stored_obs(obs, keys, learner.image_key))
 
 
-class GreedyPolicy:
-  """A SAC actor as a host policy (`vidrl_jax.envs.host.run_episodes` protocol): tanh(mean) on `obs_keys` (an
-  image among them under the config's `image_key`). `params = sac.policy_params(state)`; `config` the SAC config
-  it was trained with."""
-
-  def __init__(self, params: Any, obs_keys: Sequence[str], config: ml_collections.ConfigDict, action_dim: int):
-    self.params, self.keys = params, tuple(obs_keys)
-    self.config, self.action_dim = sac.learner_config(config), int(action_dim)
-    self.image_key = self.config.image_key
-
-  def init(self, n: int) -> None:
-    return None
-
-  def act(self, carry: None, obs: Mapping[str, Any], is_first: np.ndarray) -> tuple[np.ndarray, None]:
-    seen = agent_obs(stored_obs(obs, self.keys, self.image_key), self.image_key)
-    return np.asarray(_greedy(self.params, seen, self.config, self.action_dim)), carry
+@functools.lru_cache(maxsize=16)
+def _greedy(config: ml_collections.FrozenConfigDict, action_dim: int) -> host.RecurrentPolicy:
+  """SAC's tanh(mean) on stored obs as a `RecurrentPolicy` of the actor's params (carry `()`)."""
+  def act(params, carry, obs, is_first, rng):
+    return sac.act(params, agent_obs(obs, config.image_key), rng, True, config, action_dim), carry
+  return host.RecurrentPolicy(init=lambda n: (), act=act)
 
 
-def evaluate_policy(env: Any, obs_keys: Sequence[str], params: Any, seeds: Sequence[int],
-                    config: ml_collections.ConfigDict) -> dict[str, float]:
-  """Mean and std return of one deterministic (tanh(mean)) episode per reset seed (`params` as `GreedyPolicy`'s)."""
-  policy, returns = GreedyPolicy(params, obs_keys, config, env.action_dim), []
-  for s in seeds:
-    obs, total = env.reset(int(s)), 0.0
-    for _ in range(env.max_steps):
-      obs, reward, terminal = env.step(policy.act(None, obs, None)[0])
-      total += float(reward)
-      if terminal:
-        break
-    returns.append(total)
-  return dict(mean_return=float(np.mean(returns)), std_return=float(np.std(returns)), num_episodes=len(returns))
+def vec_greedy(env: VecEnv, config: ml_collections.FrozenConfigDict, action_dim: int) -> ActFn:
+  """SAC's tanh(mean) on a VecEnv's vector obs as the `evaluate.episode_returns` action of a `sac.SACState`."""
+  return continuous_act(
+      env, lambda s, obs, rng: sac.act(sac.policy_params(s), obs[STATE], rng, True, config, action_dim))
 
 
 def sac_task(name: str, env: Any, obs_keys: Sequence[str] | None, config: ml_collections.ConfigDict, seed: int, *,
@@ -191,17 +178,18 @@ def sac_task(name: str, env: Any, obs_keys: Sequence[str] | None, config: ml_col
 
   evaluate = None
   if eval_env is not None and vec:   # the same episodes at every evaluation
-    greedy = vec_evaluator(
-        eval_env, lambda s, obs, rng: sac.act(sac.policy_params(s), obs[STATE], rng, True, learner, A))
+    greedy = vec_greedy(eval_env, learner, A)
 
     def evaluate(state: sac.SACState, step: int) -> dict:
-      returns = greedy(state, stage_rng(seed, f"{name}/eval"))
+      return evaluate_policy(eval_env, greedy, state, stage_rng(seed, f"{name}/eval"))
+  elif eval_env is not None:
+    eval_batch = host.BatchEnv([eval_env])
+
+    def evaluate(state: sac.SACState, step: int) -> dict:
+      returns = host.run_episodes(eval_batch, greedy_policy(sac.policy_params(state), obs_keys, config, A),
+                                  config.eval_episodes, seed, first_episode=EVAL_SEED_OFFSET)
       return dict(mean_return=float(np.mean(returns)), std_return=float(np.std(returns)),
                   num_episodes=len(returns))
-  elif eval_env is not None:
-    def evaluate(state: sac.SACState, step: int) -> dict:
-      seeds = [host.episode_seed(seed, EVAL_SEED_OFFSET + i) for i in range(config.eval_episodes)]
-      return evaluate_policy(eval_env, obs_keys, sac.policy_params(state), seeds, config)
 
   return Task(name=name, init=lambda rng: sac.init(rng, sac_spec, A, config, aux), step=step, collector=collector,
               evaluate=evaluate, show=("episode_return", "critic_loss"), **schedule(config, length))

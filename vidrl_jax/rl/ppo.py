@@ -27,7 +27,7 @@ from vidrl_jax.errors import VidrlError
 from vidrl_jax.losses import weighted_sum
 from vidrl_jax.nets import conv
 from vidrl_jax.nets.actor_critic import ApplyFn, Params
-from vidrl_jax.rl.evaluate import evaluate_policy
+from vidrl_jax.rl.evaluate import discrete_act, evaluate_policy
 from vidrl_jax.rl.gae import gae
 from vidrl_jax.train.loop import Task
 from vidrl_jax.train.optim import make_optimizer, optim_config
@@ -141,7 +141,7 @@ def make_ppo_task(env: VecEnv, apply_fn: ApplyFn, init_params: Params | Callable
       `traj` is the whole time-major rollout: obs (T, N, ...), action, reward, done, terminated, value, logp
       (T, N), and next_obs (N, ...), the observation after the last step. It is called once per minibatch with
       that minibatch's rng, so a costly hook should subsample or use `aux_prepare`.
-    eval_env: when given, the task evaluates `config.eval_episodes` episodes on it (`evaluate_policy`).
+    eval_env: when given, the task evaluates `config.eval_episodes` episodes on it (`evaluate.evaluate_policy`).
     aux_prepare: `(params, traj, rng) -> {key: array}`, run once per update (not differentiated) before the
       epochs; its outputs join `traj` for `aux_loss`. Put per-rollout work there that needs no gradient, such as
       labelling the rollout with a frozen model.
@@ -279,8 +279,8 @@ def make_ppo_task(env: VecEnv, apply_fn: ApplyFn, init_params: Params | Callable
   if eval_env is not None:
     def evaluate(state: PPOState, step: int) -> dict:
       rng = jax.random.fold_in(jax.random.PRNGKey(0x5EED), step)
-      return evaluate_policy(eval_env, apply_fn, state.train_state.params, rng, config.eval_episodes,
-                             greedy=config.eval_greedy)
+      return evaluate_policy(eval_env, discrete_act(apply_fn, config.eval_greedy), state.train_state.params, rng,
+                             config.eval_episodes)
 
   return Task(name=name, init=init, step=step, num_steps=num_updates, evaluate=evaluate, log_every=1,
               show=("episode_return", "loss/total"))

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from vidrl_jax import io
@@ -29,7 +30,13 @@ class Checkpointer:
     return list(self._mngr.all_steps())
 
   def save(self, step: int, state: Any) -> None:
-    self._mngr.save(step, args=ocp.args.StandardSave(state), force=True)
+    """Writes `state` as checkpoint `step` (replaced if it exists) and waits for it. Arrays replicated over the
+    mesh are written from one local copy (numpy): orbax would otherwise slice each array's replica with a jitted
+    slice program per shape, compiled on a run's first save (measured: 11.6 s for 60 small arrays on 4 CPU
+    devices, 0.5 s as numpy); the bytes written are the same, and `restore` places them on the mesh again."""
+    host = jax.tree.map(lambda x: np.asarray(x.addressable_data(0))
+                        if isinstance(x, jax.Array) and x.sharding.is_fully_replicated else x, state)
+    self._mngr.save(step, args=ocp.args.StandardSave(host), force=True)
     self._mngr.wait_until_finished()
 
   def restore(self, step: int, like: Any, shardings: Any) -> Any:

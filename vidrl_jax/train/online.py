@@ -10,8 +10,8 @@ more than one source (RLV: a growing interaction replay and a fixed observation 
 its own replay, and the task's `step` receives {source name: batch}.
 
 `make_collector` builds the right collector from a pure, jittable `policy(state, obs, rng)`, or from a
-`RecurrentPolicy` (a policy that carries state between env steps, e.g. a world model's latent and its previous
-action: DreamerV2, APV), host envs only:
+`host.RecurrentPolicy` (a policy that carries state between env steps, e.g. a world model's latent and its
+previous action: DreamerV2, APV), host envs only:
 
 - `VecCollector` steps a JAX-native `VecEnv` (gymnax under `vmap`) inside one jitted `lax.scan` per loop step
   (see its docstring for its randomness; the env state is checkpointed with the replay);
@@ -28,7 +28,7 @@ action: DreamerV2, APV), host envs only:
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Mapping, NamedTuple, Protocol
+from typing import Any, Callable, Mapping, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -37,7 +37,7 @@ import numpy as np
 from vidrl_jax.data.mix import Sampler
 from vidrl_jax.data.replay import ReplayBuffer
 from vidrl_jax.envs import host
-from vidrl_jax.envs.base import VecEnv
+from vidrl_jax.envs.base import VecEnv, env_action
 from vidrl_jax.errors import VidrlError
 
 Obs = Mapping[str, np.ndarray]
@@ -69,35 +69,19 @@ class Collector(Protocol):
     ...
 
 
-class RecurrentPolicy(NamedTuple):
-  """A policy that carries state between env steps (DreamerV2, APV: the RSSM latent and the previous action), as
-  two pure, jittable functions:
-
-  - `init(n) -> carry`: the carry of n fresh episodes, a pytree of numeric arrays with leading axis n;
-  - `act(state, carry, obs, is_first, rng) -> (action (n, A) in [-1, 1], carry)` for the agent's train `state`,
-    batched stored obs {key: (n, ...)} and `is_first` (n,) bool, True where the policy starts from `init`'s carry
-    (an episode's first frame): the policy resets its carry there itself, so a replay window (is_first in the
-    data) and an online episode are filtered by the same code.
-
-  The host collector keeps the carry as numpy between steps and saves it with its checkpoint (`HostCollector`).
-  """
-  init: Callable[[int], Any]
-  act: Callable[[Any, Any, Obs, jax.Array, jax.Array], tuple[jax.Array, Any]]
-
-
 def make_collector(env: Any, replay: ReplayBuffer, sampler: Sampler,
-                   policy: Callable[[Any, Obs, jax.Array], Any] | RecurrentPolicy,
+                   policy: Callable[[Any, Obs, jax.Array], Any] | host.RecurrentPolicy,
                    *, rng: jax.Array, seed: int, train_every: int, updates_per_burst: int, random_steps: int,
                    min_transitions: int, obs_fn: Callable[[Obs], Obs] | None = None,
                    on_episode: Callable[[int, dict], None] | None = None) -> Collector:
   """The collector for `env`: a `VecCollector` for a JAX-native `VecEnv` (stored obs key "state"), else a
   `HostCollector` (`obs_fn` picks the stored obs). `policy` is a pure, jittable `policy(state, obs, rng) -> action
-  in [-1, 1]^A` or, for a host env, a `RecurrentPolicy`; env step t's sample uses `fold_in(rng, t)`. The replay
-  must be one of `sampler`'s sources."""
+  in [-1, 1]^A` or, for a host env, a `host.RecurrentPolicy`; env step t's sample uses `fold_in(rng, t)`. The
+  replay must be one of `sampler`'s sources."""
   schedule = dict(train_every=train_every, updates_per_burst=updates_per_burst, random_steps=random_steps,
                   min_transitions=min_transitions)
   if isinstance(env, VecEnv):
-    if isinstance(policy, RecurrentPolicy):
+    if isinstance(policy, host.RecurrentPolicy):
       raise VidrlError(f"the VecEnv collector takes a stateless policy(state, obs, rng), not a RecurrentPolicy; "
                        f"step {env.name} on the host (a HostEnv) to act with a carry")
     if on_episode is not None or obs_fn is not None:
@@ -106,13 +90,13 @@ def make_collector(env: Any, replay: ReplayBuffer, sampler: Sampler,
     return VecCollector(env, replay, sampler, policy, rng=rng, **schedule)
   if obs_fn is None:
     raise VidrlError(f"the host env {env.name} returns a dict of observations: pass obs_fn to pick what is stored")
-  if not isinstance(policy, RecurrentPolicy):
+  if not isinstance(policy, host.RecurrentPolicy):
     policy = _single_stateless(policy)
   return HostCollector(env, replay, sampler, policy, rng=rng, seed=seed, obs_fn=obs_fn, on_episode=on_episode,
                        **schedule)
 
 
-def _single_stateless(policy: Callable[[Any, Obs, jax.Array], Any]) -> RecurrentPolicy:
+def _single_stateless(policy: Callable[[Any, Obs, jax.Array], Any]) -> host.RecurrentPolicy:
   """A stateless policy as the `RecurrentPolicy` of the host collector's batch of one, with the empty carry `()`:
   it is called on the obs without their batch axis, as it always was there, so its samples stay bit for bit."""
   def act(state, carry, obs, is_first, rng):
@@ -120,48 +104,7 @@ def _single_stateless(policy: Callable[[Any, Obs, jax.Array], Any]) -> Recurrent
       raise VidrlError(f"a stateless policy wrapped for the host collector acts on a batch of one, got "
                        f"{is_first.shape[0]}; wrap it as a RecurrentPolicy of its own for more")
     return policy(state, jax.tree.map(lambda x: x[0], obs), rng)[None], carry
-  return RecurrentPolicy(init=lambda n: (), act=act)
-
-
-def env_action(env: VecEnv, action: jax.Array) -> jax.Array:
-  """An agent's action in [-1, 1]^A mapped linearly onto the continuous VecEnv's [action_low, action_high]."""
-  low, high = jnp.asarray(env.action_low), jnp.asarray(env.action_high)
-  return low + (action + 1.0) * 0.5 * (high - low)
-
-
-def vec_evaluator(env: VecEnv, policy: Callable[[Any, Obs, jax.Array], Any], obs_key: str = "state"
-                  ) -> Callable[[Any, jax.Array], np.ndarray]:
-  """`(state, rng) -> returns (num_envs,)` as numpy: one episode per env copy (`vec_returns`)."""
-  returns = vec_returns(env, policy, obs_key)
-  return lambda state, rng: np.asarray(returns(state, rng), np.float64)
-
-
-def vec_returns(env: VecEnv, policy: Callable[[Any, Obs, jax.Array], Any], obs_key: str = "state"
-                ) -> Callable[[Any, jax.Array], jax.Array]:
-  """A jitted (and vmappable) `(state, rng) -> returns (num_envs,)`: one episode per env copy
-  (`env.max_episode_steps` steps from a reset drawn from `rng`; each copy's first finished episode counts)."""
-  if not env.max_episode_steps:
-    raise VidrlError(f"{env.name} has no max_episode_steps; evaluation needs episodes of bounded length")
-
-  @jax.jit
-  def returns(state: Any, rng: jax.Array) -> jax.Array:
-    rng_reset, rng_steps = jax.random.split(rng)
-    env_state, obs = env.reset(rng_reset)
-
-    def body(carry, key):
-      env_state, obs, total, finished = carry
-      k_act, k_env = jax.random.split(key)
-      env_state, obs, _, done, info = env.step(env_state, env_action(env, policy(state, {obs_key: obs}, k_act)),
-                                               k_env)
-      total = jnp.where(done & ~finished, info["episode_return"], total)
-      return (env_state, obs, total, finished | done), None
-
-    zeros = jnp.zeros((env.num_envs,), jnp.float32)
-    (_, _, total, _), _ = jax.lax.scan(body, (env_state, obs, zeros, zeros > 0),
-                                       jax.random.split(rng_steps, env.max_episode_steps))
-    return total
-
-  return returns
+  return host.RecurrentPolicy(init=lambda n: (), act=act)
 
 
 class _ReplayCollector:
@@ -209,7 +152,7 @@ class HostCollector(_ReplayCollector):
   episodes that finished after the checkpoint.
   """
 
-  def __init__(self, env: host.HostEnv, replay: ReplayBuffer, sampler: Sampler, policy: RecurrentPolicy, *,
+  def __init__(self, env: host.HostEnv, replay: ReplayBuffer, sampler: Sampler, policy: host.RecurrentPolicy, *,
                rng: jax.Array, seed: int, train_every: int, updates_per_burst: int, random_steps: int,
                min_transitions: int, obs_fn: Callable[[Obs], Obs],
                on_episode: Callable[[int, dict], None] | None = None):

@@ -13,12 +13,12 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 from flax import struct
 from flax.training.train_state import TrainState
 
 from vidrl_jax.data.sequence import Windows
+from vidrl_jax.envs import host
 from vidrl_jax.methods.aime import model as model_lib
 from vidrl_jax.nets.heads import TanhGaussianPolicy
 from vidrl_jax.nets.rssm import RSSM, features, zeros_state
@@ -88,40 +88,27 @@ def true_action_elbo(wm: model_lib.WorldModel, wm_params, batch: dict, rng: jax.
   return float(metrics["elbo"])
 
 
+def model_policy(wm: model_lib.WorldModel, wm_params, policy: TanhGaussianPolicy, policy_params, seed: int = 0
+                 ) -> host.Policy:
+  """The phase-2 policy acting in the real environment (`host.run_episodes`): the frozen model filters the
+  observations, the policy acts deterministically with tanh(mean) on the filtered state (paper Sec. 4:
+  'deterministic policy'). Decision t's posterior sample uses `fold_in(PRNGKey(seed), t)` (`host.bind`)."""
+  return host.bind(_model_policy(wm, policy), (wm_params, policy_params), jax.random.PRNGKey(seed),
+                   obs_fn=lambda obs: {k: obs[k] for k in wm.obs_keys})
+
+
 @functools.lru_cache(maxsize=16)
-def _policy_step(wm: model_lib.WorldModel, policy: TanhGaussianPolicy):
-  """One jitted act step per (world model, policy module), both hashable values: shared by every evaluation of
-  the same shapes (the parameters are arguments)."""
+def _model_policy(wm: model_lib.WorldModel, policy: TanhGaussianPolicy) -> host.RecurrentPolicy:
+  """`model_policy`'s `RecurrentPolicy`, one per (world model, policy module), both hashable values: every
+  evaluation of the same shapes shares its compilation (the parameters are its state)."""
   rssm = wm.rssm
 
-  def step(wm_params, policy_params, carry, obs, is_first):
-    state, prev_action, rng = carry
-    rng, r = jax.random.split(rng)
+  def act(params, carry, obs, is_first, rng):
+    (wm_params, policy_params), (state, prev_action) = params, carry
     embed = wm.embed(wm_params, obs)
     # at an episode start the state is reset (s_0 = h_0 = 0) and pre_action is zero
-    state, _, _ = rssm.apply(wm_params["rssm"], state, prev_action, embed, r, is_first, method=RSSM.obs_step)
+    state, _, _ = rssm.apply(wm_params["rssm"], state, prev_action, embed, rng, is_first, method=RSSM.obs_step)
     action = policy.apply(policy_params, features(state)).mode()
-    return action, (state, action, rng)
+    return action, (state, action)
 
-  return jax.jit(step)
-
-
-class ModelPolicy:
-  """The phase-2 policy acting in the real environment: the frozen model filters the observations, the policy
-  acts deterministically with tanh(mean) on the filtered state (paper Sec. 4: 'deterministic policy').
-
-  Implements the host policy protocol of `vidrl_jax.envs.host.run_episodes` (`init(n)`, `act(carry, obs, is_first)`).
-  """
-
-  def __init__(self, wm: model_lib.WorldModel, wm_params, policy: TanhGaussianPolicy, policy_params, seed: int = 0):
-    self.wm, self.seed = wm, seed
-    self.params = (wm_params, policy_params)
-    self._step = _policy_step(wm, policy)
-
-  def init(self, n: int):
-    return zeros_state(self.wm.rssm, (n,)), jnp.zeros((n, self.wm.action_dim)), jax.random.PRNGKey(self.seed)
-
-  def act(self, carry, obs: dict, is_first: np.ndarray):
-    obs = {k: obs[k] for k in self.wm.obs_keys}
-    action, carry = self._step(*self.params, carry, obs, jnp.asarray(is_first))
-    return np.asarray(action), carry
+  return host.RecurrentPolicy(init=lambda n: (zeros_state(rssm, (n,)), jnp.zeros((n, wm.action_dim))), act=act)

@@ -28,7 +28,7 @@ from vidrl_jax import io
 from vidrl_jax.data import formats, ownership
 from vidrl_jax.data import trajectories as traj_lib
 from vidrl_jax.data.sequence import SequenceDataset
-from vidrl_jax.envs.host import BatchEnv, RandomPolicy, run_episodes
+from vidrl_jax.envs.host import BatchEnv, random_policy, run_episodes
 from vidrl_jax.errors import VidrlError
 from vidrl_jax.rl import bco as bco_lib
 from vidrl_jax.methods.aime import envs as envs_lib
@@ -123,7 +123,7 @@ class Aime:
       return self.summary(out)
     c = self.config
     env = self.env(task, c.env.eval_envs, self.record_images)
-    returns = run_episodes(env, offpolicy.GreedyPolicy(actor_params, self.mdp_keys, c.expert, env.action_dim),
+    returns = run_episodes(env, offpolicy.greedy_policy(actor_params, self.mdp_keys, c.expert, env.action_dim),
                            c.data.demo_episodes, seed=c.seed + 1, on_episode=self.writer_of(out))
     summary = {"episodes": len(returns), "mean_return": float(np.mean(returns)), "std_return": float(np.std(returns))}
     ownership.mark_complete(out, summary)
@@ -135,7 +135,7 @@ class Aime:
       return self.summary(out)
     c = self.config
     task = c.env.tasks[0]
-    returns = run_episodes(self.env(task, c.env.eval_envs, self.record_images), RandomPolicy(self.action_dim, c.seed),
+    returns = run_episodes(self.env(task, c.env.eval_envs, self.record_images), random_policy(self.action_dim, c.seed),
                            c.data.random_episodes, seed=c.seed + 2, on_episode=self.writer_of(out))
     summary = {"episodes": len(returns), "mean_return": float(np.mean(returns)), "task": task}
     ownership.mark_complete(out, summary)
@@ -199,7 +199,7 @@ class Aime:
 
     def evaluate(state, step):
       episodes = p2.final_episodes if step == p2.steps else p2.eval_episodes
-      pol = phases.ModelPolicy(wm, state.world_model, policy, state.policy.params, seed=c.seed)
+      pol = phases.model_policy(wm, state.world_model, policy, state.policy.params, seed=c.seed)
       return self.evaluate(pol, setting, col, episodes, expert_return)
 
     task = phases.phase2_task(name, wm, wm_params, data, p2, c.seed, evaluate=evaluate)
@@ -235,7 +235,7 @@ class Aime:
       labels = bco_lib.label_demos(idm_params, frames, keys, self.action_dim, c.bco)
     task = bco_lib.make_bc_task(name, frames, labels, keys, self.action_dim, c.bco, c.seed)
     state, _ = run(task, c.loop, self.workdir, self.writer, c.seed)
-    policy = bco_lib.StackPolicy(state["best_params"], keys, self.action_dim, c.bco)
+    policy = bco_lib.stack_policy(state["best_params"], keys, self.action_dim, c.bco)
     result = self.evaluate(policy, setting, col, c.phase2.final_episodes, expert_return)
     if labels is not None:
       result["label_mse"] = float(np.mean(np.square(labels - bco_lib.true_actions(frames))))

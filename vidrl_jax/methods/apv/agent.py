@@ -32,7 +32,7 @@ from vidrl_jax.methods.apv import model as model_lib
 from vidrl_jax.nets.rssm import action_rows, features
 from vidrl_jax.rl.dreamer import ActorCritic, ActorCriticState, actor_mode, actor_sample
 from vidrl_jax.train import Task, stage_rng
-from vidrl_jax.train.online import RecurrentPolicy, make_collector
+from vidrl_jax.train.online import make_collector
 from vidrl_jax.train.optim import Start, make_optimizer
 
 ENC_GROUP = ("encoder", "af_rssm")     # the parts the official `enc_model_opt` trains
@@ -175,7 +175,7 @@ def agent(action_dim: int, config: ml_collections.ConfigDict, num_updates: int
 
 
 def recurrent_policy(model: model_lib.FineTuneModel, ac: ActorCritic, action_dim: int, greedy: bool
-                     ) -> RecurrentPolicy:
+                     ) -> host.RecurrentPolicy:
   """The agent acting: filter the new frame through the stack (latents sampled, as the official `policy` in
   train and eval mode alike), then an actor sample (train) or its mode (`greedy`, eval)."""
   def act(state: AgentState, carry: tuple, obs: dict, is_first: jax.Array, rng: jax.Array):
@@ -184,25 +184,7 @@ def recurrent_policy(model: model_lib.FineTuneModel, ac: ActorCritic, action_dim
     dist = ac.actor.apply(state.ac.actor, features(post))
     action = actor_mode(dist) if greedy else actor_sample(dist, r_act)
     return action, (low, post, action)
-  return RecurrentPolicy(init=lambda n: model_lib.initial_carry(model, n, action_dim), act=act)
-
-
-class HostAgentPolicy:
-  """`envs.host.Policy` for evaluation episodes (`host.run_episodes`): the greedy recurrent policy of a fixed
-  agent state, one jitted step for all envs; each step's rng from (seed, step)."""
-
-  def __init__(self, policy: RecurrentPolicy, state: AgentState, seed: int):
-    self.policy, self.state, self.seed, self.t = policy, state, seed, 0
-    self._act = jax.jit(policy.act)
-
-  def init(self, n: int) -> Any:
-    return self.policy.init(n)
-
-  def act(self, carry: Any, obs: dict, is_first: np.ndarray) -> tuple[np.ndarray, Any]:
-    rng = jax.random.fold_in(jax.random.PRNGKey(self.seed), self.t)
-    self.t += 1
-    action, carry = self._act(self.state, carry, {"image": jnp.asarray(obs["image"])}, jnp.asarray(is_first), rng)
-    return np.asarray(action), carry
+  return host.RecurrentPolicy(init=lambda n: model_lib.initial_carry(model, n, action_dim), act=act)
 
 
 def finetune_task(name: str, env: host.HostEnv, eval_env: Any, config: ml_collections.ConfigDict, seed: int,
@@ -237,9 +219,10 @@ def finetune_task(name: str, env: host.HostEnv, eval_env: Any, config: ml_collec
   greedy = recurrent_policy(model, ac, A, greedy=True)
 
   def evaluate(state: AgentState, done: int) -> dict:
-    # the same episodes (reset seeds) at every evaluation, seeds apart from the training episodes'
-    returns = host.run_episodes(eval_env, HostAgentPolicy(greedy, state, seed + done), int(c.eval_episodes),
-                                seed=seed + EVAL_SEED_OFFSET)
+    # the same episodes (reset seeds) at every evaluation, seeds apart from the training episodes'; one jitted
+    # step for all envs, decision t's rng fold_in(PRNGKey(seed + done), t)
+    policy = host.bind(greedy, state, jax.random.PRNGKey(seed + done), obs_fn=lambda obs: {"image": obs["image"]})
+    returns = host.run_episodes(eval_env, policy, int(c.eval_episodes), seed=seed + EVAL_SEED_OFFSET)
     return {"success_rate": float(np.mean(returns > 0)), "success_steps": float(np.mean(returns)),
             "env_steps": float(done * int(c.train_every))}
 

@@ -26,7 +26,7 @@ from vidrl_jax.methods.lapo import decode, models, report, stages
 from vidrl_jax.nets.impala import impala_channels
 from vidrl_jax.nets.actor_critic import make_actor_critic
 from vidrl_jax.rl import ppo
-from vidrl_jax.rl.evaluate import evaluate_policy
+from vidrl_jax.rl.evaluate import discrete_act, evaluate_policy
 from vidrl_jax.train import MetricWriter, run, stage_rng, write_results
 
 
@@ -55,7 +55,7 @@ class Lapo:
 
   def evaluate(self, apply_fn, params, seed: int, name: str) -> float:
     rng = stage_rng(seed, f"eval/{name}")
-    out = evaluate_policy(self.env, apply_fn, params, rng, self.config.eval_episodes)
+    out = evaluate_policy(self.env, discrete_act(apply_fn), params, rng, self.config.eval_episodes)
     return float(out["mean_return"])
 
   def actor_critic(self, which: str):

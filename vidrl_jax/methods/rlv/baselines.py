@@ -12,9 +12,9 @@ BCO(0) (Torabi et al. 2018) per (observation pool, seed):
    Torabi et al.'s single-state form) by NLL on the interaction data, the best-validation params kept;
 3. its mode labels every transition of the observation pool (`data.load_pool`: action-free);
 4. stage `{name}/bc`: the policy pi(a_t | s_t) cloned on those labels (best validation kept);
-5. its greedy tanh(mean) policy is evaluated for one episode per copy of `eval_envs` env copies (`vec_evaluator`,
-   `stage_rng(seed, "{name}/eval")`) as the BC stage's final evaluation: logged under `{name}/bc` as
-   `eval/mean_return`.
+5. its greedy tanh(mean) policy is evaluated for one episode per copy of `eval_envs` env copies
+   (`evaluate.episode_returns`, `stage_rng(seed, "{name}/eval")`) as the BC stage's final evaluation: logged
+   under `{name}/bc` as `eval/mean_return`.
 Both stages run in the shared loop (`vidrl_jax.train.run`), so a rerun in the same workdir resumes.
 
 Measured 2026-12-01 (this 2-core CPU, shared): a medium pool made by `data.make_pools` with the `cpu` preset's
@@ -39,10 +39,10 @@ from vidrl_jax.data import formats
 from vidrl_jax.errors import VidrlError
 from vidrl_jax.methods.rlv import data as rlv_data
 from vidrl_jax.rl import bco
+from vidrl_jax.rl.evaluate import continuous_act, episode_returns
 from vidrl_jax.rl.offpolicy import STATE
 from vidrl_jax.train import MetricWriter, run
 from vidrl_jax.train.loop import stage_rng
-from vidrl_jax.train.online import vec_evaluator
 
 KEYS = (STATE,)
 ACTION_DIM = 1
@@ -68,7 +68,7 @@ def random_episodes(num_episodes: int, episode_steps: int, rng: jax.Array) -> li
 
 
 def greedy_policy(config: ml_collections.ConfigDict):
-  """The BC policy's tanh(mean) as `(params, {"state": (N, 6)}, rng) -> (N, 1)` for `vec_evaluator`."""
+  """The BC policy's tanh(mean) as `(params, {"state": (N, 6)}, rng) -> (N, 1)` for `evaluate.continuous_act`."""
   net = bco.StackNet(ACTION_DIM, tuple(config.hidden), False, config.cnn_width, with_next=False, stack=1)
   return lambda params, obs, rng: net.apply({"params": params}, {STATE: obs[STATE][:, None]}).mode()
 
@@ -94,16 +94,21 @@ def bco_baseline(name: str, pool_dir: str, config: ml_collections.ConfigDict, se
   pool = rlv_data.load_pool(pool_dir).windows   # transitions = windows of 2 rows = frame stacks of 1 + next
   labels = bco.label_demos(idm["best_params"], pool, KEYS, ACTION_DIM, config)
   task = bco.make_bc_task(f"{name}/bc", pool, labels, KEYS, ACTION_DIM, config, seed)
-  greedy = vec_evaluator(rlv_data.acrobot(int(config.eval_envs), episode_steps), greedy_policy(config))
+  eval_env = rlv_data.acrobot(int(config.eval_envs), episode_steps)
+  eval_returns = episode_returns(eval_env, continuous_act(eval_env, greedy_policy(config)))
   eval_rng = stage_rng(seed, f"{name}/eval")
 
+  def greedy(params) -> np.ndarray:   # one episode per eval env copy, in the order they ended
+    returns, count = eval_returns(params, eval_rng)
+    return np.asarray(returns, np.float64)[:int(count)]
+
   def evaluate(state: dict, step: int) -> dict:
-    returns = greedy(state["best_params"], eval_rng)
+    returns = greedy(state["best_params"])
     return {**task.evaluate(state, step), "mean_return": float(np.mean(returns)),
             "std_return": float(np.std(returns))}
 
   bc, _ = run(dataclasses.replace(task, evaluate=evaluate), loop, workdir, writer, seed)
-  returns = greedy(bc["best_params"], eval_rng)
+  returns = greedy(bc["best_params"])
   return dict(mean_return=float(np.mean(returns)), std_return=float(np.std(returns)), returns=returns.tolist(),
               env_steps=env_steps, idm_val_nll=float(idm["best_val"]), bc_val_nll=float(bc["best_val"]),
               pool_transitions=int(pool.num_windows))
