@@ -27,8 +27,8 @@ and their ratio), PNG curves.
   Measured (this 2-core CPU, the test suite sharing it for 20 minutes): about 72 min wall, two restarts
   included (expert and pools 4.5 min; per ablation or shifted RLV variant, 5 runs side by side, 4.8-5.8 min).
   Pools -100.0 / -85.2 / -79.8. Final greedy return (mean +- s.e.): SAC -94.6 +- 2.9; RLV low -100.0,
-  medium -81.3, high -80.7; RLV reaches SAC's final return after 10k (medium) and 5k (high) env steps against
-  SAC's 20k (ratios 0.50 and 0.25); BCO(0) -100 / -96.6 / -100. Ablations (medium): true actions
+  medium -81.3, high -80.7; RLV reaches SAC's final return (and stays there) after 10k env steps (medium and
+  high) against SAC's 20k (ratio 0.50); BCO(0) -100 / -96.6 / -100. Ablations (medium): true actions
   -82.2, zero actions -100, true rewards -84.0, zero rewards -83.5. Shift (strong): SAC+encoder -86.2, SAC+RND
   -82.2, every RLV variant -100, also under the weak map, while the identity map (strength "none", the control)
   gives RLV -75.0 (the discriminator separates the domains; the README says why). The full table:

@@ -1,5 +1,6 @@
 """APV's pieces: the video bonus against numpy, DreamerV2's RSSM cell switches, the world models' shapes and named
-losses, loading pre-trained parts (naive fine-tuning's re-initialised action rows) and their errors."""
+losses, loading pre-trained parts (naive fine-tuning's re-initialised action rows) and their errors, the open-loop
+predictions."""
 
 import jax
 import jax.numpy as jnp
@@ -10,7 +11,7 @@ from vidrl_jax.errors import VidrlError
 from vidrl_jax.methods.apv import bonus as bonus_lib
 from vidrl_jax.methods.apv import model as model_lib
 from vidrl_jax.nets.conv import decoder_size
-from vidrl_jax.nets.rssm import RSSM, LayerNormGRUCell, action_rows, zeros_state
+from vidrl_jax.nets.rssm import RSSM, LayerNormGRUCell, action_rows, features, zeros_state
 
 SMALL = dict(deter=16, hidden=16, stoch=3, classes=4, cnn_width=2, reward_hidden=(8,), image_size=16,
              enc_kernels=(4, 4), dec_kernels=(3, 3, 4))
@@ -176,3 +177,32 @@ def test_open_loop_predictions(models):
   later[:, 4:] = 255 - later[:, 4:]
   pred2 = np.asarray(jax.jit(lambda p, x: model_lib.open_loop(video, p, x, 2, jax.random.key(0)))(vparams, later))
   np.testing.assert_array_equal(pred, pred2)
+
+
+@pytest.mark.parametrize("kind", model_lib.KINDS)
+def test_open_loop_predictions_from_actions(models, kind):
+  m, params = models[0][kind]
+  batch, context = _batch(4), 3
+  images, actions = batch["obs"]["image"], batch["action"]
+  predict = jax.jit(lambda x, a: model_lib.open_loop_actions(m, params, x, a, context, jax.random.key(0)))
+  pred = np.asarray(predict(images, actions))
+  assert pred.shape == images.shape and np.all(np.isfinite(pred)) and pred.min() >= 0.0 and pred.max() <= 1.0
+  # the context frames: the decoded posteriors of filtering them through the stack
+  first = np.zeros((context, B), bool)
+  first[0] = True
+  up, _ = model_lib.observe_stack(m, params, {"image": jnp.swapaxes(images[:, :context], 0, 1)},
+                                  jnp.swapaxes(actions[:, :context], 0, 1), first,
+                                  jax.random.split(jax.random.key(0))[0])
+  recon = m.upper.decode(params, features(up.states))["image"].mean - m.upper.pixel_offset
+  np.testing.assert_allclose(pred[:, :context], np.clip(np.swapaxes(recon, 0, 1), 0, 1), atol=1e-5, rtol=0)
+  # the open-loop frames follow the actions given, never the frames after the context
+  later = images.copy()
+  later[:, context:] = 255 - later[:, context:]
+  np.testing.assert_array_equal(pred, np.asarray(predict(later, actions)))
+  other = actions.copy()
+  other[:, context:] = -other[:, context:]
+  moved = np.asarray(predict(images, other))
+  np.testing.assert_array_equal(pred[:, :context], moved[:, :context])
+  assert np.abs(pred[:, context:] - moved[:, context:]).max() > 1e-4
+  with pytest.raises(VidrlError, match="context frames"):
+    model_lib.open_loop_actions(m, params, images, actions, T, jax.random.key(0))

@@ -1,8 +1,8 @@
 """APV end to end on the smoke preset (videos -> pre-training -> fine-tuning of APV, DreamerV2 and naive fine-tuning
 on 16x16 Meta-World reach): notebooks/apv.ipynb executed as CI runs the notebooks (tests/test_notebooks.py), its run
-shared by the tests below: the stages it writes, the results, a rerun that
-resumes without training again, a fine-tuning run killed mid-way that resumes exactly, another workdir's
-pre-training taken read-only, and bad configs."""
+shared by the tests below: the stages it writes, the results and plots, a rerun that resumes without training again
+(and makes a missing plot from the checkpoint), a fine-tuning run killed mid-way that resumes exactly, another
+workdir's pre-training taken read-only, and bad configs."""
 
 from __future__ import annotations
 
@@ -58,6 +58,7 @@ def test_smoke_writes_every_stage_and_the_results(smoke):
   assert os.path.exists(os.path.join(workdir, "curves_reach-v3.png"))
   assert os.path.exists(os.path.join(workdir, "results.md"))
   assert os.path.exists(os.path.join(workdir, "open_loop_pretrained.png"))
+  assert all(os.path.exists(os.path.join(workdir, f"open_loop_finetuned_reach-v3_{v}.png")) for v in config.variants)
   probe = saved["probe"]       # Fig. 8: both models, both targets, finite held-out errors from step 0
   assert set(probe["models"]) == {"pre-trained", "random init"} and os.path.exists(os.path.join(workdir, "probe.png"))
   for by_target in probe["models"].values():
@@ -66,12 +67,16 @@ def test_smoke_writes_every_stage_and_the_results(smoke):
 
 
 def test_rerun_resumes_without_training_again(smoke):
+  """A missing open-loop plot is made again from the finished stage's checkpoint."""
   config, workdir, results = smoke
   before = len(MetricWriter(workdir).rows())
+  plot = os.path.join(workdir, "open_loop_finetuned_reach-v3_apv.png")
+  os.remove(plot)
   again = pipeline.train_and_evaluate(config, workdir)
   assert {k: v["final"] for k, v in again.items()} == {k: v["final"] for k, v in results.items()}
   train_rows = [r for r in MetricWriter(workdir).rows() if "loss/total" in r]
   assert len(train_rows) == len([r for r in MetricWriter(workdir).rows()[:before] if "loss/total" in r])
+  assert os.path.exists(plot)
 
 
 def test_a_killed_finetuning_resumes_exactly(smoke, tmp_path):

@@ -107,11 +107,18 @@ def test_aggregate_curves_on_common_x():
 
 
 def test_steps_to():
-  x, y = [0, 10, 20, 30], [0.0, 1.0, 5.0, 3.0]
+  x, y = [0, 10, 20, 30], [0.0, 1.0, 5.0, 5.0]
   assert stats.steps_to(x, y, 4.0) == 20
   assert stats.steps_to(x, y, 5.0) == 20          # reaching counts
   assert stats.steps_to(x, y, 1.0) == 10
+  assert stats.steps_to(x, y, 0.0) == 0
   assert stats.steps_to(x, y, 6.0) is None
+  # A curve that touches the threshold and falls back has not reached it (issue #20: rlv/low at -100 throughout
+  # but for one evaluation counted as reaching SAC's final return): it counts from where it stays above.
+  touch = [0.0, 5.0, 1.0, 5.0, 6.0]
+  assert stats.steps_to([0, 10, 20, 30, 40], touch, 4.0) == 30
+  assert stats.steps_to([0, 10, 20], touch[:3], 4.0) is None
+  assert stats.steps_to([], [], 4.0) is None
 
 
 def test_steps_ratio():

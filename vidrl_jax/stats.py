@@ -199,12 +199,15 @@ def aggregate_curves(curves: Sequence[Curve], reps: int = REPS, confidence: floa
 
 
 def steps_to(curve_x, curve_y, threshold: float) -> float | None:
-  """The first x at which the curve's y reaches `threshold` (y >= threshold), None if it never does."""
+  """The first x from which the curve's y stays at or above `threshold` to its end, None if its last y is below
+  (a curve that touches the threshold and falls back has not reached it)."""
   x, y = np.asarray(curve_x), np.asarray(curve_y, np.float64)
   if x.shape != y.shape:
     raise VidrlError(f"steps_to needs x and y of one shape, got {x.shape} and {y.shape}")
-  hit = np.nonzero(y >= threshold)[0]
-  return x[hit[0]].item() if len(hit) else None
+  below = np.nonzero(y < threshold)[0]
+  if not len(y) or (len(below) and below[-1] == len(y) - 1):
+    return None
+  return x[below[-1] + 1 if len(below) else 0].item()
 
 
 def steps_ratio(curves_a: Sequence[Curve], curves_b: Sequence[Curve], threshold: float, reps: int = REPS,

@@ -10,6 +10,7 @@
   with the updated model. `finetune.load` names the pre-trained parts copied in before the first update
   (`warm_start`): "encoder", "decoder", "af_rssm" (APV) or "rssm" (naive fine-tuning, Fig. 6a: the single
   RSSM from the action-free one, its action rows re-initialised, paper App. E).
+- `greedy_episodes`: a fine-tuned agent's held-out evaluation episodes (frames and actions: the open-loop plots).
 """
 
 from __future__ import annotations
@@ -185,6 +186,19 @@ def recurrent_policy(model: model_lib.FineTuneModel, ac: ActorCritic, action_dim
     action = actor_mode(dist) if greedy else actor_sample(dist, r_act)
     return action, (low, post, action)
   return host.RecurrentPolicy(init=lambda n: model_lib.initial_carry(model, n, action_dim), act=act)
+
+
+def greedy_episodes(state: AgentState, env: host.BatchEnv, config: ml_collections.ConfigDict, seed: int,
+                    num_episodes: int) -> list[dict]:
+  """The fine-tuned agent `state`'s first `num_episodes` evaluation episodes on `env` (greedy, the evaluation's
+  reset seeds; they never enter the replay), as `host.EpisodeRecorder` records them."""
+  model = model_lib.finetune_model(env.action_dim, config.model)
+  ac = ActorCritic(model.upper.rssm, env.action_dim, discrete=False, config=config.ac, num_updates=1)
+  policy = host.bind(recurrent_policy(model, ac, env.action_dim, greedy=True), state, jax.random.PRNGKey(seed),
+                     obs_fn=lambda obs: {"image": obs["image"]})
+  episodes = []
+  host.run_episodes(env, policy, num_episodes, seed=seed + EVAL_SEED_OFFSET, on_episode=lambda i, e: episodes.append(e))
+  return episodes
 
 
 def finetune_task(name: str, env: host.HostEnv, eval_env: Any, config: ml_collections.ConfigDict, seed: int,

@@ -12,7 +12,8 @@ apv_finetuning `WorldModel`), on the shared shell (`nets.world_model`) with Drea
   and the action-free KL at weight `af_kl` (0 in the paper), the reward target plus beta times the video bonus
   (`bonus.py`, Eq. 5) when beta > 0.
 - `filter_frame`: one step of the agent's recurrent policy's filter (the new frame through the stack);
-  `open_loop`: the video model's open-loop predictions (the plots).
+  `open_loop_actions`: the fine-tuned model's open-loop predictions from given actions, `open_loop` the video
+  model's (the plots).
 """
 
 from __future__ import annotations
@@ -83,23 +84,6 @@ def pretrain_loss(wm: WorldModel, params: dict, batch: dict, rng: jax.Array, con
   return total, {**logged, "kl_value": jnp.mean(kl)}
 
 
-def open_loop(wm: WorldModel, params: dict, images: jax.Array, context: int, rng: jax.Array) -> jax.Array:
-  """The video model's open-loop prediction of (B, T) frames: the first `context` reconstructed from their
-  posteriors, the rest decoded from the prior rolled forward without observations (the official `video_pred`);
-  (B, T, H, W, 3) in [0, 1]."""
-  obs = {"image": jnp.swapaxes(images, 0, 1)}
-  T, B = obs["image"].shape[:2]
-  r_obs, r_img = jax.random.split(rng)
-  first = jnp.zeros((context, B), bool).at[0].set(True)
-  filt = observe(wm.rssm, params["rssm"], wm.embed(params, {"image": obs["image"][:context]}), r_obs,
-                 actions=jnp.zeros((context, B, 0)), is_first=first)
-  start = jax.tree.map(lambda x: x[-1], filt.states)
-  rolled = imagine(wm.rssm, params["rssm"], start, r_img, actions=jnp.zeros((T - context, B, 0)))
-  feat = jnp.concatenate([features(filt.states), features(rolled.states)], 0)
-  frames = wm.decode(params, feat)["image"].mean - wm.pixel_offset
-  return jnp.clip(jnp.swapaxes(frames, 0, 1), 0.0, 1.0)
-
-
 @dataclasses.dataclass(frozen=True)
 class FineTuneModel:
   """The agent's world model: `upper` (encoder, action-conditional RSSM, decoder, reward head) and, for kind
@@ -148,6 +132,33 @@ def observe_stack(model: FineTuneModel, params: dict, obs: dict, action: jax.Arr
   up = observe(model.upper.rssm, params["rssm"], model.upper_input(embed, af_feat), r_up, actions=action,
                is_first=is_first)
   return up, low
+
+
+def open_loop_actions(model: FineTuneModel, params: dict, images: jax.Array, actions: jax.Array, context: int,
+                      rng: jax.Array) -> jax.Array:
+  """The action-conditional open-loop prediction of (B, T) frames given the actions (B, T, A) that preceded them
+  (the replay's: actions[:, t] = a_{t-1}): the first `context` frames filtered through the stack (`observe_stack`)
+  and reconstructed from their posteriors, the rest decoded from Eq. 3's transition p(s_t | s_{t-1}, a_{t-1}) rolled
+  forward on actions[:, context:] without observations (the official apv_finetuning `video_pred`); (B, T, H, W, 3)
+  in [0, 1]."""
+  B, T = images.shape[:2]
+  if not 0 < context < T:
+    raise VidrlError(f"open-loop prediction with {context} context frames of {T}: use 1 to {T - 1}")
+  image, action = jnp.swapaxes(images, 0, 1), jnp.swapaxes(actions, 0, 1)
+  r_obs, r_img = jax.random.split(rng)
+  first = jnp.zeros((context, B), bool).at[0].set(True)
+  up, _ = observe_stack(model, params, {"image": image[:context]}, action[:context], first, r_obs)
+  start = jax.tree.map(lambda x: x[-1], up.states)
+  rolled = imagine(model.upper.rssm, params["rssm"], start, r_img, actions=action[context:])
+  feat = jnp.concatenate([features(up.states), features(rolled.states)], 0)
+  frames = model.upper.decode(params, feat)["image"].mean - model.upper.pixel_offset
+  return jnp.clip(jnp.swapaxes(frames, 0, 1), 0.0, 1.0)
+
+
+def open_loop(wm: WorldModel, params: dict, images: jax.Array, context: int, rng: jax.Array) -> jax.Array:
+  """The video model's open-loop prediction of (B, T) frames (Eq. 1's transition p(z_t | z_{t-1})):
+  `open_loop_actions` with no actions."""
+  return open_loop_actions(FineTuneModel(wm, None), params, images, jnp.zeros((*images.shape[:2], 0)), context, rng)
 
 
 def finetune_loss(model: FineTuneModel, params: dict, bonus_state: bonus_lib.BonusState | None, batch: dict,
@@ -213,5 +224,5 @@ def filter_frame(model: FineTuneModel, params: dict, carry: tuple, obs: dict, is
 
 
 __all__ = ["FineTuneModel", "KINDS", "filter_frame", "finetune_loss", "finetune_model", "image_nll",
-           "initial_carry", "model_config", "observe_stack", "open_loop", "pretrain_loss", "reward_mean",
-           "video_model"]
+           "initial_carry", "model_config", "observe_stack", "open_loop", "open_loop_actions", "pretrain_loss",
+           "reward_mean", "video_model"]

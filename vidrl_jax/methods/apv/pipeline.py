@@ -10,7 +10,8 @@ Every stage is a stage of the one loop (`vidrl_jax.train.run`) in `workdir`, so 
   run's workdir to take its finished `pretrain` stage instead (read only); then the Fig. 8 probe (`probe.py`);
 - `finetune/<task>/<variant>/seed<s>`: the online agent (`agent.finetune_task`) on the image Meta-World task
   (dense reward, as the official `metaworld` suite), evaluated every `finetune.eval_every` env steps by greedy
-  episodes of its sparse-success twin: success rate (an episode succeeds if any step does).
+  episodes of its sparse-success twin: success rate (an episode succeeds if any step does); for the first seed,
+  the fine-tuned model's open-loop predictions of held-out greedy episodes (`plot_finetuned`).
 
 A variant is a set of config overrides on the same code (`VARIANTS`): APV; DreamerV2 from scratch; the ablations
 of Fig. 6b (no bonus / no pre-training) and the fine-tuning schemes of Fig. 6a (naive) and Fig. 7b (encoder and
@@ -120,19 +121,31 @@ class Apv:
   def plot_predictions(self, params: dict, windows) -> str:
     """open_loop_pretrained.png: 4 video windows, true frames above the model's (5 context frames, then open
     loop), the last windows of the dataset (not a held-out set: the videos are all used for pre-training)."""
-    c = self.config
-    wm = model_lib.video_model(c.model)
+    wm = model_lib.video_model(self.config.model)
     n = windows.population()
     frames = windows.gather(np.arange(max(n - 4, 0), n))["obs"]["image"]
     context = min(5, frames.shape[1] - 1)
-    pred = np.asarray(jax.jit(lambda p, x: model_lib.open_loop(wm, p, x, context, jax.random.PRNGKey(0)))(
-        params, frames))
-    rows = {}
-    for i in range(len(frames)):
-      rows[f"video {i}: true"] = frames[i][::max(frames.shape[1] // 10, 1)]
-      rows[f"video {i}: model"] = (pred[i][::max(frames.shape[1] // 10, 1)] * 255).astype(np.uint8)
-    return plots.image_grid(io.join(self.workdir, "open_loop_pretrained.png"), rows,
+    pred = jax.jit(lambda p, x: model_lib.open_loop(wm, p, x, context, jax.random.PRNGKey(0)))(params, frames)
+    return plots.image_grid(io.join(self.workdir, "open_loop_pretrained.png"), _strips(frames, pred, "video"),
                             f"pre-trained video model: {context} context frames, then open loop")
+
+  def plot_finetuned(self, task: str, variant: str, c: ml_collections.ConfigDict, state, eval_env) -> str:
+    """open_loop_finetuned_<task>_<variant>.png, made once: the fine-tuned action-conditional model on 4 held-out
+    greedy episodes (`agent.greedy_episodes`), their first `finetune.length` frames, true above the model's (5
+    context frames, then open loop on the episode's actions: `model.open_loop_actions`)."""
+    path = io.join(self.workdir, f"open_loop_finetuned_{task}_{variant}.png")
+    if io.exists(path):
+      return path
+    episodes = agent.greedy_episodes(state, eval_env, c, c.seeds[0], 4)
+    T = min([int(c.finetune.length)] + [len(e["obs"]["image"]) for e in episodes])
+    frames = np.stack([e["obs"]["image"][:T] for e in episodes])
+    actions = np.stack([np.concatenate([np.zeros_like(e["action"][:1]), e["action"]])[:T] for e in episodes])
+    model, context = model_lib.finetune_model(eval_env.action_dim, c.model), min(5, T - 1)
+    pred = jax.jit(lambda p, x, a: model_lib.open_loop_actions(model, p, x, a, context, jax.random.PRNGKey(0)))(
+        state.params, frames, actions)
+    return plots.image_grid(path, _strips(frames, pred, "episode"),
+                            f"{variant} fine-tuned on {task}: {context} context frames, then open loop on the "
+                            f"episode's actions")
 
   def finetune(self, task: str, variant: str, seed: int, pretrained: dict | None) -> dict:
     c = variant_config(self.config, variant)
@@ -140,8 +153,21 @@ class Apv:
     stage = agent.finetune_task(f"finetune/{task}/{variant}/seed{seed}", self.env(task), eval_env, c, seed,
                                 pretrained)
     t0 = time.time()
-    _, metrics = run(stage, c.loop, self.workdir, self.writer, seed)
-    return {**metrics, "seconds": time.time() - t0}
+    state, metrics = run(stage, c.loop, self.workdir, self.writer, seed)   # finished: restored, not trained
+    metrics = {**metrics, "seconds": time.time() - t0}
+    if seed == c.seeds[0]:
+      self.plot_finetuned(task, variant, c, jax.device_get(state), eval_env)
+    return metrics
+
+
+def _strips(frames: np.ndarray, pred: jax.Array, name: str) -> dict:
+  """`plots.image_grid`'s rows: per sequence, about 10 of its true frames (uint8) above the same predicted ones."""
+  pred, every = np.asarray(pred), max(frames.shape[1] // 10, 1)
+  rows = {}
+  for i in range(len(frames)):
+    rows[f"{name} {i}: true"] = frames[i][::every]
+    rows[f"{name} {i}: model"] = (pred[i][::every] * 255).astype(np.uint8)
+  return rows
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
