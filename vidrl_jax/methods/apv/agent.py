@@ -193,7 +193,7 @@ def greedy_episodes(state: AgentState, env: host.BatchEnv, config: ml_collection
   """The fine-tuned agent `state`'s first `num_episodes` evaluation episodes on `env` (greedy, the evaluation's
   reset seeds; they never enter the replay), as `host.EpisodeRecorder` records them."""
   model = model_lib.finetune_model(env.action_dim, config.model)
-  ac = ActorCritic(model.upper.rssm, env.action_dim, discrete=False, config=config.ac, num_updates=1)
+  ac = ActorCritic(model.upper.rssm, env.action_dim, discrete=False, config=config.ac, num_updates=1)  # acts only
   policy = host.bind(recurrent_policy(model, ac, env.action_dim, greedy=True), state, jax.random.PRNGKey(seed),
                      obs_fn=lambda obs: {"image": obs["image"]})
   episodes = []
