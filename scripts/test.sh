@@ -10,9 +10,10 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export JAX_PLATFORMS=cpu MUJOCO_GL=egl
 # XLA's LLVM backend without its optimisation passes (-O0: the same HLO and fusions; floats may differ in the last
-# bit where LLVM would contract a multiply-add, within every test's tolerance): the suite's programs are tiny and mostly compiled, not run, so this saves about a fifth of their time (measured:
-# test_fused + test_rlv_manipulation 110 -> 91 s, RLV's ablation smoke 27 -> 21 s, empty cache). Launchers and
-# benchmarks keep XLA's default; the flag is part of the compilation cache's key, so nothing is shared with them.
+# bit where LLVM would contract a multiply-add, within every test's tolerance): the suite's programs are tiny and
+# mostly compiled, not run, so this saves about a fifth of their time (measured: test_fused + test_rlv_manipulation
+# 110 -> 91 s, RLV's ablation smoke 27 -> 21 s, empty cache). Launchers and benchmarks keep XLA's default; the flag
+# is part of the compilation cache's key, so nothing is shared with them.
 export XLA_FLAGS="--xla_backend_optimization_level=0${XLA_FLAGS:+ $XLA_FLAGS}"
 workers="${VIDRL_TEST_WORKERS:-$(.venv/bin/python -c 'import os; print(max(1, min(4, len(os.sched_getaffinity(0)))))')}"
 exec .venv/bin/python -m pytest -n "$workers" -v --durations=25 "$@" tests
