@@ -8,22 +8,28 @@ Launch (from the repository root, after `bash scripts/setup.sh`):
   .venv/bin/python experiments/rlv.py --config configs/rlv.py:paper --workdir runs/rlv_paper     # accelerator
 
 Pipeline (`vidrl_jax.methods.rlv.pipeline`; `groups` picks the parts): an SAC expert on Acrobot (gymnax
-Acrobot-v1, a 1-D action thresholded at +-0.5 into the three torques, 100-step episodes) trained to
-`data.snapshots` episodes, rolled out after each into observation pools of low / medium / high quality (official:
-about -99, -79, -63 per episode) -> "main": SAC on interaction alone and RLV per quality; "ablations": Fig. 8's
-observation labels on `ablation_quality`'s pool; "bco": BCO(0) per pool; "shift": the `shift.quality` pool through
-a fixed invertible state map (`methods.rlv.domain`) with SAC's vector encoder: SAC, SAC+RND, RLV with and without
-the adversarial term (Eq. 3-4, and the released code's stop-gradient); "manipulation": Meta-World
-(`methods.rlv.manipulation`). Every run of one program (seeds x pools) trains side by side (`rl.fused`), one update
-per env step. Output: results.json, results.md (mean +- s.e., IQM with bootstrap CIs, steps to SAC's final return
-and their ratio), PNG curves.
+Acrobot-v1, a 1-D action thresholded at +-0.5 into the three torques, 100-step episodes), rolled out into
+observation pools of low / medium / high quality (official: about -99, -79, -63 per episode) when its greedy
+evaluation return first reaches `data.targets` (`data.snapshot_by="return"`, up to `data.max_expert_episodes`;
+each pool records its target, the episode and return it was taken at, whether the target was reached, and its own
+mean return), or after `data.snapshots` episodes (`snapshot_by="episodes"`) -> "main": SAC on interaction alone
+and RLV per quality; "ablations": Fig. 8's observation labels on `ablation_quality`'s pool; "bco": BCO(0) per pool;
+"shift": the `shift.quality` pool through a fixed invertible state map (`methods.rlv.domain`) with SAC's vector
+encoder: SAC, SAC+RND, RLV with and without the adversarial term (Eq. 3-4, and the released code's stop-gradient);
+"manipulation": Meta-World (`methods.rlv.manipulation`). Every run of one program (seeds x pools) trains side by
+side (`rl.fused`), one update per env step. Output: results.json, results.md (mean +- s.e., IQM with bootstrap
+CIs, steps to SAC's final return and their ratio), PNG curves.
 
 - `smoke`: 10-step episodes and tiny networks, every Acrobot group (the shift's SAC, RND, RLV with and without
-  the adversary; two of the four ablations), seconds (the tests run it).
+  the adversary; two of the four ablations), pools by return (low and medium reached at the first evaluation, high
+  never: taken at the expert's last episode), seconds (the tests run it).
 - `cpu`: 5 seeds; SAC/RLV 2x128 networks (paper 2x256), 200 episodes (20k env steps) each; the expert 2x256,
-  pools after 150 / 350 / 600 episodes; the shift at its strong setting with SAC, SAC+RND, RLV without the
-  adversarial term and RLV with a learning discriminator (lr 3e-4, c3 0.1; the Table-5 adversary, lr 3e-8 and c3
-  1e-3, is left out for time) with the gradient reaching the encoder and stopped as in the released code.
+  pools at greedy returns -99 / -79 / -63 (evaluated every 50 episodes, up to 800). The measurements below (and the
+  README's cpu table) were made with `snapshot_by="episodes"`, pools after 150 / 350 / 600 expert episodes:
+  `--config.data.snapshot_by=episodes` reproduces them. The shift at its strong setting with SAC, SAC+RND, RLV
+  without the adversarial term and RLV with a learning discriminator (lr 3e-4, c3 0.1; the Table-5 adversary, lr
+  3e-8 and c3 1e-3, is left out for time) with the gradient reaching the encoder and stopped as in the released
+  code.
   Measured (this 2-core CPU, the test suite sharing it for 20 minutes): about 72 min wall, two restarts
   included (expert and pools 4.5 min; per ablation or shifted RLV variant, 5 runs side by side, 4.8-5.8 min).
   Pools -100.0 / -85.2 / -79.8. Final greedy return (mean +- s.e.): SAC -94.6 +- 2.9; RLV low -100.0,
@@ -60,7 +66,11 @@ def base() -> ml_collections.ConfigDict:
   c.expert = sac_config(checkpoint_every_episodes=50, eval_every_episodes=50, train_every=1)   # to each snapshot
   c.data = ml_collections.ConfigDict(dict(
       dir="",                   # '' = <workdir>/data/{low,medium,high}; a directory the project did not write is read
-      snapshots=ml_collections.ConfigDict(dict(low=130, medium=400, high=800)),   # expert episodes per quality
+      snapshot_by="return",     # "return": at `targets`; "episodes": after `snapshots` (data.SNAPSHOT_BY)
+      # the expert's greedy evaluation return per quality (official pools: about -99 / -79 / -63 per 100 steps)
+      targets=ml_collections.ConfigDict(dict(low=-99.0, medium=-79.0, high=-63.0)),
+      max_expert_episodes=1000,   # "return": a target not reached by then is snapshotted there, marked so
+      snapshots=ml_collections.ConfigDict(dict(low=130, medium=400, high=800)),   # "episodes": per quality
       episodes=100,             # observation episodes per pool
       greedy=False))            # stochastic expert actions, as in the official replay pools
   # SAC as the official code runs it: one update per env step (train_every=1, scanned on device by rl.fused).
@@ -99,6 +109,10 @@ PRESETS = {
     "smoke": {
         **_TINY, "seeds": (0, 1), "env.episode_steps": 10, "env.eval_envs": 2,
         "data.snapshots": ml_collections.ConfigDict(dict(low=2, medium=3, high=4)), "data.episodes": 3,
+        # 10-step returns lie in [-10, 0]: low and medium are reached at the first evaluation, high never (it is
+        # snapshotted at max_expert_episodes, target_reached False)
+        "data.targets": ml_collections.ConfigDict(dict(low=-100.0, medium=-50.0, high=1.0)),
+        "data.max_expert_episodes": 3,
         "sac.num_episodes": 4, "sac.eval_every_episodes": 2, "obs_batch": 8, "shift.state_encoder_hidden": (8,),
         "expert.eval_every_episodes": 1, "bco.idm_steps": 20, "bco.bc_steps": 20, "bco.interaction_episodes": 2,
         "loop.log_every": 2, "manipulation": manipulation_config("smoke"),
@@ -112,6 +126,8 @@ PRESETS = {
     },
     "cpu": {
         "sac.num_episodes": 200, "sac.actor_hidden": (128, 128), "sac.critic_hidden": (128, 128),
+        "data.max_expert_episodes": 800,
+        # --config.data.snapshot_by=episodes: the README table's pools (see the docstring)
         "data.snapshots": ml_collections.ConfigDict(dict(low=150, medium=350, high=600)),
         "bco.idm_steps": 2000, "bco.bc_steps": 2000,
         # not in the cpu groups; add "manipulation" to run it (8.6 min, success 0.00 for SAC and RLV: see README)

@@ -1,10 +1,12 @@
 """RLV's Acrobot, its observation pools and the pipeline: the +-0.5 thresholding into three torques, 100-step
 episodes, observation-only pools (no action or reward, is_last on each trajectory's last step) read back as
-transitions, and the launcher's refusals (every Acrobot group end to end, then the launcher resuming the main group
+transitions, the pools' snapshots (at target returns: the decision, and a resumed expert making the same pools), and
+the launcher's refusals (every Acrobot group end to end, then the launcher resuming the main group
 on that workdir: tests/test_notebooks.py, notebooks/rlv.ipynb)."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -97,16 +99,90 @@ def test_pools_are_observation_only_with_is_last(tmp_path):
     rlv_data.write_pool(directory, episodes, dict(quality="low"))
 
 
-def test_snapshots_must_be_known_and_increasing(tmp_path):
+def _smoke_config(**data):
   sys.path.insert(0, os.path.join(ROOT, "configs"))
   import rlv as rlv_configs   # configs/rlv.py
   config = rlv_configs.get_config("smoke")
-  for snapshots, message in ((dict(low=3, medium=2), "increasing"), (dict(med=2), "names \\['med'\\]")):
-    config.unlock()
-    config.data.snapshots = snapshots
-    with pytest.raises(VidrlError, match=message):
-      rlv_data.make_pools(config, str(tmp_path), MetricWriter(str(tmp_path)))
+  config.unlock()
+  for k, v in data.items():
+    config.data[k] = v
+  return config
+
+
+@pytest.mark.parametrize("data, message", [
+    (dict(snapshot_by="episodes", snapshots=dict(low=3, medium=2)), "increasing"),
+    (dict(snapshot_by="episodes", snapshots=dict(med=2)), "names \\['med'\\]"),
+    (dict(targets=dict(low=-50.0, medium=-60.0)), "data.targets .* increasing"),
+    (dict(snapshot_by="reward"), "data.snapshot_by is 'reward'"),
+    (dict(max_expert_episodes=0), "multiple of expert.eval_every_episodes")])
+def test_pool_settings_are_refused_before_anything_trains(tmp_path, data, message):
+  with pytest.raises(VidrlError, match=message):
+    rlv_data.make_pools(_smoke_config(**data), str(tmp_path), MetricWriter(str(tmp_path)))
   assert not os.listdir(tmp_path)   # nothing trained or written
+
+
+def test_snapshot_decisions_take_each_targets_first_evaluation():
+  """The first evaluation whose greedy return reaches (>=) a target; several targets may share one; a target none
+  reached is taken at the last evaluation once the evaluations reach the maximum, marked not reached."""
+  evaluations = [(50, -100.0), (100, -99.0), (150, -85.0), (200, -70.0), (250, -78.0)]
+  targets = dict(low=-99.0, medium=-79.0, high=-63.0)
+  low = dict(target=-99.0, expert_episodes=100, expert_greedy_return=-99.0, target_reached=True)
+  medium = dict(target=-79.0, expert_episodes=200, expert_greedy_return=-70.0, target_reached=True)
+  assert rlv_data.snapshot_decisions(evaluations, targets, 300) == dict(low=low, medium=medium)   # high: not yet
+  assert rlv_data.snapshot_decisions(evaluations + [(300, -66.0)], targets, 300) == dict(
+      low=low, medium=medium, high=dict(target=-63.0, expert_episodes=300, expert_greedy_return=-66.0,
+                                        target_reached=False))
+  assert rlv_data.snapshot_decisions([], targets, 300) == {}
+  jump = rlv_data.snapshot_decisions([(50, -100.0), (100, -60.0)], targets, 100)
+  assert {q: (d["expert_episodes"], d["target_reached"]) for q, d in jump.items()} == {
+      "low": (100, True), "medium": (100, True), "high": (100, True)}
+  assert list(rlv_data.snapshot_decisions(evaluations, dict(high=-80.0), 300)) == ["high"]   # a subset of qualities
+  for bad, message in ((dict(low=-79.0, medium=-99.0), "must give increasing"), (dict(low=-99.0, high=-99.0),
+                       "must give increasing"), (dict(low=-99.0, best=-1.0), "names \\['best'\\]")):
+    with pytest.raises(VidrlError, match=message):
+      rlv_data.snapshot_decisions(evaluations, bad, 300)
+
+
+class _Interrupted(Exception):
+  pass
+
+
+def test_return_snapshots_resume_to_the_same_pools(tmp_path, monkeypatch):
+  """Interrupted after the expert's second evaluation was checkpointed but before it was recorded, a rerun resumes
+  from the checkpoint and the recorded evaluations to the pools of an uninterrupted run; a pool whose snapshot the
+  expert has trained past cannot be made again, in either mode."""
+  config = _smoke_config()
+  whole_dir, cut_dir = str(tmp_path / "whole"), str(tmp_path / "cut")
+  whole = rlv_data.make_pools(config, whole_dir, MetricWriter(whole_dir))
+  train = rlv_data._Expert.train
+
+  def interrupted(self, episodes):
+    out = train(self, episodes)
+    if episodes == 2:
+      raise _Interrupted
+    return out
+
+  monkeypatch.setattr(rlv_data._Expert, "train", interrupted)
+  with pytest.raises(_Interrupted):
+    rlv_data.make_pools(config, cut_dir, MetricWriter(cut_dir))
+  assert sorted(os.listdir(os.path.join(cut_dir, "data"))) == ["low", "medium"]   # both at the first evaluation
+  monkeypatch.undo()
+  resumed = rlv_data.make_pools(config, cut_dir, MetricWriter(cut_dir))
+  drop = lambda p: {k: v for k, v in p.items() if k not in ("seconds", "dir")}
+  assert {q: drop(p) for q, p in resumed.items()} == {q: drop(p) for q, p in whole.items()}
+  assert [(q, p["expert_episodes"], p["target_reached"]) for q, p in whole.items()] == [
+      ("low", 1, True), ("medium", 1, True), ("high", 3, False)]
+  for q in whole:
+    for f in sorted(f for f in os.listdir(whole[q]["dir"]) if f.endswith(".npz")):
+      a, b = np.load(os.path.join(whole[q]["dir"], f)), np.load(os.path.join(resumed[q]["dir"], f))
+      assert all(np.array_equal(a[k], b[k]) for k in a.files), (q, f)
+  record = lambda d: json.load(open(os.path.join(d, "expert", "snapshots.json")))
+  assert record(cut_dir) == record(whole_dir) and [e for e, _ in record(cut_dir)["evaluations"]] == [1, 2, 3]
+  shutil.rmtree(os.path.join(cut_dir, "data", "low"))
+  with pytest.raises(VidrlError, match="expert has trained on to 3"):
+    rlv_data.make_pools(config, cut_dir, MetricWriter(cut_dir))
+  with pytest.raises(VidrlError, match="has trained past 2 episodes"):   # by episodes: low=2, the expert at 3
+    rlv_data.make_pools(_smoke_config(snapshot_by="episodes"), cut_dir, MetricWriter(cut_dir))
 
 
 def test_pools_keep_true_labels_only_for_the_ablations(tmp_path):
@@ -164,8 +240,15 @@ def _launch(workdir, *extra):
 
 def _check_results(workdir, conditions):
   results = json.load(open(os.path.join(workdir, "results.json")))
-  assert set(results["pools"]) == {"low", "medium", "high"}
-  assert all(-10 <= p["mean_return"] <= 0 and p["episodes"] == 3 for p in results["pools"].values())
+  pools = results["pools"]
+  assert set(pools) == {"low", "medium", "high"}
+  assert all(-10 <= p["mean_return"] <= 0 and p["episodes"] == 3 for p in pools.values())
+  # the smoke preset's snapshots by return: low and medium reached at the first evaluation, high never
+  assert {q: (p["snapshot_by"], p["target"], p["expert_episodes"], p["target_reached"]) for q, p in pools.items()} == {
+      "low": ("return", -100.0, 1, True), "medium": ("return", -50.0, 1, True), "high": ("return", 1.0, 3, False)}
+  assert all(-10 <= p["expert_greedy_return"] <= 0 for p in pools.values())
+  md = open(os.path.join(workdir, "results.md")).read()
+  assert f"| high | 3 | {pools['high']['mean_return']:.1f} | return | 1.0 | no (taken at the maximum) | 3 |" in md
   assert set(results["curves"]) == set(conditions)
   for k, c in results["curves"].items():   # 2 seeds, evaluated every 2 episodes of 10 steps, one env copy
     assert c["env_steps"] == ([20] if k.startswith("bco/") else [20, 40]), k
@@ -173,7 +256,7 @@ def _check_results(workdir, conditions):
   assert set(results["speedup"]) == set(conditions) - {"sac", "shift/sac"}
   for q in ("low", "medium", "high"):
     assert os.path.getsize(os.path.join(workdir, f"returns_{q}.png")) > 0
-  assert "| medium |" in open(os.path.join(workdir, "results.md")).read()
+  assert "| medium |" in md
   return results
 
 

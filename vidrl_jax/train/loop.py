@@ -183,12 +183,18 @@ def run(task: Task, loop: ml_collections.ConfigDict, workdir: str, writer: Metri
 def stage_finished(workdir: str, name: str, num_steps: int) -> bool:
   """Whether stage `name` of `workdir` has its checkpoint of step `num_steps`, i.e. `run` would only restore and
   evaluate it again; asks without opening a stage that has no checkpoint directory (nothing is created)."""
+  return stage_step(workdir, name) == num_steps
+
+
+def stage_step(workdir: str, name: str) -> int | None:
+  """The step of stage `name`'s latest checkpoint in `workdir` (None: none), where a rerun of `run` resumes; asks
+  without opening a stage that has no checkpoint directory (nothing is created)."""
   directory = _checkpoint_dir(workdir, name)
   if not io.isdir(directory):
-    return False
+    return None
   ckpt = Checkpointer(directory)
   try:
-    return ckpt.latest_step() == num_steps
+    return ckpt.latest_step()
   finally:
     ckpt.close()
 

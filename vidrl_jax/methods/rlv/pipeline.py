@@ -112,13 +112,13 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     raise VidrlError("config.seeds is empty; give at least one seed, e.g. --config.seeds='(0,)'")
   if unknown:
     raise VidrlError(f"config.groups names {unknown}; known groups are {GROUPS}")
-  if "ablations" in config.groups and config.ablation_quality not in config.data.snapshots:
-    raise VidrlError(f"ablation_quality {config.ablation_quality!r} has no pool; pick one of "
-                     f"{sorted(config.data.snapshots)}")
+  acrobot = set(config.groups) - {"manipulation"}   # the groups that read the pools
+  qualities = sorted(q for q, _ in rlv_data.pool_plan(config.data)) if acrobot else []
+  if "ablations" in config.groups and config.ablation_quality not in qualities:
+    raise VidrlError(f"ablation_quality {config.ablation_quality!r} has no pool; pick one of {qualities}")
   if "shift" in config.groups:
-    if config.shift.quality not in config.data.snapshots:
-      raise VidrlError(f"shift.quality {config.shift.quality!r} has no pool; pick one of "
-                       f"{sorted(config.data.snapshots)}")
+    if config.shift.quality not in qualities:
+      raise VidrlError(f"shift.quality {config.shift.quality!r} has no pool; pick one of {qualities}")
     bad = sorted(set(config.shift.strengths) - set(domain.STRENGTHS))
     if bad:
       raise VidrlError(f"shift.strengths {bad} are unknown; pick from {sorted(domain.STRENGTHS)}")

@@ -22,10 +22,18 @@ from vidrl_jax.train import MetricWriter
 from vidrl_jax.train.loop import Task
 
 CI_SEED = 0
+# a pool's fields in results.json: its own returns and size, and its snapshot (`data.make_pools`)
+POOL_FIELDS = ("mean_return", "std_return", "episodes", "snapshot_by", "target", "expert_episodes",
+               "expert_greedy_return", "target_reached")
 INTERVAL_NOTE = (f"seeds: the runs per condition. IQM: the interquartile mean over seeds (with fewer than 4 seeds "
                  f"nothing is trimmed: the mean); [a, b]: its {stats.interval_name()}, {stats.REPS} resamples of the "
                  f"seeds; the plots show the IQM curve with that interval per env step. Steps ratio intervals: "
                  f"seeds of both conditions resampled, whole curves kept.")
+
+
+POOL_NOTE = ("mean return: the pool's own episodes (the expert's actions, stochastic unless data.greedy); snapshot by "
+             "return: the expert at its first evaluation whose greedy return (over env.eval_envs episodes) reached "
+             "the target, or at data.max_expert_episodes when none did; by episodes: after data.snapshots episodes.")
 
 
 def stage_curves(writer: MetricWriter, task: Task) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
@@ -70,8 +78,7 @@ def summarise(config: ml_collections.ConfigDict, pools: dict, curves: dict, seco
     threshold = float(np.mean(agg[base]["final"]))
     speed[name] = dict(baseline=base,
                        **stats.steps_ratio(curves[name], curves[base], threshold, seed=CI_SEED))
-  return dict(pools={q: {k: p[k] for k in ("mean_return", "std_return", "episodes", "expert_episodes") if k in p}
-                     for q, p in pools.items()},
+  return dict(pools={q: {k: p[k] for k in POOL_FIELDS if k in p} for q, p in pools.items()},
               curves=agg, final=finals, speedup=speed, seeds=list(config.seeds), seconds=seconds,
               ablation_quality=str(config.ablation_quality))
 
@@ -115,11 +122,15 @@ def _fmt(x: float | None, digits: int = 1) -> str:
 
 def markdown(results: dict) -> str:
   """results.md: pools, final returns (mean +- s.e., IQM [95% CI]) and the steps to the baseline's final return."""
-  lines = ["# RLV on Acrobot", "", "| observation pool | episodes | expert episodes | mean return |",
-           "|---|---|---|---|"]
+  lines = ["# RLV on Acrobot", "", "| observation pool | episodes | mean return | snapshot by | target | target "
+           "reached | expert episodes | expert's greedy return |", "|---|---|---|---|---|---|---|---|"]
+  number = lambda p, k: f"{p[k]:.1f}" if p.get(k) is not None else ""
   for q, p in results["pools"].items():
-    ret = f"{p['mean_return']:.1f}" if "mean_return" in p else "n/a (not written by the project)"
-    lines.append(f"| {q} | {p.get('episodes', '')} | {p.get('expert_episodes', '')} | {ret} |")
+    ret = number(p, "mean_return") or "n/a (not written by the project)"
+    reached = {True: "yes", False: "no (taken at the maximum)"}.get(p.get("target_reached"), "")
+    lines.append(f"| {q} | {p.get('episodes', '')} | {ret} | {p.get('snapshot_by', '')} | {number(p, 'target')} | "
+                 f"{reached} | {p.get('expert_episodes', '')} | {number(p, 'expert_greedy_return')} |")
+  lines += ["", POOL_NOTE]
   lines += ["", "| condition | seeds | env steps | final return, mean +- s.e. | IQM [95% CI] | steps to baseline's "
             "final (ratio [95% CI]) |", "|---|---|---|---|---|---|"]
   for k, c in results["curves"].items():
