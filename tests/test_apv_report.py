@@ -102,3 +102,36 @@ def test_probe_regression_head_learns_what_the_features_hold():
   assert held["steps"] == [0, 100, 200, 300, 400]
   assert held["error"][-1] < 0.05 < held["error"][0], held
   assert none["error"][-1] > 0.9, none
+
+
+def test_compare_script_reads_metric_logs_against_hand_computed_values(tmp_path):
+  """scripts/apv_compare.py: per seed the final and averaged success and the first step at 1.0 (a resumed run's
+  last row per step wins), rliable's probability of improvement over the baseline, one sentence for a bad run."""
+  import subprocess
+  import sys
+
+  def log(name, rows):
+    path = tmp_path / name
+    path.write_text("\n".join(json.dumps({"stage": f"finetune/reach-v3/{v}/seed{s}", "step": e,
+                                          "eval/env_steps": e, "eval/success_rate": r}) for v, s, e, r in rows) + "\n")
+    return str(path)
+
+  a = log("a.jsonl", [("apv", 0, 10, 0.0), ("apv", 0, 20, 0.5), ("apv", 0, 20, 1.0), ("apv", 1, 10, 1.0),
+                      ("apv", 1, 20, 1.0), ("dreamerv2", 0, 10, 0.0)])
+  b = log("b.jsonl", [("dreamerv2", 0, 10, 0.0), ("dreamerv2", 0, 20, 0.0), ("dreamerv2", 1, 10, 0.0),
+                      ("dreamerv2", 1, 20, 1.0)])
+  out = tmp_path / "cmp.json"
+  script = os.path.join(ROOT, "scripts", "apv_compare.py")
+  done = subprocess.run([sys.executable, script, "--task=reach-v3", "--baseline=dv2", f"--run=apv:apv:{a}",
+                         f"--run=dv2:dreamerv2:{b}", f"--out={out}"], capture_output=True, text=True, cwd=ROOT)
+  assert done.returncode == 0, done.stderr
+  runs = json.load(open(out))["runs"]
+  assert runs["apv"]["final"] == [1.0, 1.0] and runs["apv"]["averaged"] == [0.5, 1.0]
+  assert runs["apv"]["first_success_1"] == [20, 10] and runs["dv2"]["first_success_1"] == [None, 20]
+  assert runs["dv2"]["final"] == [0.0, 1.0] and runs["dv2"]["averaged"] == [0.0, 0.5]
+  # P(apv > dv2) over seed pairs: final (1>0: 1, 1=1: 0.5) x 2 -> 0.75; averaged 0.5>0, 0.5=0.5, 1>0, 1>0.5 -> 0.875
+  assert runs["apv"]["p_improvement"]["final"]["p"] == pytest.approx(0.75, abs=1e-12)
+  assert runs["apv"]["p_improvement"]["averaged"]["p"] == pytest.approx(0.875, abs=1e-12)
+  bad = subprocess.run([sys.executable, script, "--task=reach-v3", "--baseline=dv2", f"--run=dv2:dreamerv3:{b}",
+                        f"--out={out}"], capture_output=True, text=True, cwd=ROOT)
+  assert bad.returncode == 1 and "no evaluation rows of finetune/reach-v3/dreamerv3/seed*" in bad.stderr
