@@ -272,7 +272,7 @@ def test_bound_recurrent_policy_in_run_episodes():
     for k, action in enumerate(traj['action']):
       key = jax.random.fold_in(rng, 3 * (i // 2) + k)
       noise = np.asarray(jax.random.uniform(key, (2, 1), minval=-0.01, maxval=0.01))[i % 2]
-      np.testing.assert_allclose(action, 0.2 * (k / 100.0 + 1.0) * (k + 1) + noise, rtol=1e-6)
+      np.testing.assert_allclose(action, 0.2 * (k / 100.0 + 1.0) * (k + 1) + noise, rtol=1e-6, atol=1e-6)
 
 
 def test_episode_seed():
